@@ -1,0 +1,112 @@
+"""The `distill` command: parses options, calls the library, prints with rich."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from distill.errors import DistillError
+
+app = typer.Typer(help="Train a strong MNIST teacher, distill it into tiny students, and measure "
+                       "what each keeps and what it costs.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+console = Console()
+DEBUG_ENV = "DISTILL_DEBUG"
+
+DataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", help="Folder with the four MNIST IDX files (default: $DISTILL_DATA_DIR, else "
+                       "~/.cache/distill/mnist, downloaded when missing).", show_default=False)]
+Accelerator = Annotated[str, typer.Option(help="Where to train: auto, cpu, cuda or mps.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in --out.")]
+Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
+TrainBatches = Annotated[int | None, typer.Option(
+    help="Cap on training batches per epoch, for quick trials.", show_default=False)]
+ValBatches = Annotated[int | None, typer.Option(
+    help="Cap on validation batches (of 1000 images) per epoch, for quick trials.",
+    show_default=False)]
+TestImages = Annotated[int | None, typer.Option(
+    help="Score only the first N test images, for quick trials.", show_default=False)]
+
+
+@app.callback()
+def _root() -> None:
+    """Keeps every command a subcommand (`distill teacher`), even while there is only one."""
+
+
+_argv: list[str] = []
+
+
+def command_line() -> str:
+    """The command as the user typed it, for the report."""
+    return "distill " + shlex.join(_argv)
+
+
+@app.command()
+def teacher(
+    out: Annotated[Path, typer.Option(help="Run folder to write.")] = Path("runs/teacher"),
+    data_dir: DataDir = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum number of epochs.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per training step.")] = 128,
+    lr: Annotated[float, typer.Option(min=0, help="Peak learning rate of AdamW.")] = 2e-3,
+    patience: Annotated[int, typer.Option(
+        min=1, help="Epochs without a better validation loss before stopping early.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling, augmentation.")] = 0,
+    accelerator: Accelerator = "auto",
+    overwrite: Overwrite = False,
+    progress: Progress = True,
+    train_batches: TrainBatches = None,
+    val_batches: ValBatches = None,
+    test_images: TestImages = None,
+) -> None:
+    """Train the DigitNet teacher on MNIST and write its run folder with a report."""
+    from distill.runs import train_classifier
+    from distill.training import Limits, TrainConfig
+
+    config = TrainConfig(model="digitnet", epochs=epochs, batch_size=batch_size, lr=lr,
+                         patience=patience, seed=seed)
+    limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
+    report = train_classifier("teacher", out, config, command_line(), data_dir, limits,
+                              accelerator, overwrite, progress)
+    print_summary(report, out)
+
+
+def print_summary(report: dict, out: Path) -> None:
+    from distill.report import human, percent
+
+    ev, c, t = report["evaluation"], report["cost"], report["training"]
+    console.print(
+        f"[bold]{report['name']}[/] ({report['model']}, {c['parameters']:,} parameters, "
+        f"{human(c['flops'])} FLOPs/image): "
+        f"test top-1 [bold green]{percent(ev['test']['top1'])}[/], "
+        f"augmented test top-2 {percent(ev['augmented_test']['top2'])}; "
+        f"{t['epochs_run']} epochs in {t['seconds']:.0f} s on {t['device']}.")
+    console.print(f"Wrote {out}/: report.md, report.json, weights.safetensors, curves.png, "
+                  "confusion.png, examples.png, checkpoints/")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one red line and exit code 1; --debug shows tracebacks."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    global _argv
+    _argv = args
+    try:
+        app(args=args, prog_name="distill")
+    except SystemExit as done:  # click ends every run with SystemExit, success included
+        if done.code not in (0, None):
+            raise
+    except DistillError as error:
+        if debug:
+            raise
+        console.print(f"[bold red]Error:[/] {error}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("[bold red]Interrupted.[/] Nothing finished was overwritten.")
+        sys.exit(130)

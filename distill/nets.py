@@ -1,0 +1,89 @@
+"""DigitNet, the teacher, registered in timm's model registry.
+
+`timm.create_model("digitnet")` builds it; sizes are data (the registered functions only name a
+configuration), the code is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from timm.layers import LayerNorm2d, NormMlpClassifierHead, create_conv2d
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.convnext import ConvNeXtBlock
+from torch import Tensor, nn
+
+from distill.data import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
+
+
+class DigitNet(nn.Module):
+    """A ConvNeXt-V2 network for 28x28 digits: stem, four stages with downsampling, head.
+
+    timm's `ConvNeXt` class assumes a total stride of 32, which leaves nothing of a 28x28 image,
+    so the stem, downsampling and stages are assembled here from timm's blocks.
+
+    dims: channels of the four stages.
+    depths: ConvNeXt-V2 blocks per stage.
+    stem_stride: stride of the stem. 4 runs the stages at 7, 4, 2 and 1 pixels a side: on a
+        2-core CPU a training step is ~1.7x faster than with the first stage at 14x14
+        (stride 2), and ~4x faster again than at 28x28.
+    drop_path_rate: stochastic depth of the last block, rising linearly from 0 at the first.
+    num_classes: outputs of the head.
+    in_chans: input channels.
+    """
+
+    def __init__(self, dims: Sequence[int] = (32, 64, 96, 128), depths: Sequence[int] = (1, 1, 3, 1),
+                 stem_stride: int = 4, drop_path_rate: float = 0.1, num_classes: int = 10,
+                 in_chans: int = 1) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, dims[0], kernel_size=2 * stem_stride, stride=stem_stride,
+                      padding=stem_stride // 2),
+            LayerNorm2d(dims[0]),
+        )
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        stages, block = [], 0
+        for i, (dim, depth) in enumerate(zip(dims, depths)):
+            # 'same' padding makes each downsampling halve odd sizes too: 14 -> 7 -> 4 -> 2.
+            downsample = (nn.Identity() if i == 0 else nn.Sequential(
+                LayerNorm2d(dims[i - 1]),
+                create_conv2d(dims[i - 1], dim, kernel_size=2, stride=2, padding="same")))
+            blocks = [ConvNeXtBlock(dim, use_grn=True, ls_init_value=None, drop_path=rates[block + j])
+                      for j in range(depth)]
+            block += depth
+            stages.append(nn.Sequential(downsample, *blocks))
+        self.stages = nn.Sequential(*stages)
+        self.head = NormMlpClassifierHead(dims[-1], num_classes, pool_type="avg",
+                                          norm_layer=LayerNorm2d)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+def _cfg(**kwargs) -> dict:
+    return {"url": "", "num_classes": NUM_CLASSES, "input_size": (1, IMAGE_SIZE, IMAGE_SIZE),
+            "mean": (MNIST_MEAN,), "std": (MNIST_STD,), "first_conv": "stem.0",
+            "classifier": "head.fc", "license": "mit", **kwargs}
+
+
+default_cfgs = generate_default_cfgs({"digitnet": _cfg()})
+
+
+def _create(cls: type[nn.Module], variant: str, pretrained: bool, **kwargs) -> nn.Module:
+    return build_model_with_cfg(cls, variant, pretrained, **kwargs)
+
+
+@register_model
+def digitnet(pretrained: bool = False, **kwargs) -> DigitNet:
+    """The teacher: ~500k parameters, stages 1-1-3-1, intentionally overparameterized."""
+    return _create(DigitNet, "digitnet", pretrained, **kwargs)

@@ -1,0 +1,271 @@
+"""What a trained network achieved and what it costs: metrics, tables and plots of one run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from torchmetrics.classification import (  # noqa: E402
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+)
+
+from distill.data import (  # noqa: E402
+    HEAVY_AUGMENT,
+    HEAVY_AUGMENT_SEED,
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    load_split,
+    prepare,
+)
+
+EVAL_BATCH = 1000
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: Tensor, augmented: bool = False,
+                   device: torch.device | str = "cpu") -> Tensor:
+    """Logits for uint8 test images, clean or in their fixed heavily augmented version."""
+    model.eval().to(device)
+    out = []
+    for start in range(0, len(images), EVAL_BATCH):
+        batch = images[start: start + EVAL_BATCH].to(device)
+        positions = torch.arange(start, start + len(batch), device=device)
+        x = prepare(batch, positions, HEAVY_AUGMENT if augmented else None, seed=HEAVY_AUGMENT_SEED)
+        out.append(model(x).float().cpu())
+    return torch.cat(out)
+
+
+def accuracy_figures(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    top = {k: MulticlassAccuracy(NUM_CLASSES, top_k=k, average="micro")(logits, labels).item()
+           for k in (1, 2)}
+    ece = MulticlassCalibrationError(NUM_CLASSES, n_bins=15)(logits.softmax(-1), labels).item()
+    return {"top1": top[1], "top2": top[2], "ece": ece}
+
+
+def confusion(logits: Tensor, labels: Tensor) -> Tensor:
+    return MulticlassConfusionMatrix(NUM_CLASSES)(logits, labels)
+
+
+def most_confused(matrix: Tensor, count: int = 5) -> list[dict[str, int]]:
+    off = matrix.clone()
+    off.fill_diagonal_(0)
+    values, flat = off.flatten().topk(count)
+    return [{"true": int(i) // NUM_CLASSES, "predicted": int(i) % NUM_CLASSES, "count": int(v)}
+            for v, i in zip(values, flat) if v > 0]
+
+
+def flops_per_image(model: nn.Module) -> int:
+    model = model.eval().cpu()
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE))
+    return counter.get_total_flops()
+
+
+@torch.inference_mode()
+def cpu_speed(model: nn.Module, repeats: int = 5) -> dict[str, float]:
+    """Median latency at batch 1 (ms) and throughput at batch 512 (images/s), on the CPU."""
+    model = model.eval().cpu()
+
+    def median_seconds(batch: Tensor, calls: int) -> float:
+        model(batch)  # warm-up
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for _ in range(calls):
+                model(batch)
+            times.append((time.perf_counter() - started) / calls)
+        return statistics.median(times)
+
+    latency = median_seconds(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE), calls=20)
+    throughput = 512 / median_seconds(torch.zeros(512, 1, IMAGE_SIZE, IMAGE_SIZE), calls=1)
+    return {"latency_ms": latency * 1000, "throughput": throughput}
+
+
+def evaluate(model: nn.Module, data_dir: Path | str | None = None, test_size: int | None = None,
+             device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Accuracy on the test set and on its heavily augmented copy, and the per-class picture."""
+    images, labels = load_split("test", data_dir)
+    images, labels = images[:test_size], labels[:test_size]
+    clean = predict_logits(model, images, device=device)
+    heavy = predict_logits(model, images, augmented=True, device=device)
+    matrix = confusion(clean, labels)
+    per_class = (matrix.diag() / matrix.sum(1).clamp(min=1)).tolist()
+    return {
+        "test": accuracy_figures(clean, labels),
+        "augmented_test": accuracy_figures(heavy, labels),
+        "test_images": len(labels),
+        "per_class_accuracy": {str(c): acc for c, acc in enumerate(per_class)},
+        "most_confused": most_confused(matrix),
+        "confusion_matrix": matrix.tolist(),
+        "_logits": clean,
+        "_labels": labels,
+        "_images": images,
+    }
+
+
+def cost(model: nn.Module, weights: Path) -> dict[str, Any]:
+    return {"parameters": sum(p.numel() for p in model.parameters()),
+            "bytes": weights.stat().st_size, "flops": flops_per_image(model), **cpu_speed(model)}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so a reader never sees half a file."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def public(report: dict) -> dict:
+    """The report without the private tensors kept for plotting."""
+    return {k: v for k, v in report.items() if not k.startswith("_")}
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def markdown(report: dict) -> str:
+    ev, c = report["evaluation"], report["cost"]
+    lines = [
+        f"# {report['name']}: {report['model']}",
+        "",
+        f"Trained by `{report['command']}` on {report['training']['device']} in "
+        f"{report['training']['seconds']:.0f} s ({report['training']['epochs_run']} epochs, "
+        f"best epoch {report['training']['best_epoch'] + 1}).",
+        "",
+        "| | top-1 | top-2 | calibration error |",
+        "| --- | --- | --- | --- |",
+        *(f"| {label} | {percent(ev[key]['top1'])} | {percent(ev[key]['top2'])} | "
+          f"{ev[key]['ece']:.4f} |"
+          for label, key in (("test set", "test"), ("augmented test set", "augmented_test"))),
+        "",
+        f"Scored on {ev['test_images']} test images; the augmented copy rotates, shifts and zooms "
+        "each image (up to 30 degrees, 20%, 20%) with a fixed seed.",
+        "",
+        "| parameters | bytes | FLOPs per image | CPU latency (batch 1) | CPU throughput (batch 512) |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {c['parameters']:,} | {c['bytes']:,} | {human(c['flops'])} | {c['latency_ms']:.2f} ms | "
+        f"{c['throughput']:,.0f} img/s |",
+        "",
+        "Per-class accuracy (test set):",
+        "",
+        "| " + " | ".join(ev["per_class_accuracy"]) + " |",
+        "|" + " --- |" * NUM_CLASSES,
+        "| " + " | ".join(f"{100 * v:.1f}" for v in ev["per_class_accuracy"].values()) + " |",
+        "",
+        "Most confused (true -> predicted: count): "
+        + (", ".join(f"{p['true']} -> {p['predicted']}: {p['count']}" for p in ev["most_confused"])
+           or "none"),
+        "",
+        "![curves](curves.png) ![confusion matrix](confusion.png) ![examples](examples.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def read_metrics(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch series from Lightning's CSV log: name -> [(epoch, value)]."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    if not csv_path.is_file():
+        return series
+    with csv_path.open() as f:
+        for row in csv.DictReader(f):
+            if not row.get("epoch"):  # the learning-rate monitor's rows carry a step only
+                continue
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in ("", None):
+                    series.setdefault(key, []).append((int(row["epoch"]), float(value)))
+    return series
+
+
+def plot_curves(csv_path: Path, out: Path) -> None:
+    series = read_metrics(csv_path)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], "acc", "Accuracy")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            points = series.get(f"{split}_{metric}", [])
+            if points:
+                epochs, values = zip(*points)
+                ax.plot([e + 1 for e in epochs], values, style, label=split, markersize=4)
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: Tensor, out: Path, title: str = "Confusion matrix (test set)") -> None:
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    # Log colours: the diagonal holds ~1000 per class and the mistakes a handful.
+    shown = matrix.float().clamp(min=0.5).log10()
+    ax.imshow(shown, cmap="Blues")
+    for i in range(NUM_CLASSES):
+        for j in range(NUM_CLASSES):
+            value = int(matrix[i, j])
+            if value:
+                ax.text(j, i, value, ha="center", va="center", fontsize=8,
+                        color="white" if i == j else "black")
+    ax.set(xticks=range(NUM_CLASSES), yticks=range(NUM_CLASSES), xlabel="predicted",
+           ylabel="true", title=title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def plot_examples(images: Tensor, logits: Tensor, labels: Tensor, out: Path, count: int = 32,
+                  mistakes: int = 8) -> None:
+    """A grid of test digits with predictions: the first ones, then mistakes, marked in red."""
+    predicted = logits.argmax(-1)
+    wrong = (predicted != labels).nonzero().flatten()[:mistakes].tolist()
+    right = (predicted == labels).nonzero().flatten()[: count - len(wrong)].tolist()
+    shown = right + wrong
+    cols = 8
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.45))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, shown):
+        ok = bool(predicted[i] == labels[i])
+        ax.imshow(images[i], cmap="gray")
+        ax.set_title(f"{int(predicted[i])}" if ok else f"{int(predicted[i])} (true {int(labels[i])})",
+                     color="black" if ok else "red", fontsize=9)
+    fig.suptitle("Test digits and predictions (mistakes in red)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def write_run_report(out: Path, report: dict) -> None:
+    """report.json, report.md and the three plots of one run."""
+    ev = report["evaluation"]
+    plot_curves(out / "logs" / "metrics.csv", out / "curves.png")
+    plot_confusion(torch.tensor(ev["confusion_matrix"]), out / "confusion.png")
+    plot_examples(ev["_images"], ev["_logits"], ev["_labels"], out / "examples.png")
+    clean = {**report, "evaluation": public(ev)}
+    write_atomic(out / "report.md", markdown(clean))
+    write_atomic(out / "report.json", json.dumps(clean, indent=2) + "\n")

@@ -1,0 +1,190 @@
+"""Plain classification with Lightning: the teacher, and students trained on hard labels alone."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import timm
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+)
+from lightning.pytorch.loggers import CSVLogger
+from timm.optim import create_optimizer_v2
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+import distill.nets  # noqa: F401 - registers the networks with timm
+from distill.data import NUM_CLASSES, Augment, MNISTDataModule
+from distill.errors import DistillError
+
+
+@dataclass
+class TrainConfig:
+    """How one network is trained: its architecture, optimizer, schedule and data."""
+
+    model: str = "digitnet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.1  # fraction of the steps spent rising to `lr`, the rest decays (cosine)
+    patience: int = 3  # epochs without a better validation loss before stopping early
+    augment: Augment | None = field(default_factory=Augment)
+    seed: int = 0
+
+
+@dataclass
+class Limits:
+    """Caps for quick trials and tests; None means no cap."""
+
+    train_size: int | None = None  # training images
+    train_batches: int | None = None  # batches per epoch
+    val_batches: int | None = None  # validation batches (of 1000) per epoch
+    test_size: int | None = None  # test images scored at the end
+
+
+class Classifier(L.LightningModule):
+    """A timm network trained with cross-entropy (no label smoothing: it erases the similarity
+    between classes that a teacher passes on to its students)."""
+
+    def __init__(self, model: str = "digitnet", model_kwargs: dict | None = None, lr: float = 2e-3,
+                 weight_decay: float = 0.05, warmup: float = 0.1) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = timm.create_model(model, num_classes=NUM_CLASSES, **(model_kwargs or {}))
+        self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def loss(self, logits: Tensor, labels: Tensor, batch: tuple) -> Tensor:
+        return F.cross_entropy(logits, labels)
+
+    def training_step(self, batch: tuple, batch_idx: int) -> Tensor:
+        x, y = batch[:2]
+        logits = self(x)
+        loss = self.loss(logits, y, batch)
+        if not torch.isfinite(loss):
+            raise DistillError(f"The training loss became {loss.item()} at step {self.global_step}. "
+                               "Lower the learning rate (--lr) and run again.")
+        self.train_acc(logits, y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple, batch_idx: int) -> None:
+        x, y = batch[:2]
+        logits = self(x)
+        self.val_acc(logits, y)
+        self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True)
+        self.log("val_acc", self.val_acc, prog_bar=True)
+
+    def configure_optimizers(self) -> dict:
+        # timm's factory leaves norms and biases out of weight decay.
+        optimizer = create_optimizer_v2(self.model, "adamw", lr=self.hparams.lr,
+                                        weight_decay=self.hparams.weight_decay)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.hparams.lr, total_steps=self.trainer.estimated_stepping_batches,
+            pct_start=self.hparams.warmup, anneal_strategy="cos", cycle_momentum=False)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class EpochTimes(Callback):
+    """Wall time of each training epoch, its validation included."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.seconds.append(time.perf_counter() - self._started)
+
+
+def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: str = "auto",
+                 progress: bool = True) -> L.Trainer:
+    """A Trainer that checkpoints the best epoch by validation loss and stops early."""
+    check_accelerator(accelerator)
+    cuda = accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available()
+    callbacks = [
+        ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_loss",
+                        mode="min", save_last=True),
+        EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
+        LearningRateMonitor(logging_interval="epoch"),
+        EpochTimes(),
+    ]
+    if progress:
+        callbacks.append(RichProgressBar())
+    return L.Trainer(
+        default_root_dir=out, accelerator=accelerator, devices=1, max_epochs=config.epochs,
+        precision="bf16-mixed" if cuda else "32-true", callbacks=callbacks,
+        logger=CSVLogger(out, name="logs", version=""), enable_progress_bar=progress,
+        enable_model_summary=False, log_every_n_steps=50, num_sanity_val_steps=0,
+        limit_train_batches=limits.train_batches, limit_val_batches=limits.val_batches,
+        deterministic="warn",
+    )
+
+
+def check_accelerator(accelerator: str) -> None:
+    available = {"cpu": True, "auto": True, "cuda": torch.cuda.is_available(),
+                 "gpu": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if accelerator not in available:
+        raise DistillError(f"Unknown accelerator {accelerator!r}: use auto, cpu, cuda or mps.")
+    if not available[accelerator]:
+        raise DistillError(f"--accelerator {accelerator} was asked for but this machine has none. "
+                           "Use --accelerator auto (or cpu).")
+
+
+@dataclass
+class FitResult:
+    module: L.LightningModule
+    best_checkpoint: Path
+    epochs_run: int
+    best_epoch: int
+    train_seconds: float
+    epoch_seconds: list[float]
+    train_images: int
+    device: str
+
+
+def fit(module: L.LightningModule, datamodule: MNISTDataModule, trainer: L.Trainer) -> FitResult:
+    """Train, then load the best checkpoint's weights back into `module`."""
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    seconds = time.perf_counter() - started
+    checkpoint = trainer.checkpoint_callback
+    best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    best_epoch = int(state["epoch"])
+    epoch_times = next(c for c in trainer.callbacks if isinstance(c, EpochTimes)).seconds
+    images = min(trainer.num_training_batches, len(trainer.train_dataloader)) * datamodule.batch_size
+    return FitResult(module, best, len(epoch_times), best_epoch, seconds, epoch_times, images,
+                     device_name(trainer.strategy.root_device))
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def describe(config: TrainConfig) -> dict:
+    """The config as plain JSON-ready data."""
+    return json.loads(json.dumps(asdict(config)))

@@ -1,0 +1,124 @@
+import gzip
+import shutil
+
+import pytest
+import torch
+
+from distill.data import (
+    Augment,
+    IndexBatches,
+    MNISTDataModule,
+    augment,
+    augmentation_uniforms,
+    load_split,
+    prepare,
+    read_idx,
+    to_unit,
+    train_val_indices,
+)
+from distill.errors import DistillError
+
+# From ../shared/data/mnist/README.md.
+TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_train_split_has_the_documented_shapes_dtypes_and_class_counts(data_dir):
+    images, labels = load_split("train", data_dir, download=False)
+    assert images.shape == (60_000, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (60_000,) and labels.dtype == torch.int64
+    assert torch.bincount(labels).tolist() == TRAIN_CLASS_COUNTS
+
+
+def test_test_split_has_ten_thousand_images_of_every_class(data_dir):
+    images, labels = load_split("test", data_dir, download=False)
+    assert images.shape == (10_000, 28, 28)
+    assert sorted(labels.unique().tolist()) == list(range(10))
+    assert 0 < images.float().mean() < 255
+
+
+def test_gzipped_and_plain_idx_files_read_the_same(data_dir, tmp_path):
+    plain = tmp_path / "t10k-labels-idx1-ubyte"
+    plain.write_bytes(gzip.decompress((data_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    assert torch.equal(read_idx(plain), read_idx(data_dir / "t10k-labels-idx1-ubyte.gz"))
+
+
+def test_a_truncated_file_is_a_clear_error(data_dir, tmp_path):
+    raw = gzip.decompress((data_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    broken = tmp_path / "t10k-labels-idx1-ubyte"
+    broken.write_bytes(raw[:-10])
+    with pytest.raises(DistillError, match="truncated"):
+        read_idx(broken)
+
+
+def test_a_missing_file_names_the_folder_and_the_files(data_dir, tmp_path):
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(data_dir / name, tmp_path / name)
+    with pytest.raises(DistillError) as error:
+        load_split("train", tmp_path, download=False)
+    assert str(tmp_path) in str(error.value) and "train-images-idx3-ubyte" in str(error.value)
+
+
+def test_validation_slice_is_fixed_and_disjoint_from_training():
+    train, val = train_val_indices()
+    again_train, again_val = train_val_indices()
+    assert torch.equal(val, again_val) and len(val) == 5_000 and len(train) == 55_000
+    assert not set(train.tolist()) & set(val.tolist())
+
+
+@pytest.fixture(scope="module")
+def digits(data_dir):
+    images, _ = load_split("test", data_dir, download=False)
+    return images[:64]
+
+
+def test_augmentation_keeps_shape_and_range_and_changes_images(digits):
+    x = to_unit(digits)
+    out = augment(x, augmentation_uniforms(seed=0, epoch=0)[:64], Augment())
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    changed = (out - x).abs().flatten(1).amax(1) > 0.1
+    assert changed.float().mean() > 0.9
+
+
+def test_augmentation_is_identity_at_zero_strength(digits):
+    x = to_unit(digits)
+    uniforms = augmentation_uniforms(seed=0, epoch=0)[:64]
+    # Zero ranges with random draws, and full ranges with all-zero draws: both leave images as is.
+    assert torch.allclose(augment(x, uniforms, Augment().scaled(0.0)), x, atol=1e-5)
+    assert torch.allclose(augment(x, torch.zeros(64, 4), Augment(degrees=30, translate=0.2,
+                                                                  scale=0.2)), x, atol=1e-5)
+
+
+def test_an_images_view_depends_only_on_seed_epoch_and_index(digits):
+    positions = torch.arange(64)
+    whole = prepare(digits, positions, Augment(), seed=3, epoch=2)
+    order = torch.randperm(64)
+    shuffled = prepare(digits[order], positions[order], Augment(), seed=3, epoch=2)
+    assert torch.allclose(whole[order], shuffled, atol=1e-6)
+    assert not torch.allclose(whole, prepare(digits, positions, Augment(), seed=3, epoch=3))
+
+
+def test_index_batches_cover_each_image_once_and_reshuffle_every_epoch():
+    sampler = IndexBatches(1000, batch_size=100, shuffle=True, seed=0)
+    first = torch.cat([b for _, b in sampler])
+    sampler.set_epoch(1)
+    second = torch.cat([b for _, b in sampler])
+    assert sorted(first.tolist()) == list(range(1000)) == sorted(second.tolist())
+    assert not torch.equal(first, second)
+    assert torch.equal(first, torch.cat([b for _, b in IndexBatches(1000, 100, True, seed=0)]))
+
+
+def test_ranks_take_disjoint_shards():
+    shards = [torch.cat([b for _, b in IndexBatches(1000, 50, True, seed=0, rank=r, world_size=2)])
+              for r in (0, 1)]
+    assert not set(shards[0].tolist()) & set(shards[1].tolist())
+    assert len(shards[0]) == len(shards[1]) == 500
+
+
+def test_datamodule_yields_normalized_batches(data_dir):
+    dm = MNISTDataModule(data_dir, batch_size=32, train_size=256)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    x, y = dm.on_after_batch_transfer(batch, 0)
+    assert x.shape == (32, 1, 28, 28) and y.shape == (32,)
+    assert -1 < x.mean() < 1

@@ -1,0 +1,29 @@
+import timm
+import torch
+
+from distill.nets import DigitNet
+
+
+def test_digitnet_is_overparameterized_on_purpose():
+    params = sum(p.numel() for p in DigitNet().parameters())
+    assert 450_000 <= params <= 550_000
+
+
+def test_digitnet_maps_digits_to_ten_logits():
+    assert DigitNet().eval()(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+
+
+def test_digitnet_is_in_timms_registry():
+    model = timm.create_model("digitnet")
+    assert isinstance(model, DigitNet)
+    assert "digitnet" in timm.list_models("digitnet*")
+
+
+def test_digitnet_has_the_convnext_v2_stages_1_1_3_1():
+    from timm.models.convnext import ConvNeXtBlock
+
+    model = DigitNet()
+    depths = [sum(isinstance(m, ConvNeXtBlock) for m in stage) for stage in model.stages]
+    assert depths == [1, 1, 3, 1]
+    block = next(m for m in model.modules() if isinstance(m, ConvNeXtBlock))
+    assert block.mlp.grn is not None and block.gamma is None

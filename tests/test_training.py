@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from distill.cli import main
+from distill.runs import train_classifier
+from distill.training import Limits, TrainConfig
+
+RUN_FILES = ["report.json", "report.md", "weights.safetensors", "curves.png", "confusion.png",
+             "examples.png", "checkpoints/best.ckpt", "logs/metrics.csv"]
+
+
+def test_a_short_training_run_clearly_beats_chance(tmp_path, data_dir):
+    config = TrainConfig(epochs=2, batch_size=64)
+    limits = Limits(train_size=2048, val_batches=1, test_size=1000)
+    report = train_classifier("teacher", tmp_path / "run", config, "test", data_dir, limits,
+                              progress=False)
+    assert report["evaluation"]["test"]["top1"] > 0.5  # chance is 0.1
+    assert report["training"]["epochs_run"] == 2
+
+
+def test_distill_teacher_writes_every_output(tmp_path, capsys):
+    out = tmp_path / "teacher"
+    main(["teacher", "--out", str(out), "--epochs", "1", "--train-batches", "3",
+          "--val-batches", "1", "--test-images", "200", "--no-progress"])
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["cost"]["parameters"] > 450_000
+    assert set(report["evaluation"]) >= {"test", "augmented_test", "per_class_accuracy",
+                                         "most_confused"}
+    printed = capsys.readouterr().out
+    assert "test top-1" in printed and str(out) in printed.replace("\n", "")
+
+
+def test_a_finished_run_is_not_overwritten_without_asking(tmp_path, capsys):
+    out = tmp_path / "teacher"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        main(["teacher", "--out", str(out), "--no-progress"])
+    assert exit_.value.code == 1
+    assert "--overwrite" in capsys.readouterr().out
+    assert (out / "report.json").read_text() == "{}"
+
+
+def test_asking_for_a_missing_accelerator_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["teacher", "--out", str(tmp_path / "t"), "--accelerator", "cuda"])
+    assert exit_.value.code == 1
+    assert "--accelerator" in capsys.readouterr().out
