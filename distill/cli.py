@@ -65,15 +65,122 @@ def teacher(
     test_images: TestImages = None,
 ) -> None:
     """Train the DigitNet teacher on MNIST and write its run folder with a report."""
-    from distill.runs import train_classifier
+    from distill.runs import train_run
     from distill.training import Limits, TrainConfig
 
     config = TrainConfig(model="digitnet", epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, seed=seed)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
-    report = train_classifier("teacher", out, config, command_line(), data_dir, limits,
+    report = train_run("teacher", out, config, command_line(), data_dir, limits,
                               accelerator, overwrite, progress)
     print_summary(report, out)
+
+
+@app.command()
+def student(
+    recipe: Annotated[str, typer.Option(
+        help="Recipe name (see `distill recipes`) or path of a recipe YAML file.")] = "tiny",
+    teacher: Annotated[Path, typer.Option(
+        help="Teacher run folder or weights file.")] = Path("runs/teacher"),
+    runs_dir: Annotated[Path, typer.Option(
+        "--runs", help="Folder for the runs: student-RECIPE/ and student-RECIPE-twin/.")] = Path("runs"),
+    twin: Annotated[bool, typer.Option(
+        help="Also train the twin: the same recipe on labels alone, to measure what distillation "
+             "bought.")] = True,
+    data_dir: DataDir = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Override the recipe's seed.", show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option(
+        min=1, help="Override the recipe's epochs.", show_default=False)] = None,
+    accelerator: Accelerator = "auto",
+    overwrite: Overwrite = False,
+    progress: Progress = True,
+    train_batches: TrainBatches = None,
+    val_batches: ValBatches = None,
+    test_images: TestImages = None,
+) -> None:
+    """Distill the teacher into the student of a recipe, and train the student's twin."""
+    import dataclasses
+
+    from distill.recipes import load_recipe
+    from distill.runs import train_student
+    from distill.training import Limits
+
+    chosen = load_recipe(recipe)
+    if seed is not None:
+        chosen = dataclasses.replace(chosen, seed=seed)
+    if epochs is not None:
+        chosen = dataclasses.replace(chosen, schedule=dataclasses.replace(chosen.schedule,
+                                                                          epochs=epochs))
+    limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
+    reports = train_student(chosen, teacher, runs_dir, command_line(), twin, data_dir=data_dir,
+                            limits=limits, accelerator=accelerator, overwrite=overwrite,
+                            progress=progress)
+    for report in reports:
+        print_summary(report, Path(report["run_dir"]))
+    if twin:
+        console.print(f"Distillation gained [bold]{100 * reports[0]['gain_over_twin']:+.2f}[/] "
+                      "points of test top-1 over the twin.")
+
+
+@app.command()
+def recipes(
+    name: Annotated[str | None, typer.Argument(help="Show this recipe in full.",
+                                                  show_default=False)] = None,
+) -> None:
+    """List the recipes with their students' sizes, or show one recipe."""
+    import timm
+    from rich.table import Table
+
+    from distill.recipes import available_recipes, load_recipe
+
+    if name is not None:
+        recipe = load_recipe(name)
+        console.print(available_recipes()[recipe.name].read_text() if recipe.name in
+                      available_recipes() else Path(name).read_text())
+        return
+    table = Table(title="Recipes (recipes/*.yaml)")
+    for column in ("recipe", "student", "parameters", "T", "alpha", "epochs", "description"):
+        table.add_column(column, justify="right" if column in ("parameters", "T", "alpha",
+                                                                "epochs") else "left")
+    for recipe_name in available_recipes():
+        r = load_recipe(recipe_name)
+        params = sum(p.numel() for p in timm.create_model(r.student).parameters())
+        table.add_row(recipe_name, r.student, f"{params:,}", f"{r.distillation.temperature:g}",
+                      f"{r.distillation.alpha:g}", str(r.schedule.epochs), r.description)
+    console.print(table)
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path] | None, typer.Argument(
+        help="Run folders, or folders of run folders (default: runs/).", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Where to write report.md, report.json and accuracy_vs_size.png (default: the "
+             "single folder given, else runs/).", show_default=False)] = None,
+) -> None:
+    """One table of the teacher and every student: accuracy against size."""
+    from rich.table import Table
+
+    from distill.errors import DistillError
+    from distill.report import COLUMNS, collect_reports, table_rows, write_comparison
+
+    runs = runs or [Path("runs")]
+    reports = collect_reports(runs)
+    if not reports:
+        raise DistillError(f"No finished runs (report.json) in {', '.join(map(str, runs))}. "
+                           "Train some with `distill teacher` and `distill student`.")
+    table = Table(title="Teacher and students on MNIST")
+    for column in COLUMNS:
+        # Fold rather than cut: on a narrow terminal every figure stays readable.
+        table.add_column(column, justify="left" if column in ("run", "model") else "right",
+                         overflow="fold")
+    for row in table_rows(reports):
+        table.add_row(*row)
+    console.print(table)
+    target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("runs"))
+    paths = write_comparison(reports, target)
+    console.print(f"Wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
 
 
 def print_summary(report: dict, out: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from timm.layers import LayerNorm2d, NormMlpClassifierHead, create_conv2d
+from timm.layers import ConvNormAct, LayerNorm2d, NormMlpClassifierHead, create_conv2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.convnext import ConvNeXtBlock
 from torch import Tensor, nn
@@ -25,6 +25,8 @@ class DigitNet(nn.Module):
 
     dims: channels of the four stages.
     depths: ConvNeXt-V2 blocks per stage.
+    kernel_size: of the depthwise convolutions.
+    mlp_ratio: expansion of the blocks' inverted-bottleneck MLP.
     stem_stride: stride of the stem. 4 runs the stages at 7, 4, 2 and 1 pixels a side: on a
         2-core CPU a training step is ~1.7x faster than with the first stage at 14x14
         (stride 2), and ~4x faster again than at 28x28.
@@ -34,8 +36,8 @@ class DigitNet(nn.Module):
     """
 
     def __init__(self, dims: Sequence[int] = (32, 64, 96, 128), depths: Sequence[int] = (1, 1, 3, 1),
-                 stem_stride: int = 4, drop_path_rate: float = 0.1, num_classes: int = 10,
-                 in_chans: int = 1) -> None:
+                 stem_stride: int = 4, kernel_size: int = 7, mlp_ratio: float = 4,
+                 drop_path_rate: float = 0.1, num_classes: int = 10, in_chans: int = 1) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.stem = nn.Sequential(
@@ -50,7 +52,8 @@ class DigitNet(nn.Module):
             downsample = (nn.Identity() if i == 0 else nn.Sequential(
                 LayerNorm2d(dims[i - 1]),
                 create_conv2d(dims[i - 1], dim, kernel_size=2, stride=2, padding="same")))
-            blocks = [ConvNeXtBlock(dim, use_grn=True, ls_init_value=None, drop_path=rates[block + j])
+            blocks = [ConvNeXtBlock(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio, use_grn=True,
+                                    ls_init_value=None, drop_path=rates[block + j])
                       for j in range(depth)]
             block += depth
             stages.append(nn.Sequential(downsample, *blocks))
@@ -70,13 +73,66 @@ class DigitNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
+class ConvNet(nn.Module):
+    """A plain CNN: stages of 3x3 conv-BN-ReLU, 2x2 max-pooling between them, average pool, linear.
+
+    channels: output channels of each stage.
+    convs_per_stage: conv-BN-ReLU layers in each stage.
+    num_classes: outputs of the head.
+    in_chans: input channels.
+    """
+
+    def __init__(self, channels: Sequence[int] = (8, 16, 32), convs_per_stage: int = 1,
+                 num_classes: int = 10, in_chans: int = 1) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        layers, width = [], in_chans
+        for i, out in enumerate(channels):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))
+            for _ in range(convs_per_stage):
+                layers.append(ConvNormAct(width, out, kernel_size=3, act_layer=nn.ReLU))
+                width = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU layers on the flattened image, as in Hinton et al. (2015).
+
+    hidden: widths of the hidden layers (800, 800 is the paper's small MNIST net).
+    drop_rate: dropout after each hidden layer.
+    num_classes: outputs.
+    in_chans: input channels.
+    """
+
+    def __init__(self, hidden: Sequence[int] = (800, 800), drop_rate: float = 0.0,
+                 num_classes: int = 10, in_chans: int = 1) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        layers, width = [nn.Flatten()], in_chans * IMAGE_SIZE * IMAGE_SIZE
+        for out in hidden:
+            layers += [nn.Linear(width, out), nn.ReLU(inplace=True), nn.Dropout(drop_rate)]
+            width = out
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
 def _cfg(**kwargs) -> dict:
     return {"url": "", "num_classes": NUM_CLASSES, "input_size": (1, IMAGE_SIZE, IMAGE_SIZE),
             "mean": (MNIST_MEAN,), "std": (MNIST_STD,), "first_conv": "stem.0",
             "classifier": "head.fc", "license": "mit", **kwargs}
 
 
-default_cfgs = generate_default_cfgs({"digitnet": _cfg()})
+# One entry per registered network; the weights of released models are filled in by `publish`.
+STUDENTS = ("digitnet_small", "digitnet_tiny", "convnet_tiny", "convnet_micro", "mlp_800")
+default_cfgs = generate_default_cfgs({name: _cfg() for name in ("digitnet", *STUDENTS)})
 
 
 def _create(cls: type[nn.Module], variant: str, pretrained: bool, **kwargs) -> nn.Module:
@@ -87,3 +143,36 @@ def _create(cls: type[nn.Module], variant: str, pretrained: bool, **kwargs) -> n
 def digitnet(pretrained: bool = False, **kwargs) -> DigitNet:
     """The teacher: ~500k parameters, stages 1-1-3-1, intentionally overparameterized."""
     return _create(DigitNet, "digitnet", pretrained, **kwargs)
+
+
+@register_model
+def digitnet_small(pretrained: bool = False, **kwargs) -> DigitNet:
+    """DigitNet scaled down to ~43k parameters: narrower, 5x5 kernels, MLP ratio 2."""
+    args = dict(dims=(16, 24, 32, 48), stem_stride=2, kernel_size=5, mlp_ratio=2, drop_path_rate=0.0)
+    return _create(DigitNet, "digitnet_small", pretrained, **{**args, **kwargs})
+
+
+@register_model
+def digitnet_tiny(pretrained: bool = False, **kwargs) -> DigitNet:
+    """DigitNet scaled down to ~4k parameters: one block a stage, 3x3 kernels."""
+    args = dict(dims=(4, 8, 12, 16), depths=(1, 1, 1, 1), stem_stride=2, kernel_size=3, mlp_ratio=2,
+                drop_path_rate=0.0)
+    return _create(DigitNet, "digitnet_tiny", pretrained, **{**args, **kwargs})
+
+
+@register_model
+def convnet_tiny(pretrained: bool = False, **kwargs) -> ConvNet:
+    """A plain conv-BN-ReLU CNN of ~6k parameters."""
+    return _create(ConvNet, "convnet_tiny", pretrained, **{"channels": (8, 16, 32), **kwargs})
+
+
+@register_model
+def convnet_micro(pretrained: bool = False, **kwargs) -> ConvNet:
+    """A plain conv-BN-ReLU CNN of under 1k parameters."""
+    return _create(ConvNet, "convnet_micro", pretrained, **{"channels": (4, 6, 10), **kwargs})
+
+
+@register_model
+def mlp_800(pretrained: bool = False, **kwargs) -> MLP:
+    """Hinton et al.'s small MNIST net: 784-800-800-10, 1.28M parameters."""
+    return _create(MLP, "mlp_800", pretrained, **{"hidden": (800, 800), **kwargs})

@@ -170,6 +170,7 @@ def markdown(report: dict) -> str:
         f"| {c['parameters']:,} | {c['bytes']:,} | {human(c['flops'])} | {c['latency_ms']:.2f} ms | "
         f"{c['throughput']:,.0f} img/s |",
         "",
+        *student_lines(report),
         "Per-class accuracy (test set):",
         "",
         "| " + " | ".join(ev["per_class_accuracy"]) + " |",
@@ -184,6 +185,24 @@ def markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def student_lines(report: dict) -> list[str]:
+    """What a student report adds: how it was distilled, agreement, gain over its twin."""
+    lines = []
+    if report.get("distillation"):
+        d = report["distillation"]
+        lines.append(f"Distilled from `{report.get('teacher')}` with temperature {d['temperature']} "
+                     f"and alpha {d['alpha']} (recipe `{report.get('recipe')}`).")
+    elif report.get("kind") == "twin":
+        lines.append(f"The twin of recipe `{report.get('recipe')}`: same network, seed and data "
+                     "order, trained on the labels alone.")
+    agreement = report["evaluation"].get("teacher_agreement")
+    if agreement is not None:
+        lines.append(f"Agrees with the teacher on {percent(agreement)} of the test images.")
+    if report.get("gain_over_twin") is not None:
+        lines.append(f"Gain over its twin (test top-1): {100 * report['gain_over_twin']:+.2f} points.")
+    return [*(line for pair in zip(lines, [""] * len(lines)) for line in pair)]
 
 
 def read_metrics(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
@@ -260,12 +279,102 @@ def plot_examples(images: Tensor, logits: Tensor, labels: Tensor, out: Path, cou
     plt.close(fig)
 
 
+def public_report(report: dict) -> dict:
+    return {**report, "evaluation": public(report["evaluation"])}
+
+
 def write_run_report(out: Path, report: dict) -> None:
     """report.json, report.md and the three plots of one run."""
     ev = report["evaluation"]
     plot_curves(out / "logs" / "metrics.csv", out / "curves.png")
     plot_confusion(torch.tensor(ev["confusion_matrix"]), out / "confusion.png")
     plot_examples(ev["_images"], ev["_logits"], ev["_labels"], out / "examples.png")
-    clean = {**report, "evaluation": public(ev)}
+    clean = public_report(report)
     write_atomic(out / "report.md", markdown(clean))
     write_atomic(out / "report.json", json.dumps(clean, indent=2) + "\n")
+
+
+def collect_reports(paths: list[Path]) -> list[dict]:
+    """The report.json of every run among `paths` (run folders, or folders of run folders)."""
+    found = []
+    for path in paths:
+        if (path / "report.json").is_file():
+            found.append(path / "report.json")
+        elif path.is_dir():
+            found += sorted(path.glob("*/report.json"))
+    reports = []
+    for file in found:
+        try:
+            report = json.loads(file.read_text())
+        except json.JSONDecodeError:
+            continue  # a run still being written or broken: the table shows the rest
+        report["run"] = str(file.parent)
+        reports.append(report)
+    order = {"teacher": 0, "student": 1, "twin": 2}
+    return sorted(reports, key=lambda r: (order.get(r.get("kind", "teacher"), 0) > 0,
+                                          -r["cost"]["parameters"], order.get(r.get("kind"), 0)))
+
+
+COLUMNS = ["run", "model", "params", "bytes", "FLOPs", "latency b1", "img/s b512", "top-1",
+           "top-2", "aug top-1", "aug top-2", "agree", "ECE", "gain vs twin"]
+
+
+def table_rows(reports: list[dict]) -> list[list[str]]:
+    rows = []
+    for r in reports:
+        ev, c = r["evaluation"], r["cost"]
+        agree = ev.get("teacher_agreement")
+        gain = r.get("gain_over_twin")
+        rows.append([r["name"], r["model"], f"{c['parameters']:,}", human(c["bytes"]) + "B",
+                     human(c["flops"]), f"{c['latency_ms']:.2f} ms", f"{c['throughput']:,.0f}",
+                     percent(ev["test"]["top1"]), percent(ev["test"]["top2"]),
+                     percent(ev["augmented_test"]["top1"]), percent(ev["augmented_test"]["top2"]),
+                     percent(agree) if agree is not None else "-", f"{ev['test']['ece']:.4f}",
+                     f"{100 * gain:+.2f}" if gain is not None else "-"])
+    return rows
+
+
+def comparison_markdown(reports: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(reports)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
+    """Test top-1 against parameters (log axis): students and twins in different marks."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    marks = {"student": ("o", "tab:blue", "distilled student"),
+             "twin": ("x", "tab:orange", "twin (labels only)"),
+             "teacher": ("*", "tab:red", "teacher")}
+    for kind, (marker, colour, label) in marks.items():
+        chosen = [r for r in reports if r.get("kind", "teacher") == kind]
+        if not chosen:
+            continue
+        xs = [r["cost"]["parameters"] for r in chosen]
+        ys = [100 * r["evaluation"]["test"]["top1"] for r in chosen]
+        ax.scatter(xs, ys, marker=marker, color=colour, s=140 if kind == "teacher" else 60,
+                   label=label, zorder=3)
+        if kind == "teacher":
+            ax.axhline(ys[0], color=colour, linestyle=":", linewidth=1, zorder=1)
+        for r, x, y in zip(chosen, xs, ys):
+            if kind != "twin":
+                ax.annotate(r.get("recipe") or r["name"], (x, y), textcoords="offset points",
+                            xytext=(6, -10 if kind == "teacher" else 5), fontsize=8)
+    ax.set_xscale("log")
+    ax.set(xlabel="parameters (log scale)", ylabel="test top-1 accuracy (%)",
+           title="Accuracy against size on MNIST")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def write_comparison(reports: list[dict], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out_dir / "report.md", "json": out_dir / "report.json",
+             "plot": out_dir / "accuracy_vs_size.png"}
+    write_atomic(paths["markdown"], "# Teacher and students\n\n" + comparison_markdown(reports))
+    write_atomic(paths["json"], json.dumps(reports, indent=2) + "\n")
+    plot_accuracy_vs_size(reports, paths["plot"])
+    return paths

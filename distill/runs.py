@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import platform
 import shutil
 import subprocess
@@ -10,11 +12,22 @@ from pathlib import Path
 import lightning as L
 import timm
 import torch
+from torch import nn
 
 from distill.data import MNISTDataModule
+from distill.distillation import Distiller
 from distill.errors import DistillError
-from distill.export import save_weights
-from distill.report import cost, evaluate, write_run_report
+from distill.export import load_model, save_weights
+from distill.recipes import Distillation, Recipe
+from distill.report import (
+    cost,
+    evaluate,
+    markdown,
+    predict_logits,
+    public_report,
+    write_atomic,
+    write_run_report,
+)
 from distill.training import Classifier, Limits, TrainConfig, describe, fit, make_trainer
 
 FINISHED_MARKER = "report.json"
@@ -40,41 +53,94 @@ def environment() -> dict[str, str]:
             "lightning": L.__version__, "timm": timm.__version__, "git_commit": commit or "unknown"}
 
 
-def train_classifier(name: str, out: Path, config: TrainConfig, command: str,
-                     data_dir: Path | str | None = None, limits: Limits | None = None,
-                     accelerator: str = "auto", overwrite: bool = False,
-                     progress: bool = True) -> dict:
-    """Train a network on hard labels, write its run folder, return its report."""
+def train_run(name: str, out: Path, config: TrainConfig, command: str,
+              data_dir: Path | str | None = None, limits: Limits | None = None,
+              accelerator: str = "auto", overwrite: bool = False, progress: bool = True,
+              teacher: nn.Module | None = None, distillation: Distillation | None = None,
+              extra: dict | None = None) -> dict:
+    """Train one network, write its run folder, return its report.
+
+    With `distillation`, the network learns from `teacher`; without it, from the labels alone.
+    A `teacher` also makes the report state how often the network agrees with it.
+    """
     limits = limits or Limits()
     prepare_run_dir(out, overwrite)
     L.seed_everything(config.seed, verbose=False)
     datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
                                  limits.train_size)
-    module = Classifier(config.model, config.model_kwargs, config.lr, config.weight_decay,
-                        config.warmup)
+    args = dict(model_kwargs=config.model_kwargs, lr=config.lr, weight_decay=config.weight_decay,
+                warmup=config.warmup, optimizer=config.optimizer)
+    if distillation is not None:
+        module = Distiller(teacher, config.model, distillation.temperature, distillation.alpha,
+                           **args)
+    else:
+        module = Classifier(config.model, **args)
     trainer = make_trainer(out, config, limits, accelerator, progress)
     result = fit(module, datamodule, trainer)
-    return finish_run(name, out, module.model, config, result, command, data_dir, limits)
-
-
-def finish_run(name: str, out: Path, model: torch.nn.Module, config: TrainConfig, result,
-               command: str, data_dir, limits: Limits, extra: dict | None = None) -> dict:
+    model = module.model.eval()
     weights = out / "weights.safetensors"
     save_weights(model, config.model, config.model_kwargs, weights)
-    device = result.module.device
+    evaluation = evaluate(model, data_dir, limits.test_size, module.device)
+    if teacher is not None:
+        evaluation["teacher_agreement"] = agreement(model, teacher, evaluation["_images"],
+                                                    module.device)
     report = {
         "name": name,
+        "run_dir": str(out),
         "model": config.model,
+        "kind": "teacher" if teacher is None else "student" if distillation else "twin",
         "command": command,
         "config": describe(config),
+        "distillation": dataclasses.asdict(distillation) if distillation else None,
         "training": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                      "seconds": result.train_seconds, "device": result.device,
                      "epoch_seconds": result.epoch_seconds, "images_per_epoch": result.train_images,
                      "seed": config.seed},
-        "evaluation": evaluate(model, data_dir, limits.test_size, device),
+        "evaluation": evaluation,
         "cost": cost(model, weights),
         "environment": environment(),
         **(extra or {}),
     }
     write_run_report(out, report)
-    return report
+    return public_report(report)
+
+
+def agreement(model: nn.Module, teacher: nn.Module, images, device) -> float:
+    """Fraction of clean test images on which the network and the teacher pick the same class."""
+    ours = predict_logits(model, images, device=device).argmax(-1)
+    theirs = predict_logits(teacher, images, device=device).argmax(-1)
+    return (ours == theirs).float().mean().item()
+
+
+def load_teacher(path: Path) -> nn.Module:
+    """The teacher of a run folder or weights file; a clear error for anything else."""
+    if not path.exists():
+        raise DistillError(f"No teacher at {path}. Train one first with `distill teacher`, or "
+                           "point --teacher at a teacher run folder or weights file.")
+    model, architecture = load_model(path)
+    if architecture != "digitnet":
+        raise DistillError(f"{path} holds a {architecture}, not a teacher (digitnet). Point "
+                           "--teacher at the folder written by `distill teacher`.")
+    return model
+
+
+def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: str,
+                  twin: bool = True, **run_args) -> list[dict]:
+    """Distill the recipe's student from the teacher and, unless told not to, train its twin
+    (same recipe, seed and data order, labels only). Returns the reports written."""
+    teacher = load_teacher(teacher_path)
+    config = recipe.train_config()
+    extra = {"recipe": recipe.name, "teacher": str(teacher_path)}
+    student_dir = runs_dir / f"student-{recipe.name}"
+    twin_dir = runs_dir / f"student-{recipe.name}-twin"
+    reports = [train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
+                         distillation=recipe.distillation, extra=extra, **run_args)]
+    if twin:
+        reports.append(train_run(f"student-{recipe.name}-twin", twin_dir, config, command,
+                                 teacher=teacher, extra=extra, **run_args))
+        gain = reports[0]["evaluation"]["test"]["top1"] - reports[1]["evaluation"]["test"]["top1"]
+        reports[0]["gain_over_twin"] = gain
+        reports[0]["twin"] = str(twin_dir)
+        write_atomic(student_dir / "report.json", json.dumps(reports[0], indent=2) + "\n")
+        write_atomic(student_dir / "report.md", markdown(reports[0]))
+    return reports

@@ -37,6 +37,7 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
     batch_size: int = 128
+    optimizer: str = "adamw"
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup: float = 0.1  # fraction of the steps spent rising to `lr`, the rest decays (cosine)
@@ -60,9 +61,9 @@ class Classifier(L.LightningModule):
     between classes that a teacher passes on to its students)."""
 
     def __init__(self, model: str = "digitnet", model_kwargs: dict | None = None, lr: float = 2e-3,
-                 weight_decay: float = 0.05, warmup: float = 0.1) -> None:
+                 weight_decay: float = 0.05, warmup: float = 0.1, optimizer: str = "adamw") -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["teacher"])
         self.model = timm.create_model(model, num_classes=NUM_CLASSES, **(model_kwargs or {}))
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
@@ -94,7 +95,7 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         # timm's factory leaves norms and biases out of weight decay.
-        optimizer = create_optimizer_v2(self.model, "adamw", lr=self.hparams.lr,
+        optimizer = create_optimizer_v2(self.model, self.hparams.optimizer, lr=self.hparams.lr,
                                         weight_decay=self.hparams.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=self.hparams.lr, total_steps=self.trainer.estimated_stepping_batches,

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from distill.cli import main
-from distill.runs import train_classifier
+from distill.runs import train_run
 from distill.training import Limits, TrainConfig
 
 RUN_FILES = ["report.json", "report.md", "weights.safetensors", "curves.png", "confusion.png",
@@ -13,7 +13,7 @@ RUN_FILES = ["report.json", "report.md", "weights.safetensors", "curves.png", "c
 def test_a_short_training_run_clearly_beats_chance(tmp_path, data_dir):
     config = TrainConfig(epochs=2, batch_size=64)
     limits = Limits(train_size=2048, val_batches=1, test_size=1000)
-    report = train_classifier("teacher", tmp_path / "run", config, "test", data_dir, limits,
+    report = train_run("teacher", tmp_path / "run", config, "test", data_dir, limits,
                               progress=False)
     assert report["evaluation"]["test"]["top1"] > 0.5  # chance is 0.1
     assert report["training"]["epochs_run"] == 2

@@ -1,0 +1,61 @@
+"""Knowledge distillation: a student learns from a frozen teacher's softened outputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distill.training import Classifier
+
+
+def distillation_loss(student: Tensor, teacher: Tensor, labels: Tensor, temperature: float,
+                      alpha: float) -> Tensor:
+    """alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(student, y).
+
+    T^2 keeps the soft loss's gradients on the scale of the hard loss's (Hinton et al., 2015).
+    """
+    soft = F.kl_div(F.log_softmax(student / temperature, dim=-1),
+                    F.log_softmax(teacher / temperature, dim=-1),
+                    reduction="batchmean", log_target=True) * temperature**2
+    return alpha * soft + (1 - alpha) * F.cross_entropy(student, labels)
+
+
+class Distiller(Classifier):
+    """Trains a student on the distillation loss; the teacher is frozen and always in eval mode.
+
+    teacher: the trained network whose outputs the student learns from.
+    temperature, alpha: see `distillation_loss`.
+    The remaining arguments are those of `Classifier`.
+    """
+
+    def __init__(self, teacher: nn.Module, model: str, temperature: float = 4.0,
+                 alpha: float = 0.9, **classifier_args) -> None:
+        super().__init__(model, **classifier_args)
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.temperature, self.alpha = temperature, alpha
+
+    def train(self, mode: bool = True) -> Distiller:
+        # Lightning switches the whole module to train mode each epoch; the teacher must stay in
+        # eval mode (no dropout, no stochastic depth, fixed norm statistics).
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def teacher_logits(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.teacher(x).float()
+
+    def loss(self, logits: Tensor, labels: Tensor, batch: tuple) -> Tensor:
+        x = batch[0]
+        return distillation_loss(logits, self.teacher_logits(x), labels, self.temperature,
+                                 self.alpha)
+
+    def state_dict(self, *args, **kwargs):
+        # Checkpoints hold the student only: the teacher is an input, saved in its own run.
+        state = super().state_dict(*args, **kwargs)
+        return type(state)((k, v) for k, v in state.items() if not k.startswith("teacher."))
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        teacher = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
+        return super().load_state_dict({**state_dict, **teacher}, strict=strict, **kwargs)

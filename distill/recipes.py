@@ -1,0 +1,177 @@
+"""Recipes: YAML files that say how a student is distilled, parsed once into typed objects.
+
+Every key is checked: an unknown key is an error that suggests the closest valid one, a wrong
+type or an out-of-range value names its key, and an unknown student lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distill.data import Augment
+from distill.errors import DistillError
+from distill.nets import STUDENTS
+from distill.training import TrainConfig
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """temperature: softens both distributions (T); alpha: weight of the soft (teacher) loss."""
+
+    temperature: float = 4.0
+    alpha: float = 0.9
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    name: str = "adamw"
+    lr: float = 0.01
+    weight_decay: float = 0.0005
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """epochs: at most this many; warmup: fraction of steps rising to lr, then cosine decay;
+    patience: epochs without a better validation loss before stopping early."""
+
+    epochs: int = 10
+    warmup: float = 0.1
+    patience: int = 3
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    degrees: float = 15.0
+    translate: float = 0.1
+    scale: float = 0.1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    student: str
+    description: str = ""
+    distillation: Distillation = field(default_factory=Distillation)
+    optimizer: Optimizer = field(default_factory=Optimizer)
+    schedule: Schedule = field(default_factory=Schedule)
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    batch_size: int = 128
+    seed: int = 0
+    name: str = field(default="", metadata={"set_from": "file name"})
+
+    def train_config(self) -> TrainConfig:
+        a = self.augmentation
+        return TrainConfig(model=self.student, epochs=self.schedule.epochs,
+                           batch_size=self.batch_size, optimizer=self.optimizer.name,
+                           lr=self.optimizer.lr, weight_decay=self.optimizer.weight_decay,
+                           warmup=self.schedule.warmup, patience=self.schedule.patience,
+                           augment=Augment(a.degrees, a.translate, a.scale), seed=self.seed)
+
+
+# (key path, check, what the value must be)
+RANGES = [
+    ("distillation.temperature", lambda v: v > 0, "greater than 0"),
+    ("distillation.alpha", lambda v: 0 <= v <= 1, "between 0 and 1"),
+    ("optimizer.lr", lambda v: v > 0, "greater than 0"),
+    ("optimizer.weight_decay", lambda v: v >= 0, "0 or more"),
+    ("optimizer.name", lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+    ("schedule.epochs", lambda v: v >= 1, "at least 1"),
+    ("schedule.warmup", lambda v: 0 < v < 1, "between 0 and 1 (a fraction of the steps)"),
+    ("schedule.patience", lambda v: v >= 1, "at least 1"),
+    ("augmentation.degrees", lambda v: 0 <= v <= 180, "between 0 and 180"),
+    ("augmentation.translate", lambda v: 0 <= v <= 0.5, "between 0 and 0.5"),
+    ("augmentation.scale", lambda v: 0 <= v < 1, "between 0 and 1"),
+    ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("student", lambda v: v in STUDENTS, f"one of the students: {', '.join(STUDENTS)}"),
+]
+
+
+def _build(cls: type, data: Any, where: str, source: str) -> Any:
+    """A dataclass from a mapping, every key and type checked."""
+    prefix = f"{where}." if where else ""
+    if not isinstance(data, dict):
+        raise DistillError(f"{source}: {where or 'the recipe'} must be a mapping of keys to values, "
+                           f"not {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if "set_from" not in f.metadata}
+    values = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else \
+                f" Valid keys: {', '.join(fields)}."
+            raise DistillError(f"{source}: unknown key '{prefix}{key}'.{hint}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            values[key] = _build(kind, value, f"{prefix}{key}", source)
+        else:
+            values[key] = _check_type(value, kind, f"{prefix}{key}", source)
+    missing = [k for k, f in fields.items() if k not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise DistillError(f"{source}: missing key '{prefix}{missing[0]}'.")
+    return cls(**values)
+
+
+def _check_type(value: Any, kind: Any, key: str, source: str) -> Any:
+    if isinstance(kind, types.UnionType):
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    ok = (isinstance(value, kind) and not isinstance(value, bool)) or (
+        kind is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        raise DistillError(f"{source}: '{key}' must be {kind.__name__}, not {value!r}.")
+    return kind(value)
+
+
+def _lookup(recipe: Recipe, path: str) -> Any:
+    value = recipe
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def parse_recipe(text: str, name: str, source: str) -> Recipe:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise DistillError(f"{source}: invalid YAML{where}: {problem}.") from error
+    recipe = _build(Recipe, data if data is not None else {}, "", source)
+    for path, check, must in RANGES:
+        value = _lookup(recipe, path)
+        if not check(value):
+            raise DistillError(f"{source}: '{path}' is {value!r}; it must be {must}.")
+    return dataclasses.replace(recipe, name=name)
+
+
+def available_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A recipe by name (recipes/NAME.yaml) or by the path of a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise DistillError(f"No recipe file at {path}.")
+        return parse_recipe(path.read_text(), path.stem, str(path))
+    recipes = available_recipes()
+    if name_or_path not in recipes:
+        close = difflib.get_close_matches(name_or_path, recipes, n=1)
+        hint = f"Did you mean '{close[0]}'? " if close else ""
+        raise DistillError(f"Unknown recipe '{name_or_path}'. {hint}Available: "
+                           f"{', '.join(recipes)} (or give the path of a YAML file).")
+    path = recipes[name_or_path]
+    return parse_recipe(path.read_text(), name_or_path, f"recipes/{path.name}")

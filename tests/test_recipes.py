@@ -1,0 +1,51 @@
+import pytest
+
+from distill.errors import DistillError
+from distill.recipes import available_recipes, load_recipe, parse_recipe
+from distill.training import TrainConfig
+
+VALID = """
+student: convnet_tiny
+distillation: {temperature: 4, alpha: 0.9}
+schedule: {epochs: 5}
+"""
+
+
+def parse(text):
+    return parse_recipe(text, "test", "test.yaml")
+
+
+def test_every_shipped_recipe_parses_into_a_train_config():
+    assert {"micro", "tiny", "small", "mlp"} <= set(available_recipes())
+    for name in available_recipes():
+        recipe = load_recipe(name)
+        assert recipe.name == name
+        assert isinstance(recipe.train_config(), TrainConfig)
+
+
+def test_a_valid_recipe_fills_defaults_and_converts_ints_to_floats():
+    recipe = parse(VALID)
+    assert recipe.distillation.temperature == 4.0 and isinstance(recipe.distillation.temperature,
+                                                                 float)
+    assert recipe.schedule.epochs == 5 and recipe.optimizer.name == "adamw"
+
+
+@pytest.mark.parametrize("text, message", [
+    (VALID + "distilation: {}\n", "Did you mean 'distillation'"),
+    ("student: convnet_tiny\ndistillation: {temprature: 2}\n", "Did you mean 'distillation.temperature'"),
+    ("student: convnet_tiny\nschedule: {epochs: ten}\n", "'schedule.epochs' must be int"),
+    ("student: convnet_tiny\ndistillation: {temperature: 0}\n", "greater than 0"),
+    ("student: convnet_tiny\ndistillation: {alpha: 1.5}\n", "between 0 and 1"),
+    ("student: convnet_tiny\nschedule: {epochs: 0}\n", "at least 1"),
+    ("student: resnet50\n", "one of the students: digitnet_small"),
+    ("student: convnet_tiny\ndistillation: [1, 2\n", "line 3"),
+    ("distillation: {alpha: 0.5}\n", "missing key 'student'"),
+])
+def test_a_bad_recipe_is_an_error_that_names_the_key(text, message):
+    with pytest.raises(DistillError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse(text)
+
+
+def test_an_unknown_recipe_name_lists_the_available_ones():
+    with pytest.raises(DistillError, match="Available: .*tiny"):
+        load_recipe("tinny")

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from distill import cli
+from distill.cli import main
+from distill.recipes import load_recipe
+from distill.runs import load_teacher, train_run
+from distill.training import Limits
+
+from .test_training import RUN_FILES
+
+QUICK = ["--epochs", "1", "--train-batches", "3", "--val-batches", "1", "--test-images", "200",
+         "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISTILL_DATA_DIR", str(data_dir))
+        main(["teacher", "--out", str(out), *QUICK])
+    return out
+
+
+def test_distill_student_writes_the_student_and_its_twin(teacher_run, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    main(["student", "--recipe", "tiny", "--teacher", str(teacher_run), "--runs", str(runs), *QUICK])
+    for run in ("student-tiny", "student-tiny-twin"):
+        for name in RUN_FILES:
+            assert (runs / run / name).is_file(), f"{run}/{name}"
+    student = json.loads((runs / "student-tiny" / "report.json").read_text())
+    twin = json.loads((runs / "student-tiny-twin" / "report.json").read_text())
+    assert student["kind"] == "student" and twin["kind"] == "twin"
+    assert student["distillation"] == {"temperature": 4.0, "alpha": 0.9}
+    assert 0 <= student["evaluation"]["teacher_agreement"] <= 1
+    gain = student["evaluation"]["test"]["top1"] - twin["evaluation"]["test"]["top1"]
+    assert student["gain_over_twin"] == pytest.approx(gain)
+    assert "points of test top-1 over the twin" in capsys.readouterr().out
+
+
+def test_distill_report_writes_the_table_json_and_plot(teacher_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli.console, "width", 240)  # a wide terminal: one table row per run
+    runs = tmp_path / "runs"
+    main(["student", "--recipe", "micro", "--teacher", str(teacher_run), "--runs", str(runs),
+          "--no-twin", *QUICK])
+    main(["report", str(teacher_run), str(runs / "student-micro"), "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "teacher" in printed and "student-micro" in printed
+    table = json.loads((tmp_path / "report.json").read_text())
+    assert [r["kind"] for r in table] == ["teacher", "student"]
+    assert "| teacher | digitnet |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "accuracy_vs_size.png").stat().st_size > 10_000
+
+
+def test_the_teachers_weights_are_bit_identical_after_distillation(teacher_run, tmp_path,
+                                                                    data_dir):
+    teacher = load_teacher(teacher_run)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    recipe = load_recipe("micro")
+    config = recipe.train_config()
+    config.epochs = 1
+    train_run("s", tmp_path / "s", config, "test", data_dir,
+              Limits(train_batches=3, val_batches=1, test_size=100), progress=False,
+              teacher=teacher, distillation=recipe.distillation)
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_missing_teacher_tells_the_user_to_train_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["student", "--teacher", str(tmp_path / "nothing"), "--runs", str(tmp_path)])
+    assert exit_.value.code == 1
+    assert "distill teacher" in capsys.readouterr().out
+
+
+def test_a_students_weights_given_as_the_teacher_are_refused(teacher_run, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    main(["student", "--recipe", "micro", "--teacher", str(teacher_run), "--runs", str(runs),
+          "--no-twin", *QUICK])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["student", "--teacher", str(runs / "student-micro"), "--runs", str(tmp_path / "x")])
+    assert "not a teacher" in capsys.readouterr().out
