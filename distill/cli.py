@@ -87,6 +87,9 @@ def student(
     twin: Annotated[bool, typer.Option(
         help="Also train the twin: the same recipe on labels alone, to measure what distillation "
              "bought.")] = True,
+    teacher_cache: Annotated[bool, typer.Option(
+        help="Compute the teacher's logits for every augmented view once, in RUNS/.cache, and "
+             "reuse them (same results as running the teacher on every batch, faster).")] = True,
     data_dir: DataDir = None,
     seed: Annotated[int | None, typer.Option(
         help="Override the recipe's seed.", show_default=False)] = None,
@@ -113,7 +116,8 @@ def student(
         chosen = dataclasses.replace(chosen, schedule=dataclasses.replace(chosen.schedule,
                                                                           epochs=epochs))
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
-    reports = train_student(chosen, teacher, runs_dir, command_line(), twin, data_dir=data_dir,
+    reports = train_student(chosen, teacher, runs_dir, command_line(), twin, teacher_cache,
+                            data_dir=data_dir,
                             limits=limits, accelerator=accelerator, overwrite=overwrite,
                             progress=progress)
     for report in reports:
@@ -197,6 +201,17 @@ def print_summary(report: dict, out: Path) -> None:
                   "confusion.png, examples.png, checkpoints/")
 
 
+def quiet_lightning() -> None:
+    """Lightning's start-up notes (devices, tips) and a deprecation inside Lightning itself say
+    nothing the user can act on; the command prints its own summary instead."""
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one red line and exit code 1; --debug shows tracebacks."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -204,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     global _argv
     _argv = args
+    quiet_lightning()
     try:
         app(args=args, prog_name="distill")
     except SystemExit as done:  # click ends every run with SystemExit, success included

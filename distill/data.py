@@ -330,9 +330,14 @@ class MNISTDataModule(L.LightningDataModule):
             self._uniforms_epoch = epoch
         return self._uniforms
 
-    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple[Tensor, Tensor]:
+    def model_input(self, batch: tuple, training: bool) -> tuple[Tensor, Tensor, Tensor, int]:
+        """A gathered batch as the model sees it: (images, labels, positions in split, epoch)."""
         images, labels, positions, epoch = batch
         x = to_unit(images)
-        if self.trainer is not None and self.trainer.training and self.augment is not None:
+        if training and self.augment is not None:
             x = augment(x, self.uniforms(epoch, x.device)[positions], self.augment)
-        return normalize(x), labels
+        return normalize(x), labels, positions, epoch
+
+    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
+        training = self.trainer is not None and self.trainer.training
+        return self.model_input(batch, training)

@@ -30,10 +30,14 @@ class Distiller(Classifier):
     """
 
     def __init__(self, teacher: nn.Module, model: str, temperature: float = 4.0,
-                 alpha: float = 0.9, **classifier_args) -> None:
+                 alpha: float = 0.9, teacher_logits: Tensor | None = None,
+                 **classifier_args) -> None:
         super().__init__(model, **classifier_args)
         self.teacher = teacher.eval().requires_grad_(False)
         self.temperature, self.alpha = temperature, alpha
+        # (epochs, split size, classes): the teacher's logits for every augmented view, computed
+        # once by `cache.teacher_logits_table`; None runs the teacher on every batch instead.
+        self.cached_logits = teacher_logits
 
     def train(self, mode: bool = True) -> Distiller:
         # Lightning switches the whole module to train mode each epoch; the teacher must stay in
@@ -42,13 +46,15 @@ class Distiller(Classifier):
         self.teacher.eval()
         return self
 
-    def teacher_logits(self, x: Tensor) -> Tensor:
+    def teacher_logits(self, batch: tuple) -> Tensor:
+        x, _, positions, epoch = batch
+        if self.cached_logits is not None:
+            return self.cached_logits[epoch].to(x.device)[positions]
         with torch.no_grad():
             return self.teacher(x).float()
 
     def loss(self, logits: Tensor, labels: Tensor, batch: tuple) -> Tensor:
-        x = batch[0]
-        return distillation_loss(logits, self.teacher_logits(x), labels, self.temperature,
+        return distillation_loss(logits, self.teacher_logits(batch), labels, self.temperature,
                                  self.alpha)
 
     def state_dict(self, *args, **kwargs):

@@ -14,6 +14,7 @@ import timm
 import torch
 from torch import nn
 
+from distill.cache import teacher_logits_table
 from distill.data import MNISTDataModule
 from distill.distillation import Distiller
 from distill.errors import DistillError
@@ -33,11 +34,15 @@ from distill.training import Classifier, Limits, TrainConfig, describe, fit, mak
 FINISHED_MARKER = "report.json"
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
+def check_run_dir(out: Path, overwrite: bool) -> None:
     """Refuse to clobber a finished run unless asked to."""
     if (out / FINISHED_MARKER).exists() and not overwrite:
         raise DistillError(f"{out} already holds a finished run. Pass --overwrite to replace it, "
-                           "or choose another folder with --out.")
+                           "or choose another folder.")
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> None:
+    check_run_dir(out, overwrite)
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,11 +62,12 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
               data_dir: Path | str | None = None, limits: Limits | None = None,
               accelerator: str = "auto", overwrite: bool = False, progress: bool = True,
               teacher: nn.Module | None = None, distillation: Distillation | None = None,
-              extra: dict | None = None) -> dict:
+              teacher_logits: torch.Tensor | None = None, extra: dict | None = None) -> dict:
     """Train one network, write its run folder, return its report.
 
     With `distillation`, the network learns from `teacher`; without it, from the labels alone.
     A `teacher` also makes the report state how often the network agrees with it.
+    `teacher_logits` (from `cache.teacher_logits_table`) replaces the teacher's forward passes.
     """
     limits = limits or Limits()
     prepare_run_dir(out, overwrite)
@@ -72,7 +78,7 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
                 warmup=config.warmup, optimizer=config.optimizer)
     if distillation is not None:
         module = Distiller(teacher, config.model, distillation.temperature, distillation.alpha,
-                           **args)
+                           teacher_logits, **args)
     else:
         module = Classifier(config.model, **args)
     trainer = make_trainer(out, config, limits, accelerator, progress)
@@ -125,16 +131,28 @@ def load_teacher(path: Path) -> nn.Module:
 
 
 def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: str,
-                  twin: bool = True, **run_args) -> list[dict]:
+                  twin: bool = True, teacher_cache: bool = True, **run_args) -> list[dict]:
     """Distill the recipe's student from the teacher and, unless told not to, train its twin
-    (same recipe, seed and data order, labels only). Returns the reports written."""
+    (same recipe, seed and data order, labels only). Returns the reports written.
+
+    With `teacher_cache`, the teacher's logits come from runs_dir/.cache (computed there once).
+    """
     teacher = load_teacher(teacher_path)
     config = recipe.train_config()
     extra = {"recipe": recipe.name, "teacher": str(teacher_path)}
     student_dir = runs_dir / f"student-{recipe.name}"
     twin_dir = runs_dir / f"student-{recipe.name}-twin"
+    for out in (student_dir, twin_dir if twin else None):
+        if out is not None:  # refuse before spending time on the teacher's logits
+            check_run_dir(out, run_args.get("overwrite", False))
+    logits = None
+    if teacher_cache:
+        logits = teacher_logits_table(teacher, config, run_args.get("limits") or Limits(),
+                                      runs_dir / ".cache", run_args.get("data_dir"),
+                                      progress=run_args.get("progress", True))
     reports = [train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
-                         distillation=recipe.distillation, extra=extra, **run_args)]
+                         distillation=recipe.distillation, teacher_logits=logits, extra=extra,
+                         **run_args)]
     if twin:
         reports.append(train_run(f"student-{recipe.name}-twin", twin_dir, config, command,
                                  teacher=teacher, extra=extra, **run_args))

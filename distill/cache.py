@@ -1,0 +1,84 @@
+"""The teacher's logits for every augmented training view, computed once and shared.
+
+An image's augmentation depends only on (seed, epoch, index) and the batches only on (seed,
+epoch, batch size), so every student distilled from the same teacher with the same data settings
+sees the same teacher outputs. Computing them in one pass, replaying exactly the training batches,
+gives logits bit-identical to running the teacher on each batch, and a sweep over many recipes
+pays for the teacher once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from distill.data import UNIFORMS_ROWS, MNISTDataModule
+from distill.training import Limits, TrainConfig
+
+
+def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    settings = {"augment": asdict(config.augment) if config.augment else None,
+                "seed": config.seed, "batch_size": config.batch_size,
+                "train_size": limits.train_size, "train_batches": limits.train_batches}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+@torch.inference_mode()
+def compute_table(teacher: nn.Module, datamodule: MNISTDataModule, epochs: int,
+                  batches_per_epoch: int | None, device: torch.device, progress: bool) -> Tensor:
+    """(epochs, 60000, classes) logits; rows of images not in the training slice stay zero."""
+    teacher = teacher.eval().to(device)
+    loader = datamodule.train_dataloader()
+    steps = min(len(loader), batches_per_epoch or len(loader))
+    table = None
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("Teacher logits", total=epochs * steps)
+        for epoch in range(epochs):
+            loader.sampler.set_epoch(epoch)
+            for step, batch in enumerate(loader):
+                if step == steps:
+                    break
+                batch = tuple(t.to(device) if isinstance(t, Tensor) else t for t in batch)
+                x, _, positions, _ = datamodule.model_input(batch, training=True)
+                logits = teacher(x).float()
+                if table is None:
+                    table = torch.zeros(epochs, UNIFORMS_ROWS, logits.shape[-1])
+                table[epoch, positions.cpu()] = logits.cpu()
+                bar.advance(task)
+    return table
+
+
+def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits, cache_dir: Path,
+                         data_dir: Path | str | None = None, device: str | torch.device = "cpu",
+                         progress: bool = True) -> Tensor:
+    """The table for these settings: read from `cache_dir`, or computed and stored there."""
+    path = cache_dir / f"teacher-logits-{cache_key(teacher, config, limits)}.safetensors"
+    if path.is_file():
+        try:
+            table = load_file(str(path))["logits"]
+            if len(table) >= config.epochs:
+                return table[: config.epochs]
+        except Exception:  # noqa: BLE001, S110 - a damaged cache is recomputed below, not fatal
+            pass
+    datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
+                                 limits.train_size)
+    datamodule.setup("fit")
+    table = compute_table(teacher, datamodule, config.epochs, limits.train_batches,
+                          torch.device(device), progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"logits": table.contiguous()}, str(tmp))
+    tmp.replace(path)
+    return table

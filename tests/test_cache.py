@@ -1,0 +1,47 @@
+import torch
+
+from distill.cache import teacher_logits_table
+from distill.nets import DigitNet
+from distill.recipes import Distillation
+from distill.runs import train_run
+from distill.training import Limits, TrainConfig
+
+LIMITS = Limits(train_size=512, train_batches=4, val_batches=1, test_size=100)
+
+
+def small_teacher():
+    torch.manual_seed(0)
+    return DigitNet(dims=(8, 8, 8, 8), depths=(1, 1, 1, 1)).eval()
+
+
+def distill_once(tmp_path, name, teacher, logits, data_dir):
+    config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64, lr=0.01)
+    train_run(name, tmp_path / name, config, "test", data_dir, LIMITS, progress=False,
+              teacher=teacher, distillation=Distillation(4.0, 0.9), teacher_logits=logits)
+    return torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def test_cached_teacher_logits_train_the_same_student_as_the_online_teacher(tmp_path, data_dir):
+    teacher = small_teacher()
+    config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64)
+    table = teacher_logits_table(teacher, config, LIMITS, tmp_path / "cache", data_dir,
+                                 progress=False)
+    assert table.shape == (2, 60_000, 10) and table.abs().sum() > 0
+    online = distill_once(tmp_path, "online", teacher, None, data_dir)
+    cached = distill_once(tmp_path, "cached", teacher, table, data_dir)
+    for key, value in online["state_dict"].items():
+        assert torch.equal(value, cached["state_dict"][key]), key
+
+
+def test_the_cache_is_reused_and_keyed_by_the_teacher(tmp_path, data_dir):
+    config = TrainConfig(model="convnet_micro", epochs=1, batch_size=64)
+    teacher = small_teacher()
+    first = teacher_logits_table(teacher, config, LIMITS, tmp_path, data_dir, progress=False)
+    files = list(tmp_path.glob("teacher-logits-*.safetensors"))
+    assert len(files) == 1
+    assert torch.equal(first, teacher_logits_table(teacher, config, LIMITS, tmp_path, data_dir,
+                                                   progress=False))
+    with torch.no_grad():
+        next(teacher.parameters()).add_(1.0)
+    teacher_logits_table(teacher, config, LIMITS, tmp_path, data_dir, progress=False)
+    assert len(list(tmp_path.glob("teacher-logits-*.safetensors"))) == 2
