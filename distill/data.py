@@ -95,14 +95,17 @@ def download_mnist(folder: Path) -> None:
                                + _missing_files_hint(folder))
 
 
-def read_idx(path: Path) -> Tensor:
-    """One IDX file (gzip or not) as a uint8 tensor, its header and checksum verified."""
-    name = path.name.removesuffix(".gz")
+def _read_bytes(path: Path) -> bytes:
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as error:
         raise DistillError(f"{path} is not a readable gzip file ({error}). "
-                           f"Replace it with a fresh copy of {name}.gz.") from error
+                           f"Replace it with a fresh copy of {path.name}.") from error
+
+
+def _parse_idx(raw: bytes, path: Path) -> Tensor:
+    """The header's magic number and shape checked against the bytes that follow."""
+    name = path.name.removesuffix(".gz")
     ndim = 3 if "images" in name else 1
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if magic != IDX_MAGIC[ndim]:
@@ -113,10 +116,22 @@ def read_idx(path: Path) -> Tensor:
     if len(raw) != expected_bytes:
         raise DistillError(f"{path} is truncated or padded: {len(raw)} bytes where its header "
                            f"promises {expected_bytes}. Replace it with a fresh copy of {name}.")
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=4 + 4 * ndim).view(*shape)
+
+
+def _verify_checksum(raw: bytes, path: Path) -> None:
+    name = path.name.removesuffix(".gz")
     if name in SHA256 and hashlib.sha256(raw).hexdigest() != SHA256[name]:
         raise DistillError(f"{path} fails its sha256 check: the file is damaged or not the "
                            f"official {name}. Replace it with a fresh copy.")
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=4 + 4 * ndim).view(*shape)
+
+
+def read_idx(path: Path) -> Tensor:
+    """One IDX file (gzip or not) as a uint8 tensor, its header and checksum verified."""
+    raw = _read_bytes(path)
+    tensor = _parse_idx(raw, path)
+    _verify_checksum(raw, path)
+    return tensor
 
 
 @lru_cache(maxsize=4)
@@ -125,11 +140,14 @@ def _load_split_cached(folder: Path, split: str) -> tuple[Tensor, Tensor]:
     paths = [_find(folder, images_name), _find(folder, labels_name)]
     if None in paths:
         raise DistillError(f"MNIST files missing in {folder}. " + _missing_files_hint(folder))
-    images, labels = (read_idx(path) for path in paths)
+    raws = [_read_bytes(path) for path in paths]
+    images, labels = (_parse_idx(raw, path) for raw, path in zip(raws, paths))
     if len(images) != len(labels) or len(images) != count:
         raise DistillError(f"{folder}: {len(images)} images and {len(labels)} labels in the "
                            f"{split} split, expected {count} of each. "
                            "Replace the files with fresh copies.")
+    for raw, path in zip(raws, paths):
+        _verify_checksum(raw, path)
     return images, labels.long()
 
 

@@ -41,8 +41,27 @@ def load_model(path: Path | str) -> tuple[nn.Module, str]:
         raise DistillError(f"{path} does not say which network it holds: it was not written by "
                            "distill.")
     architecture = metadata["architecture"]
-    model = timm.create_model(architecture, **json.loads(metadata.get("kwargs", "{}")))
+    try:
+        model = timm.create_model(architecture, **json.loads(metadata.get("kwargs", "{}")))
+    except RuntimeError as error:  # timm's "Unknown model"
+        raise DistillError(f"{path} holds a '{architecture}', which this version of distill does "
+                           "not know.") from error
+    check_fits(model, state, path, architecture)
     model.load_state_dict(state)
     return model.eval(), architecture
+
+
+def check_fits(model: nn.Module, state: dict, path: Path, architecture: str) -> None:
+    """Explain a state-dict mismatch in a sentence rather than a dump of key names."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or reshaped:
+        raise DistillError(
+            f"The weights in {path} do not fit a {architecture}: {len(missing)} tensors missing, "
+            f"{len(unexpected)} unexpected, {len(reshaped)} of another shape (e.g. "
+            f"{(missing + unexpected + reshaped)[0]}). They were saved from another network or "
+            "size.")
 
 

@@ -119,6 +119,6 @@ def test_datamodule_yields_normalized_batches(data_dir):
     dm = MNISTDataModule(data_dir, batch_size=32, train_size=256)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    x, y = dm.on_after_batch_transfer(batch, 0)
+    x, y, positions, epoch = dm.on_after_batch_transfer(batch, 0)
     assert x.shape == (32, 1, 28, 28) and y.shape == (32,)
     assert -1 < x.mean() < 1
