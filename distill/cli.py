@@ -24,6 +24,8 @@ DataDir = Annotated[Path | None, typer.Option(
                        "~/.cache/distill/mnist, downloaded when missing).", show_default=False)]
 Accelerator = Annotated[str, typer.Option(help="Where to train: auto, cpu, cuda or mps.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in --out.")]
+Resume = Annotated[bool, typer.Option(
+    "--resume", help="Continue an interrupted run from its last finished epoch.")]
 Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
 TrainBatches = Annotated[int | None, typer.Option(
     help="Cap on training batches per epoch, for quick trials.", show_default=False)]
@@ -59,6 +61,7 @@ def teacher(
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling, augmentation.")] = 0,
     accelerator: Accelerator = "auto",
     overwrite: Overwrite = False,
+    resume: Resume = False,
     progress: Progress = True,
     train_batches: TrainBatches = None,
     val_batches: ValBatches = None,
@@ -72,7 +75,7 @@ def teacher(
                          patience=patience, seed=seed)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     report = train_run("teacher", out, config, command_line(), data_dir, limits,
-                              accelerator, overwrite, progress)
+                       accelerator, overwrite, progress, resume)
     print_summary(report, out)
 
 
@@ -97,6 +100,7 @@ def student(
         min=1, help="Override the recipe's epochs.", show_default=False)] = None,
     accelerator: Accelerator = "auto",
     overwrite: Overwrite = False,
+    resume: Resume = False,
     progress: Progress = True,
     train_batches: TrainBatches = None,
     val_batches: ValBatches = None,
@@ -119,7 +123,7 @@ def student(
     reports = train_student(chosen, teacher, runs_dir, command_line(), twin, teacher_cache,
                             data_dir=data_dir,
                             limits=limits, accelerator=accelerator, overwrite=overwrite,
-                            progress=progress)
+                            progress=progress, resume=resume)
     for report in reports:
         print_summary(report, Path(report["run_dir"]))
     if twin:

@@ -34,18 +34,33 @@ from distill.training import Classifier, Limits, TrainConfig, describe, fit, mak
 FINISHED_MARKER = "report.json"
 
 
-def check_run_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to clobber a finished run unless asked to."""
-    if (out / FINISHED_MARKER).exists() and not overwrite:
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def check_run_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to clobber a finished or unfinished run unless asked to."""
+    if overwrite or resume:
+        return
+    if (out / FINISHED_MARKER).exists():
         raise DistillError(f"{out} already holds a finished run. Pass --overwrite to replace it, "
                            "or choose another folder.")
+    if (out / "checkpoints").exists():
+        raise DistillError(f"{out} holds an unfinished run. Pass --resume to continue it, or "
+                           "--overwrite to start again.")
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
-    check_run_dir(out, overwrite)
+def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> Path | None:
+    """Make the run folder ready; the checkpoint to continue from when resuming."""
+    check_run_dir(out, overwrite, resume)
+    if resume and not overwrite:
+        if not (out / LAST_CHECKPOINT).is_file():
+            raise DistillError(f"Nothing to resume in {out}: no {LAST_CHECKPOINT}. Run "
+                               "without --resume to start.")
+        return out / LAST_CHECKPOINT
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    return None
 
 
 def environment() -> dict[str, str]:
@@ -61,7 +76,8 @@ def environment() -> dict[str, str]:
 def train_run(name: str, out: Path, config: TrainConfig, command: str,
               data_dir: Path | str | None = None, limits: Limits | None = None,
               accelerator: str = "auto", overwrite: bool = False, progress: bool = True,
-              teacher: nn.Module | None = None, distillation: Distillation | None = None,
+              resume: bool = False, teacher: nn.Module | None = None,
+              distillation: Distillation | None = None,
               teacher_logits: torch.Tensor | None = None, extra: dict | None = None) -> dict:
     """Train one network, write its run folder, return its report.
 
@@ -70,7 +86,9 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     `teacher_logits` (from `cache.teacher_logits_table`) replaces the teacher's forward passes.
     """
     limits = limits or Limits()
-    prepare_run_dir(out, overwrite)
+    if resume and (out / FINISHED_MARKER).is_file():
+        return json.loads((out / FINISHED_MARKER).read_text())
+    resume_from = prepare_run_dir(out, overwrite, resume)
     L.seed_everything(config.seed, verbose=False)
     datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
                                  limits.train_size)
@@ -82,7 +100,7 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     else:
         module = Classifier(config.model, **args)
     trainer = make_trainer(out, config, limits, accelerator, progress)
-    result = fit(module, datamodule, trainer)
+    result = fit(module, datamodule, trainer, resume_from)
     model = module.model.eval()
     weights = out / "weights.safetensors"
     save_weights(model, config.model, config.model_kwargs, weights)
@@ -144,7 +162,7 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
     twin_dir = runs_dir / f"student-{recipe.name}-twin"
     for out in (student_dir, twin_dir if twin else None):
         if out is not None:  # refuse before spending time on the teacher's logits
-            check_run_dir(out, run_args.get("overwrite", False))
+            check_run_dir(out, run_args.get("overwrite", False), run_args.get("resume", False))
     logits = None
     if teacher_cache:
         logits = teacher_logits_table(teacher, config, run_args.get("limits") or Limits(),

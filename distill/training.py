@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
 )
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from timm.optim import create_optimizer_v2
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
@@ -93,6 +94,20 @@ class Classifier(L.LightningModule):
         self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True)
         self.log("val_acc", self.val_acc, prog_bar=True)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning restores the loops, optimizer and schedule but not the random generators;
+        # with them (stochastic depth, dropout) a resumed run ends exactly like an uninterrupted one.
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states", {})
+        if "torch" in states:
+            torch.set_rng_state(states["torch"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+
     def configure_optimizers(self) -> dict:
         # timm's factory leaves norms and biases out of weight decay.
         optimizer = create_optimizer_v2(self.model, self.hparams.optimizer, lr=self.hparams.lr,
@@ -162,10 +177,20 @@ class FitResult:
     device: str
 
 
-def fit(module: L.LightningModule, datamodule: MNISTDataModule, trainer: L.Trainer) -> FitResult:
-    """Train, then load the best checkpoint's weights back into `module`."""
+def fit(module: L.LightningModule, datamodule: MNISTDataModule, trainer: L.Trainer,
+        resume_from: Path | None = None) -> FitResult:
+    """Train (or continue from a checkpoint), then load the best epoch's weights into `module`."""
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    except (SystemExit, KeyboardInterrupt, SIGTERMException) as stop:
+        # Lightning turns Ctrl-C into SystemExit(1) after a graceful shutdown.
+        if isinstance(stop, SystemExit) and not trainer.interrupted:
+            raise
+        raise DistillError(
+            f"Training was interrupted in epoch {trainer.current_epoch + 1}. Run the same command "
+            f"with --resume to continue from the last finished epoch (kept in "
+            f"{Path(trainer.default_root_dir) / 'checkpoints'}).") from stop
     seconds = time.perf_counter() - started
     checkpoint = trainer.checkpoint_callback
     best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
