@@ -191,6 +191,87 @@ def report(
     console.print(f"Wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
 
 
+@app.command()
+def export(
+    weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.")],
+    format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    out: Annotated[Path | None, typer.Option(
+        help="File to write (default: model.onnx beside the weights).", show_default=False)] = None,
+    quantize: Annotated[bool, typer.Option(
+        help="Also write an int8 model (onnxruntime dynamic quantization) and score it.")] = False,
+    data_dir: DataDir = None,
+    test_images: TestImages = None,
+) -> None:
+    """Export a network to ONNX and check it against PyTorch on the MNIST test set."""
+    from rich.table import Table
+
+    from distill.data import load_split
+    from distill.export import export_onnx, load_model, parity, quantize_int8
+    from distill.report import percent
+
+    if format != "onnx":
+        raise DistillError(f"Unknown format {format!r}: only onnx is supported.")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as error:
+        raise DistillError("ONNX export needs the onnx extra: pip install -e \".[onnx]\"") from error
+    model, architecture = load_model(weights)
+    folder = weights if weights.is_dir() else weights.parent
+    target = out or folder / "model.onnx"
+    with console.status(f"Exporting {architecture} to ONNX"):
+        export_onnx(model, target)
+    images, labels = load_split("test", data_dir)
+    images, labels = images[:test_images], labels[:test_images]
+    rows = [("ONNX float32", target, parity(model, target, images, labels))]
+    if quantize:
+        int8 = target.with_name(target.stem + "-int8.onnx")
+        quantize_int8(target, int8)
+        rows.append(("ONNX int8", int8, parity(model, int8, images, labels)))
+    table = Table(title=f"{architecture}: ONNX against PyTorch on {len(labels)} test images")
+    for column in ("model", "bytes", "top-1", "PyTorch top-1", "same predictions",
+                   "max |logit diff|"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, _, p in rows:
+        table.add_row(name, f"{p['bytes']:,}", percent(p["onnx_top1"]), percent(p["pytorch_top1"]),
+                      f"{p['same_predictions']:,}/{p['images']:,}", f"{p['max_abs_logit_diff']:.2e}")
+    console.print(table)
+    if rows[0][2]["same_predictions"] != rows[0][2]["images"]:
+        raise DistillError(f"The float32 ONNX model disagrees with PyTorch on "
+                           f"{rows[0][2]['images'] - rows[0][2]['same_predictions']} images.")
+    console.print("Wrote " + ", ".join(str(path) for _, path, _ in rows))
+
+
+@app.command()
+def predict(
+    weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.")],
+    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, each of one digit.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
+) -> None:
+    """Classify digits in image files of any size and either polarity (top-2 with probabilities)."""
+    import json
+
+    import torch
+
+    from distill.export import load_model
+    from distill.predict import load_image, preprocess, probabilities, top_classes
+
+    model, architecture = load_model(weights)
+    prepared = [preprocess(load_image(path)) for path in images]
+    probs = probabilities(model, torch.stack([p.image for p in prepared]))
+    results = [{"image": str(path), "top2": [{"digit": c, "probability": round(v, 4)}
+                                             for c, v in top_classes(row)],
+                "inverted": p.inverted}
+               for path, p, row in zip(images, prepared, probs)]
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    for r in results:
+        (first, second) = r["top2"]
+        note = " (dark digit on light paper: inverted)" if r["inverted"] else ""
+        console.print(f"{r['image']}: [bold]{first['digit']}[/] {100 * first['probability']:.1f}%, "
+                      f"then {second['digit']} {100 * second['probability']:.1f}%{note}")
+
+
 def print_summary(report: dict, out: Path) -> None:
     from distill.report import human, percent
 

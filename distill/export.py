@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import timm
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
@@ -65,3 +66,59 @@ def check_fits(model: nn.Module, state: dict, path: Path, architecture: str) -> 
             "size.")
 
 
+
+
+def export_onnx(model: nn.Module, path: Path) -> None:
+    """ONNX with a dynamic batch axis: input `image` (B, 1, 28, 28) normalized, output `logits`."""
+    import warnings
+
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.zeros(2, 1, 28, 28),), str(tmp),
+                          input_names=["image"], output_names=["logits"],
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
+                          verbose=False, external_data=False)
+    os.replace(tmp, path)
+
+
+def onnx_logits(path: Path, images: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    """Logits of an ONNX model for uint8 test images, through onnxruntime on the CPU."""
+    import onnxruntime
+
+    from distill.data import prepare
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = [torch.from_numpy(session.run(None, {"image": prepare(images[i: i + batch]).numpy()})[0])
+           for i in range(0, len(images), batch)]
+    return torch.cat(out)
+
+
+def quantize_int8(path: Path, out: Path) -> None:
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # onnxruntime logs advice about shape pre-processing on the root logger; the parity check
+    # that follows measures the quantized model instead.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def parity(model: nn.Module, onnx_path: Path, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """ONNX against PyTorch on the same images: largest logit difference, prediction agreement."""
+    from distill.report import predict_logits
+
+    reference = predict_logits(model, images)
+    exported = onnx_logits(onnx_path, images)
+    return {"images": len(images),
+            "max_abs_logit_diff": float((reference - exported).abs().max()),
+            "same_predictions": int((reference.argmax(-1) == exported.argmax(-1)).sum()),
+            "pytorch_top1": float((reference.argmax(-1) == labels).float().mean()),
+            "onnx_top1": float((exported.argmax(-1) == labels).float().mean()),
+            "bytes": onnx_path.stat().st_size}

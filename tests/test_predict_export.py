@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distill.cli import main
+from distill.data import load_split
+from distill.errors import DistillError
+from distill.predict import preprocess
+
+from .test_students import QUICK
+
+
+@pytest.fixture(scope="module")
+def test_digits(data_dir):
+    images, labels = load_split("test", data_dir, download=False)
+    return images[:200], labels[:200]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISTILL_DATA_DIR", str(data_dir))
+        main(["teacher", "--out", str(out), *QUICK])
+    return out
+
+
+def reframe(digit: np.ndarray, scale: int, offset: tuple[int, int], invert: bool) -> np.ndarray:
+    """The digit drawn bigger, off-centre, on a bigger page, maybe dark on light."""
+    big = np.kron(digit, np.ones((scale, scale)))
+    page = np.zeros((28 * scale + 60, 28 * scale + 90))
+    page[offset[0]: offset[0] + big.shape[0], offset[1]: offset[1] + big.shape[1]] = big
+    return 1 - page if invert else page
+
+
+def test_preprocessing_recovers_an_mnist_digit_from_a_reframed_copy(test_digits):
+    images, _ = test_digits
+    originals, moved = [], []
+    for digit in images[:20]:
+        originals.append(preprocess(digit.float().numpy() / 255).image.flatten())
+        prepared = preprocess(reframe(digit.float().numpy() / 255, 4, (50, 10), invert=True))
+        assert prepared.inverted
+        moved.append(prepared.image.flatten())
+    # Each reframed digit lands on its own original, not on any of the 19 others.
+    distances = torch.cdist(torch.stack(moved), torch.stack(originals))
+    assert distances.argmin(1).tolist() == list(range(20))
+
+
+def test_a_blank_image_asks_for_a_digit():
+    with pytest.raises(DistillError, match="Draw a digit first"):
+        preprocess(np.ones((100, 80)))
+
+
+def test_predict_classifies_png_files_of_any_size_and_polarity(small_run, test_digits, tmp_path,
+                                                               capsys):
+    images, labels = test_digits
+    digit = images[0].float().numpy() / 255
+    plain, inverted = tmp_path / "plain.png", tmp_path / "inverted.jpg"
+    Image.fromarray((digit * 255).astype(np.uint8)).save(plain)
+    Image.fromarray((reframe(digit, 5, (20, 40), invert=True) * 255).astype(np.uint8)).save(inverted)
+    main(["predict", str(small_run), str(plain), str(inverted), "--json"])
+    results = json.loads(capsys.readouterr().out)
+    assert [r["inverted"] for r in results] == [False, True]
+    assert results[0]["top2"][0]["digit"] == results[1]["top2"][0]["digit"]
+    assert all(0 <= r["top2"][1]["probability"] <= r["top2"][0]["probability"] <= 1
+               for r in results)
+
+
+def test_predict_says_when_a_file_is_not_an_image(small_run, tmp_path, capsys):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(SystemExit):
+        main(["predict", str(small_run), str(bad)])
+    assert "is not an image" in capsys.readouterr().out
+
+
+def test_onnx_export_matches_pytorch_on_real_test_images(small_run, tmp_path, capsys):
+    target = tmp_path / "model.onnx"
+    main(["export", str(small_run), "--out", str(target), "--test-images", "500"])
+    printed = capsys.readouterr().out
+    assert target.is_file() and "500/500" in printed
+
+
+def test_onnx_has_a_dynamic_batch_axis(small_run, tmp_path):
+    import onnxruntime
+
+    from distill.export import export_onnx, load_model
+
+    model, _ = load_model(small_run)
+    export_onnx(model, tmp_path / "m.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    for batch in (1, 7):
+        x = torch.randn(batch, 1, 28, 28)
+        out = session.run(None, {"image": x.numpy()})[0]
+        assert out.shape == (batch, 10)
+        assert np.abs(out - model(x).detach().numpy()).max() < 1e-4
