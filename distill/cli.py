@@ -83,8 +83,9 @@ def teacher(
 def student(
     recipe: Annotated[str, typer.Option(
         help="Recipe name (see `distill recipes`) or path of a recipe YAML file.")] = "tiny",
-    teacher: Annotated[Path, typer.Option(
-        help="Teacher run folder or weights file.")] = Path("runs/teacher"),
+    teacher: Annotated[Path | None, typer.Option(
+        help="Teacher run folder or weights file (default: RUNS/teacher if it is finished, else "
+             "the released models/digitnet).", show_default=False)] = None,
     runs_dir: Annotated[Path, typer.Option(
         "--runs", help="Folder for the runs: student-RECIPE/ and student-RECIPE-twin/.")] = Path("runs"),
     twin: Annotated[bool, typer.Option(
@@ -110,7 +111,7 @@ def student(
     import dataclasses
 
     from distill.recipes import load_recipe
-    from distill.runs import train_student
+    from distill.runs import default_teacher, train_student
     from distill.training import Limits
 
     chosen = load_recipe(recipe)
@@ -120,6 +121,7 @@ def student(
         chosen = dataclasses.replace(chosen, schedule=dataclasses.replace(chosen.schedule,
                                                                           epochs=epochs))
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
+    teacher = teacher or default_teacher(runs_dir)
     reports = train_student(chosen, teacher, runs_dir, command_line(), twin, teacher_cache,
                             data_dir=data_dir,
                             limits=limits, accelerator=accelerator, overwrite=overwrite,
@@ -270,6 +272,29 @@ def predict(
         note = " (dark digit on light paper: inverted)" if r["inverted"] else ""
         console.print(f"{r['image']}: [bold]{first['digit']}[/] {100 * first['probability']:.1f}%, "
                       f"then {second['digit']} {100 * second['probability']:.1f}%{note}")
+
+
+@app.command()
+def publish(
+    run: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    target: Annotated[Path, typer.Argument(
+        help="Folder to write, models/ARCHITECTURE (where timm's pretrained=True looks).")],
+    assets: Annotated[Path | None, typer.Option(
+        help="Also copy the run's examples.png and confusion matrix (as cm.png) here, for the "
+             "README.", show_default=False)] = None,
+) -> None:
+    """Release a run's weights with a model card (front matter, figures, images)."""
+    import shutil
+
+    from distill.publish import publish as publish_run
+
+    written = publish_run(run, target)
+    if assets is not None:
+        assets.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run / "examples.png", assets / "examples.png")
+        shutil.copyfile(run / "confusion.png", assets / "cm.png")
+        written += [assets / "examples.png", assets / "cm.png"]
+    console.print("Wrote " + ", ".join(map(str, written)))
 
 
 def print_summary(report: dict, out: Path) -> None:

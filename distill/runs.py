@@ -19,6 +19,7 @@ from distill.data import MNISTDataModule
 from distill.distillation import Distiller
 from distill.errors import DistillError
 from distill.export import load_model, save_weights
+from distill.nets import released_weights
 from distill.recipes import Distillation, Recipe
 from distill.report import (
     cost,
@@ -134,6 +135,14 @@ def agreement(model: nn.Module, teacher: nn.Module, images, device) -> float:
     ours = predict_logits(model, images, device=device).argmax(-1)
     theirs = predict_logits(teacher, images, device=device).argmax(-1)
     return (ours == theirs).float().mean().item()
+
+
+def default_teacher(runs_dir: Path) -> Path:
+    """The local teacher run if there is one, else the released teacher in models/."""
+    local = runs_dir / "teacher"
+    if (local / FINISHED_MARKER).is_file() or not released_weights("digitnet").is_file():
+        return local
+    return released_weights("digitnet")
 
 
 def load_teacher(path: Path) -> nn.Module:
