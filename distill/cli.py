@@ -54,8 +54,13 @@ def teacher(
     out: Annotated[Path, typer.Option(help="Run folder to write.")] = Path("runs/teacher"),
     data_dir: DataDir = None,
     epochs: Annotated[int, typer.Option(min=1, help="Maximum number of epochs.")] = 10,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per training step.")] = 128,
-    lr: Annotated[float, typer.Option(min=0, help="Peak learning rate of AdamW.")] = 2e-3,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Images per training step; the learning rate scales with it (linearly, from "
+                    "--lr at 128).")] = 128,
+    lr: Annotated[float, typer.Option(
+        min=0, help="Peak learning rate of AdamW for a batch of 128.")] = 2e-3,
+    compile: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile the network: slower start, faster steps on GPUs.")] = False,
     patience: Annotated[int, typer.Option(
         min=1, help="Epochs without a better validation loss before stopping early.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling, augmentation.")] = 0,
@@ -71,8 +76,8 @@ def teacher(
     from distill.runs import train_run
     from distill.training import Limits, TrainConfig
 
-    config = TrainConfig(model="digitnet", epochs=epochs, batch_size=batch_size, lr=lr,
-                         patience=patience, seed=seed)
+    config = TrainConfig(model="digitnet", epochs=epochs, batch_size=batch_size,
+                         lr=lr * batch_size / 128, patience=patience, seed=seed, compile=compile)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     report = train_run("teacher", out, config, command_line(), data_dir, limits,
                        accelerator, overwrite, progress, resume)

@@ -94,7 +94,7 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
                                  limits.train_size)
     args = dict(model_kwargs=config.model_kwargs, lr=config.lr, weight_decay=config.weight_decay,
-                warmup=config.warmup, optimizer=config.optimizer)
+                warmup=config.warmup, optimizer=config.optimizer, compile=config.compile)
     if distillation is not None:
         module = Distiller(teacher, config.model, distillation.temperature, distillation.alpha,
                            teacher_logits, **args)

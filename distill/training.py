@@ -45,6 +45,7 @@ class TrainConfig:
     patience: int = 3  # epochs without a better validation loss before stopping early
     augment: Augment | None = field(default_factory=Augment)
     seed: int = 0
+    compile: bool = False  # torch.compile the network (pays off on GPUs, for long runs)
 
 
 @dataclass
@@ -57,20 +58,28 @@ class Limits:
     test_size: int | None = None  # test images scored at the end
 
 
+FINITE_CHECK_EVERY = 50
+
+
 class Classifier(L.LightningModule):
     """A timm network trained with cross-entropy (no label smoothing: it erases the similarity
     between classes that a teacher passes on to its students)."""
 
     def __init__(self, model: str = "digitnet", model_kwargs: dict | None = None, lr: float = 2e-3,
-                 weight_decay: float = 0.05, warmup: float = 0.1, optimizer: str = "adamw") -> None:
+                 weight_decay: float = 0.05, warmup: float = 0.1, optimizer: str = "adamw",
+                 compile: bool = False) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["teacher"])
+        self.save_hyperparameters(ignore=["teacher", "teacher_logits"])
         self.model = timm.create_model(model, num_classes=NUM_CLASSES, **(model_kwargs or {}))
+        # The compiled wrapper is kept out of the module tree, so checkpoints and weights files
+        # hold the plain network's parameter names.
+        object.__setattr__(self, "_forward_model", torch.compile(self.model) if compile else
+                           self.model)
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        return self._forward_model(x)
 
     def loss(self, logits: Tensor, labels: Tensor, batch: tuple) -> Tensor:
         return F.cross_entropy(logits, labels)
@@ -79,9 +88,11 @@ class Classifier(L.LightningModule):
         x, y = batch[:2]
         logits = self(x)
         loss = self.loss(logits, y, batch)
-        if not torch.isfinite(loss):
-            raise DistillError(f"The training loss became {loss.item()} at step {self.global_step}. "
-                               "Lower the learning rate (--lr) and run again.")
+        # Reading the loss forces a device sync, so it is checked every few steps only; a NaN
+        # stays in the weights once there, so it is still caught, a few steps late at most.
+        if self.global_step % FINITE_CHECK_EVERY == 0 and not torch.isfinite(loss):
+            raise DistillError(f"The training loss is {loss.item()} at step {self.global_step}: "
+                               "training diverged. Lower the learning rate (--lr) and run again.")
         self.train_acc(logits, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)

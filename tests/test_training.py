@@ -50,3 +50,21 @@ def test_asking_for_a_missing_accelerator_is_a_clear_error(tmp_path, capsys, mon
         main(["teacher", "--out", str(tmp_path / "t"), "--accelerator", "cuda"])
     assert exit_.value.code == 1
     assert "--accelerator" in capsys.readouterr().out
+
+
+def test_a_diverging_loss_stops_the_run_naming_the_step(tmp_path, capsys, monkeypatch):
+    from distill import training
+
+    monkeypatch.setattr(training, "FINITE_CHECK_EVERY", 1)
+    real_loss = training.Classifier.loss
+
+    def loss_that_diverges(self, logits, labels, batch):
+        loss = real_loss(self, logits, labels, batch)
+        return loss * float("nan") if self.global_step == 2 else loss
+
+    monkeypatch.setattr(training.Classifier, "loss", loss_that_diverges)
+    with pytest.raises(SystemExit) as exit_:
+        main(["teacher", "--out", str(tmp_path / "t"), "--epochs", "1", "--train-batches", "5",
+              "--val-batches", "1", "--no-progress"])
+    assert exit_.value.code == 1
+    assert "nan at step 2" in capsys.readouterr().out
