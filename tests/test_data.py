@@ -122,3 +122,23 @@ def test_datamodule_yields_normalized_batches(data_dir):
     x, y, positions, epoch = dm.on_after_batch_transfer(batch, 0)
     assert x.shape == (32, 1, 28, 28) and y.shape == (32,)
     assert -1 < x.mean() < 1
+
+
+def test_the_batched_data_path_gives_the_batches_of_the_image_by_image_path(data_dir):
+    """The device path (gather by index, augment the batch) against the straightforward one
+    (take each image of the epoch's permutation, augment it alone)."""
+    dm = MNISTDataModule(data_dir, batch_size=16, train_size=64, seed=5)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(3)
+    images, labels, positions = dm.train_split
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(5 * 100_003 + 3 + 1))
+    uniforms = augmentation_uniforms(seed=5, epoch=3)
+    for step, batch in enumerate(loader):
+        x, y, _, epoch = dm.model_input(batch, training=True)
+        assert epoch == 3
+        for row, i in enumerate(order[step * 16: (step + 1) * 16].tolist()):
+            alone = augment(to_unit(images[i: i + 1]), uniforms[positions[i]].unsqueeze(0),
+                            dm.augment)
+            assert torch.allclose(x[row], (alone[0] - 0.1307) / 0.3081, atol=1e-5)
+            assert y[row] == labels[i]
