@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from distill.cache import teacher_logits_table
-from distill.data import MNISTDataModule
+from distill.data import MNISTDataModule, load_split
 from distill.distillation import Distiller
 from distill.errors import DistillError
 from distill.export import load_model, save_weights
@@ -89,6 +89,8 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     limits = limits or Limits()
     if resume and (out / FINISHED_MARKER).is_file():
         return json.loads((out / FINISHED_MARKER).read_text())
+    check_run_dir(out, overwrite, resume)
+    load_split("train", data_dir)  # bad data fails here, before a run folder exists
     resume_from = prepare_run_dir(out, overwrite, resume)
     L.seed_everything(config.seed, verbose=False)
     datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
@@ -147,7 +149,8 @@ def default_teacher(runs_dir: Path) -> Path:
 
 def load_teacher(path: Path) -> nn.Module:
     """The teacher of a run folder or weights file; a clear error for anything else."""
-    if not path.exists():
+    weights = path / "weights.safetensors" if path.is_dir() else path
+    if not weights.exists():
         raise DistillError(f"No teacher at {path}. Train one first with `distill teacher`, or "
                            "point --teacher at a teacher run folder or weights file.")
     model, architecture = load_model(path)
