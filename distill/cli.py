@@ -302,6 +302,28 @@ def publish(
     console.print("Wrote " + ", ".join(map(str, written)))
 
 
+@app.command()
+def demo(
+    models: Annotated[list[Path] | None, typer.Option(
+        "--models", help="Run folders or weights files to show (repeatable; default: the released "
+                         "models in models/).", show_default=False)] = None,
+    host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 7860,
+    share: Annotated[bool, typer.Option(help="Also serve through a public Gradio link.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """A local web page: draw a digit, the teacher and its students answer side by side."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError as error:
+        raise DistillError('The demo needs the demo extra: pip install -e ".[demo]"') from error
+    from distill.demo import load_demo_models, serve
+
+    loaded = load_demo_models(models)
+    console.print(f"Serving {len(loaded)} models at http://{host}:{port} (Ctrl-C to stop)")
+    serve(loaded, host, port, share, data_dir)
+
+
 def print_summary(report: dict, out: Path) -> None:
     from distill.report import human, percent
 

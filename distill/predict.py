@@ -28,17 +28,28 @@ class Prepared:
     inverted: bool  # the input was a dark digit on light paper
 
 
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """An (H, W), (H, W, 3) or (H, W, 4) uint8 image as grayscale in [0, 1].
+
+    Transparent pixels are paper: they are composited onto white, as a viewer shows them.
+    """
+    array = np.asarray(image, dtype=np.float32)
+    if array.max(initial=0) > 1:
+        array = array / 255
+    if array.ndim == 2:
+        return array
+    alpha = array[..., 3:4] if array.shape[-1] == 4 else np.ones_like(array[..., :1])
+    rgb = array[..., :3] * alpha + (1 - alpha)
+    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
 def load_image(path: Path) -> np.ndarray:
     """A grayscale image in [0, 1]; a clear error for anything that is not an image."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            image = image.convert("RGBA")
-            # Transparent pixels are paper: composite onto white, as a viewer shows them.
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            return np.asarray(Image.alpha_composite(background, image).convert("L"),
-                              dtype=np.float32) / 255
+            return to_gray(np.asarray(image.convert("RGBA")))
     except FileNotFoundError as error:
         raise DistillError(f"No image at {path}.") from error
     except (UnidentifiedImageError, OSError) as error:

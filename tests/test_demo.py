@@ -1,0 +1,114 @@
+"""The demo in a real browser: Debian's Chromium driven by Playwright, drawing with the mouse."""
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from distill.demo import EMPTY_CANVAS, released_model_paths
+
+CHROMIUM = Path(os.environ.get("DISTILL_CHROMIUM", "/usr/bin/chromium"))
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+# As the machine's probe starts it: no sandbox as root, nothing that reaches the network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo_url(data_dir):
+    assert released_model_paths(), "the demo test needs the released models in models/"
+    assert CHROMIUM.is_file(), f"no browser at {CHROMIUM}: apt-get install chromium"
+    port = free_port()
+    env = {**os.environ, "DISTILL_DATA_DIR": str(data_dir), "GRADIO_ANALYTICS_ENABLED": "False"}
+    server = subprocess.Popen([sys.executable, "-m", "distill", "demo", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None:
+                pytest.fail(f"distill demo exited: {server.stdout.read()}")
+            time.sleep(1)
+    else:
+        server.kill()
+        pytest.fail("distill demo did not answer within 120 s")
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def page(demo_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(demo_url, wait_until="networkidle")
+        yield page
+        browser.close()
+
+
+def draw(page, points) -> None:
+    """Press the mouse at the first point, move through the rest, release; fractions of the canvas."""
+    page.locator("#sketch button[aria-label='Brush']").click()  # no tool is selected at first
+    box = page.locator("#sketch canvas").last.bounding_box()
+    at = [(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy) for fx, fy in points]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for x, y in at[1:]:
+        page.mouse.move(x, y, steps=2)
+    page.mouse.up()
+
+
+def answers(page) -> list[str]:
+    page.locator("#classify").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('most likely')",
+                           timeout=30_000)
+    labels = page.locator("[id^='label-']")
+    return [labels.nth(i).inner_text() for i in range(labels.count())]
+
+
+def top_class(label_text: str) -> str:
+    # A gr.Label shows its heading (the model), then the top class in large type.
+    return label_text.split("\n")[1].strip()
+
+
+def test_an_empty_canvas_asks_for_a_drawing(page):
+    page.locator("#classify").click()
+    page.wait_for_timeout(2000)
+    assert EMPTY_CANVAS in page.locator("#status").inner_text()
+
+
+def test_a_vertical_stroke_is_a_one_for_the_teacher(page):
+    draw(page, [(0.5, 0.15 + 0.7 * i / 20) for i in range(21)])
+    shown = answers(page)
+    assert len(shown) == len(released_model_paths())
+    assert top_class(shown[0]) == "1"
+    assert all(top_class(text).isdigit() for text in shown)
+
+
+def test_a_closed_loop_is_a_zero_for_the_teacher(page):
+    loop = [(0.5 + 0.22 * math.sin(t / 40 * 2 * math.pi), 0.5 - 0.33 * math.cos(t / 40 * 2 * math.pi))
+            for t in range(42)]
+    draw(page, loop)
+    shown = answers(page)
+    assert top_class(shown[0]) == "0"
+    assert all(top_class(text).isdigit() for text in shown)
+    ASSETS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ASSETS / "demo.png"), full_page=True)
