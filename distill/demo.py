@@ -54,7 +54,7 @@ def load_demo_models(paths: list[Path] | None = None) -> list[DemoModel]:
     return models
 
 
-def classify(models: list[DemoModel], image: np.ndarray | dict | None
+def classify(models: list[DemoModel], image: np.ndarray | dict | None, is_photo: bool = False
              ) -> tuple[str, list[dict[str, float] | None], list[str]]:
     """(status line, per-model class probabilities, per-model cost line) for a drawing or photo."""
     if isinstance(image, dict):  # the sketchpad's value: background, layers, composite
@@ -73,7 +73,8 @@ def classify(models: list[DemoModel], image: np.ndarray | dict | None
         seconds = time.perf_counter() - started
         labels.append({str(digit): float(p) for digit, p in enumerate(probs)})
         costs.append(cost_line(m, seconds))
-    note = " (a dark digit on light paper: inverted first)" if prepared.inverted else ""
+    # A drawing is always dark on light; only for photos is the inversion news.
+    note = " (a dark digit on light paper: inverted first)" if prepared.inverted and is_photo else ""
     return f"Each model's three most likely digits{note}:", labels, costs
 
 
@@ -101,9 +102,12 @@ def example_images(count: int = 8, data_dir: Path | str | None = None) -> list[s
 def build_app(models: list[DemoModel], examples: list[str]):
     import gradio as gr
 
-    def answer(image):
-        status, labels, costs = classify(models, image)
+    def answer(image, is_photo=False):
+        status, labels, costs = classify(models, image, is_photo)
         return [status, *labels, *costs]
+
+    def answer_photo(image):
+        return answer(image, is_photo=True)
 
     with gr.Blocks(title="distill: teacher and students") as app:
         gr.Markdown("# Draw a digit\nThe DigitNet teacher and its distilled students answer the "
@@ -112,7 +116,7 @@ def build_app(models: list[DemoModel], examples: list[str]):
             with gr.Column(scale=1):
                 sketch = gr.Sketchpad(label="Draw here (select the brush first)", type="numpy",
                                       image_mode="RGBA", canvas_size=(280, 280), fixed_canvas=True,
-                                      brush=gr.Brush(colors=["#000000"], default_size=20,
+                                      brush=gr.Brush(colors=["#000000"], default_size=14,
                                                      color_mode="fixed"),
                                       layers=False, elem_id="sketch")
                 classify_button = gr.Button("Classify the drawing", variant="primary",
@@ -132,7 +136,7 @@ def build_app(models: list[DemoModel], examples: list[str]):
         outputs = [status, *labels, *costs]
         classify_button.click(answer, inputs=sketch, outputs=outputs)
         sketch.change(answer, inputs=sketch, outputs=outputs, show_progress="hidden")
-        upload.change(answer, inputs=upload, outputs=outputs)
+        upload.change(answer_photo, inputs=upload, outputs=outputs)
     return app
 
 
