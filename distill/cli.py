@@ -133,7 +133,7 @@ def student(
                             progress=progress, resume=resume)
     for report in reports:
         print_summary(report, Path(report["run_dir"]))
-    if twin:
+    if reports[0].get("gain_over_twin") is not None:
         console.print(f"Distillation gained [bold]{100 * reports[0]['gain_over_twin']:+.2f}[/] "
                       "points of test top-1 over the twin.")
 

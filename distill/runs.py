@@ -160,6 +160,17 @@ def load_teacher(path: Path) -> nn.Module:
     return model
 
 
+def matching_twin(twin_dir: Path, student: dict) -> dict | None:
+    """A finished twin trained exactly as the student was, distillation aside; else None."""
+    path = twin_dir / FINISHED_MARKER
+    if not path.is_file():
+        return None
+    twin = json.loads(path.read_text())
+    same = (twin.get("config") == student["config"]
+            and twin["evaluation"]["test_images"] == student["evaluation"]["test_images"])
+    return twin if same else None
+
+
 def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: str,
                   twin: bool = True, teacher_cache: bool = True, **run_args) -> list[dict]:
     """Distill the recipe's student from the teacher and, unless told not to, train its twin
@@ -186,7 +197,11 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
     if twin:
         reports.append(train_run(f"student-{recipe.name}-twin", twin_dir, config, command,
                                  teacher=teacher, extra=extra, **run_args))
-        gain = reports[0]["evaluation"]["test"]["top1"] - reports[1]["evaluation"]["test"]["top1"]
+        twin_report = reports[1]
+    else:
+        twin_report = matching_twin(twin_dir, reports[0])
+    if twin_report is not None:
+        gain = reports[0]["evaluation"]["test"]["top1"] - twin_report["evaluation"]["test"]["top1"]
         reports[0]["gain_over_twin"] = gain
         reports[0]["twin"] = str(twin_dir)
         write_atomic(student_dir / "report.json", json.dumps(reports[0], indent=2) + "\n")

@@ -39,6 +39,13 @@ def test_distill_student_writes_the_student_and_its_twin(teacher_run, tmp_path, 
     assert student["gain_over_twin"] == pytest.approx(gain)
     assert "points of test top-1 over the twin" in capsys.readouterr().out
 
+    # Distilled again without retraining the twin: the gain is measured against the existing one.
+    main(["student", "--recipe", "tiny", "--teacher", str(teacher_run), "--runs", str(runs),
+          "--no-twin", "--overwrite", *QUICK])
+    again = json.loads((runs / "student-tiny" / "report.json").read_text())
+    assert again["gain_over_twin"] == pytest.approx(again["evaluation"]["test"]["top1"]
+                                                    - twin["evaluation"]["test"]["top1"])
+
 
 def test_distill_report_writes_the_table_json_and_plot(teacher_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli.console, "width", 240)  # a wide terminal: one table row per run
