@@ -53,3 +53,46 @@ def test_resume_with_nothing_to_resume_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["teacher", "--out", str(tmp_path / "new"), "--resume", *ARGS])
     assert "Nothing to resume" in capsys.readouterr().out
+
+
+def test_ctrl_c_ends_with_the_resume_hint(tmp_path, capsys, monkeypatch):
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if batch_idx == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.EpochTimes, "on_train_batch_end", on_train_batch_end,
+                        raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["teacher", "--out", str(tmp_path / "t"), *ARGS])
+    assert exit_.value.code == 1
+    out = capsys.readouterr().out
+    assert "interrupted in epoch 1" in out and "--resume" in out and "Traceback" not in out
+
+
+def test_the_same_seed_gives_the_same_metrics_twice(tmp_path):
+    for run in ("a", "b"):
+        main(["teacher", "--out", str(tmp_path / run), "--seed", "7", *ARGS])
+    reports = [json.loads((tmp_path / run / "report.json").read_text()) for run in ("a", "b")]
+    assert reports[0]["evaluation"] == reports[1]["evaluation"]
+    assert reports[0]["training"]["seed"] == 7
+    assert {"torch", "lightning", "timm", "git_commit"} <= set(reports[0]["environment"])
+    assert reports[0]["training"]["device"].startswith("cpu")
+
+
+def test_an_interrupted_report_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    from distill.report import write_atomic
+
+    path = tmp_path / "report.json"
+    write_atomic(path, '{"complete": true}\n')
+
+    class Boom(Exception):
+        pass
+
+    def fail_halfway(self, text):
+        raise Boom
+
+    monkeypatch.setattr("tempfile._TemporaryFileWrapper.write", fail_halfway, raising=False)
+    with pytest.raises(Boom):
+        write_atomic(path, '{"complete": false, "truncated')
+    assert json.loads(path.read_text()) == {"complete": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
