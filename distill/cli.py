@@ -347,6 +347,8 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # The frozen teacher is in eval mode on purpose while the student trains.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
 def main(argv: list[str] | None = None) -> None:
