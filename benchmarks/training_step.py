@@ -50,11 +50,16 @@ def main() -> None:
             loss.backward()
             optimizer.step()
             schedule.step()
+        # The same end-of-epoch validation as the Lightning run: one batch of 1000 images.
+        model.eval()
+        with torch.no_grad():
+            x, y, *_ = dm.model_input(next(iter(dm.val_dataloader())), training=False)
+            F.cross_entropy(model(x), y)
 
     def lightning_run():
         L.seed_everything(0, verbose=False)
         with tempfile.TemporaryDirectory() as out:
-            trainer = make_trainer(Path(out), config, Limits(train_batches=args.steps, val_batches=0),
+            trainer = make_trainer(Path(out), config, Limits(train_batches=args.steps, val_batches=1),
                                    accelerator="cpu", progress=False)
             trainer.fit(Classifier(config.model), datamodule=datamodule())
 

@@ -171,20 +171,26 @@ def report(
     runs: Annotated[list[Path] | None, typer.Argument(
         help="Run folders, or folders of run folders (default: runs/).", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Where to write report.md, report.json and accuracy_vs_size.png (default: the "
+        help="Where to write comparison.md, comparison.json and accuracy_vs_size.png (default: the "
              "single folder given, else runs/).", show_default=False)] = None,
+    measure: Annotated[bool, typer.Option(
+        help="Measure every run's CPU latency and throughput again, one after another, so they "
+             "compare under the same conditions.")] = True,
 ) -> None:
     """One table of the teacher and every student: accuracy against size."""
     from rich.table import Table
 
     from distill.errors import DistillError
-    from distill.report import COLUMNS, collect_reports, table_rows, write_comparison
+    from distill.report import COLUMNS, collect_reports, remeasure_speed, table_rows, write_comparison
 
     runs = runs or [Path("runs")]
     reports = collect_reports(runs)
     if not reports:
         raise DistillError(f"No finished runs (report.json) in {', '.join(map(str, runs))}. "
                            "Train some with `distill teacher` and `distill student`.")
+    if measure:
+        with console.status("Measuring CPU speed of every run"):
+            remeasure_speed(reports)
     table = Table(title="Teacher and students on MNIST")
     for column in COLUMNS:
         # Fold rather than cut: on a narrow terminal every figure stays readable.

@@ -312,11 +312,24 @@ def collect_reports(paths: list[Path]) -> list[dict]:
             report = json.loads(file.read_text())
         except json.JSONDecodeError:
             continue  # a run still being written or broken: the table shows the rest
+        if not isinstance(report, dict) or "evaluation" not in report:
+            continue
         report["run"] = str(file.parent)
         reports.append(report)
     order = {"teacher": 0, "student": 1, "twin": 2}
     return sorted(reports, key=lambda r: (order.get(r.get("kind", "teacher"), 0) > 0,
                                           -r["cost"]["parameters"], order.get(r.get("kind"), 0)))
+
+
+def remeasure_speed(reports: list[dict]) -> None:
+    """CPU latency and throughput of every run again, now and one after another, so the table
+    compares them under the same conditions (a run's own figures depend on what else was
+    running when it finished)."""
+    from distill.export import load_model
+
+    for report in reports:
+        model, _ = load_model(Path(report["run"]))
+        report["cost"].update(cpu_speed(model))
 
 
 COLUMNS = ["run", "model", "params", "bytes", "FLOPs", "latency b1", "img/s b512", "top-1",
@@ -365,6 +378,7 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
                 ax.annotate(r.get("recipe") or r["name"], (x, y), textcoords="offset points",
                             xytext=(6, -10 if kind == "teacher" else 5), fontsize=8)
     ax.set_xscale("log")
+    ax.margins(x=0.12)
     ax.set(xlabel="parameters (log scale)", ylabel="test top-1 accuracy (%)",
            title="Accuracy against size on MNIST")
     ax.grid(alpha=0.3, which="both")
@@ -376,7 +390,7 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
 
 def write_comparison(reports: list[dict], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": out_dir / "report.md", "json": out_dir / "report.json",
+    paths = {"markdown": out_dir / "comparison.md", "json": out_dir / "comparison.json",
              "plot": out_dir / "accuracy_vs_size.png"}
     write_atomic(paths["markdown"], "# Teacher and students\n\n" + comparison_markdown(reports))
     write_atomic(paths["json"], json.dumps(reports, indent=2) + "\n")

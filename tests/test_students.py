@@ -55,9 +55,9 @@ def test_distill_report_writes_the_table_json_and_plot(teacher_run, tmp_path, ca
     main(["report", str(teacher_run), str(runs / "student-micro"), "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "teacher" in printed and "student-micro" in printed
-    table = json.loads((tmp_path / "report.json").read_text())
+    table = json.loads((tmp_path / "comparison.json").read_text())
     assert [r["kind"] for r in table] == ["teacher", "student"]
-    assert "| teacher | digitnet |" in (tmp_path / "report.md").read_text()
+    assert "| teacher | digitnet |" in (tmp_path / "comparison.md").read_text()
     assert (tmp_path / "accuracy_vs_size.png").stat().st_size > 10_000
 
 
