@@ -22,3 +22,19 @@ def data_dir() -> Path:
 def _no_download(monkeypatch, data_dir):
     """Tests never reach the network: they read the real files through DISTILL_DATA_DIR."""
     monkeypatch.setenv("DISTILL_DATA_DIR", str(data_dir))
+
+
+QUICK = ["--epochs", "1", "--train-batches", "3", "--val-batches", "1", "--test-images", "200",
+         "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def teacher_run(tmp_path_factory, data_dir):
+    """A teacher trained for three steps: weights and a report to feed other commands."""
+    from distill.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISTILL_DATA_DIR", str(data_dir))
+        main(["teacher", "--out", str(out), *QUICK])
+    return out

@@ -10,22 +10,11 @@ from distill.data import load_split
 from distill.errors import DistillError
 from distill.predict import preprocess
 
-from .test_students import QUICK
-
 
 @pytest.fixture(scope="module")
 def test_digits(data_dir):
     images, labels = load_split("test", data_dir, download=False)
     return images[:200], labels[:200]
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory, data_dir):
-    out = tmp_path_factory.mktemp("runs") / "teacher"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DISTILL_DATA_DIR", str(data_dir))
-        main(["teacher", "--out", str(out), *QUICK])
-    return out
 
 
 def reframe(digit: np.ndarray, scale: int, offset: tuple[int, int], invert: bool) -> np.ndarray:
@@ -54,14 +43,14 @@ def test_a_blank_image_asks_for_a_digit():
         preprocess(np.ones((100, 80)))
 
 
-def test_predict_classifies_png_files_of_any_size_and_polarity(small_run, test_digits, tmp_path,
+def test_predict_classifies_png_files_of_any_size_and_polarity(teacher_run, test_digits, tmp_path,
                                                                capsys):
     images, labels = test_digits
     digit = images[0].float().numpy() / 255
     plain, inverted = tmp_path / "plain.png", tmp_path / "inverted.jpg"
     Image.fromarray((digit * 255).astype(np.uint8)).save(plain)
     Image.fromarray((reframe(digit, 5, (20, 40), invert=True) * 255).astype(np.uint8)).save(inverted)
-    main(["predict", str(small_run), str(plain), str(inverted), "--json"])
+    main(["predict", str(teacher_run), str(plain), str(inverted), "--json"])
     results = json.loads(capsys.readouterr().out)
     assert [r["inverted"] for r in results] == [False, True]
     assert results[0]["top2"][0]["digit"] == results[1]["top2"][0]["digit"]
@@ -69,27 +58,27 @@ def test_predict_classifies_png_files_of_any_size_and_polarity(small_run, test_d
                for r in results)
 
 
-def test_predict_says_when_a_file_is_not_an_image(small_run, tmp_path, capsys):
+def test_predict_says_when_a_file_is_not_an_image(teacher_run, tmp_path, capsys):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     with pytest.raises(SystemExit):
-        main(["predict", str(small_run), str(bad)])
+        main(["predict", str(teacher_run), str(bad)])
     assert "is not an image" in capsys.readouterr().out
 
 
-def test_onnx_export_matches_pytorch_on_real_test_images(small_run, tmp_path, capsys):
+def test_onnx_export_matches_pytorch_on_real_test_images(teacher_run, tmp_path, capsys):
     target = tmp_path / "model.onnx"
-    main(["export", str(small_run), "--out", str(target), "--test-images", "500"])
+    main(["export", str(teacher_run), "--out", str(target), "--test-images", "500"])
     printed = capsys.readouterr().out
     assert target.is_file() and "500/500" in printed
 
 
-def test_onnx_has_a_dynamic_batch_axis(small_run, tmp_path):
+def test_onnx_has_a_dynamic_batch_axis(teacher_run, tmp_path):
     import onnxruntime
 
     from distill.export import export_onnx, load_model
 
-    model, _ = load_model(small_run)
+    model, _ = load_model(teacher_run)
     export_onnx(model, tmp_path / "m.onnx")
     session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"),
                                            providers=["CPUExecutionProvider"])

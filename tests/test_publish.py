@@ -9,17 +9,15 @@ from distill.cli import main
 from distill.export import load_model
 from distill.nets import MODELS_DIR
 
-from .test_predict_export import small_run  # noqa: F401 - the fixture
 
-
-def test_publish_writes_weights_and_a_model_card(small_run, tmp_path, capsys):  # noqa: F811
+def test_publish_writes_weights_and_a_model_card(teacher_run, tmp_path, capsys):
     target = tmp_path / "models" / "digitnet"
-    main(["publish", str(small_run), str(target), "--assets", str(tmp_path / "assets")])
+    main(["publish", str(teacher_run), str(target), "--assets", str(tmp_path / "assets")])
     card = (target / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
     assert front["license"] == "mit" and front["pipeline_tag"] == "image-classification"
     assert front["datasets"] == ["ylecun/mnist"]
-    top1 = json.loads((small_run / "report.json").read_text())["evaluation"]["test"]["top1"]
+    top1 = json.loads((teacher_run / "report.json").read_text())["evaluation"]["test"]["top1"]
     metrics = front["model-index"][0]["results"][0]["metrics"]
     assert metrics[0]["value"] == pytest.approx(top1, abs=1e-4)
     for name in ("weights.safetensors", "curves.png", "confusion.png", "examples.png"):
@@ -28,18 +26,18 @@ def test_publish_writes_weights_and_a_model_card(small_run, tmp_path, capsys):  
     assert "distill teacher" in card
 
 
-def test_publish_refuses_a_folder_named_after_another_network(small_run, tmp_path, capsys):  # noqa: F811
+def test_publish_refuses_a_folder_named_after_another_network(teacher_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        main(["publish", str(small_run), str(tmp_path / "convnet_tiny")])
+        main(["publish", str(teacher_run), str(tmp_path / "convnet_tiny")])
     assert "models/digitnet" in capsys.readouterr().out
 
 
-def test_published_weights_load_through_timm(small_run, tmp_path):  # noqa: F811
+def test_published_weights_load_through_timm(teacher_run, tmp_path):
     target = tmp_path / "digitnet"
-    main(["publish", str(small_run), str(target)])
+    main(["publish", str(teacher_run), str(target)])
     model = timm.create_model("digitnet", pretrained=True, pretrained_cfg_overlay={
         "file": str(target / "weights.safetensors")}).eval()
-    reference, _ = load_model(small_run)
+    reference, _ = load_model(teacher_run)
     x = torch.randn(3, 1, 28, 28)
     assert torch.equal(model(x), reference(x))
 

@@ -9,19 +9,8 @@ from distill.recipes import load_recipe
 from distill.runs import load_teacher, train_run
 from distill.training import Limits
 
+from .conftest import QUICK
 from .test_training import RUN_FILES
-
-QUICK = ["--epochs", "1", "--train-batches", "3", "--val-batches", "1", "--test-images", "200",
-         "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory, data_dir):
-    out = tmp_path_factory.mktemp("runs") / "teacher"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DISTILL_DATA_DIR", str(data_dir))
-        main(["teacher", "--out", str(out), *QUICK])
-    return out
 
 
 def test_distill_student_writes_the_student_and_its_twin(teacher_run, tmp_path, capsys):
