@@ -126,7 +126,11 @@ def student(
         chosen = dataclasses.replace(chosen, schedule=dataclasses.replace(chosen.schedule,
                                                                           epochs=epochs))
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
-    teacher = teacher or default_teacher(runs_dir)
+    if teacher is None:
+        teacher = default_teacher(runs_dir)
+        if teacher.name == "weights.safetensors":
+            console.print(f"No finished teacher in {runs_dir / 'teacher'}: distilling the released "
+                          f"teacher {teacher}.")
     reports = train_student(chosen, teacher, runs_dir, command_line(), twin, teacher_cache,
                             data_dir=data_dir,
                             limits=limits, accelerator=accelerator, overwrite=overwrite,
