@@ -51,8 +51,7 @@ def check_run_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
 
 
 def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> Path | None:
-    """Make the run folder ready; the checkpoint to continue from when resuming."""
-    check_run_dir(out, overwrite, resume)
+    """Make the run folder ready (after `check_run_dir`); the checkpoint to resume from."""
     if resume and not overwrite:
         if not (out / LAST_CHECKPOINT).is_file():
             raise DistillError(f"Nothing to resume in {out}: no {LAST_CHECKPOINT}. Run "
@@ -79,12 +78,14 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
               accelerator: str = "auto", overwrite: bool = False, progress: bool = True,
               resume: bool = False, teacher: nn.Module | None = None,
               distillation: Distillation | None = None,
-              teacher_logits: torch.Tensor | None = None, extra: dict | None = None) -> dict:
+              teacher_logits: torch.Tensor | None = None,
+              teacher_predictions: torch.Tensor | None = None, extra: dict | None = None) -> dict:
     """Train one network, write its run folder, return its report.
 
     With `distillation`, the network learns from `teacher`; without it, from the labels alone.
-    A `teacher` also makes the report state how often the network agrees with it.
     `teacher_logits` (from `cache.teacher_logits_table`) replaces the teacher's forward passes.
+    `teacher_predictions` (the teacher's classes for the test images scored) make the report
+    state how often the network agrees with the teacher.
     """
     limits = limits or Limits()
     if resume and (out / FINISHED_MARKER).is_file():
@@ -108,14 +109,15 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     weights = out / "weights.safetensors"
     save_weights(model, config.model, config.model_kwargs, weights)
     evaluation = evaluate(model, data_dir, limits.test_size, module.device)
-    if teacher is not None:
-        evaluation["teacher_agreement"] = agreement(model, teacher, evaluation["_images"],
-                                                    module.device)
+    if teacher_predictions is not None:
+        agree = evaluation["_logits"].argmax(-1) == teacher_predictions
+        evaluation["teacher_agreement"] = agree.float().mean().item()
+    kind = "student" if distillation else "twin" if teacher_predictions is not None else "teacher"
     report = {
         "name": name,
         "run_dir": str(out),
         "model": config.model,
-        "kind": "teacher" if teacher is None else "student" if distillation else "twin",
+        "kind": kind,
         "command": command,
         "config": describe(config),
         "distillation": dataclasses.asdict(distillation) if distillation else None,
@@ -130,13 +132,6 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     }
     write_run_report(out, report)
     return public_report(report)
-
-
-def agreement(model: nn.Module, teacher: nn.Module, images, device) -> float:
-    """Fraction of clean test images on which the network and the teacher pick the same class."""
-    ours = predict_logits(model, images, device=device).argmax(-1)
-    theirs = predict_logits(teacher, images, device=device).argmax(-1)
-    return (ours == theirs).float().mean().item()
 
 
 def default_teacher(runs_dir: Path) -> Path:
@@ -191,12 +186,16 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
         logits = teacher_logits_table(teacher, config, run_args.get("limits") or Limits(),
                                       runs_dir / ".cache", run_args.get("data_dir"),
                                       progress=run_args.get("progress", True))
+    # The teacher's answers on the test images, once for the student and its twin.
+    limits = run_args.get("limits") or Limits()
+    images, _ = load_split("test", run_args.get("data_dir"))
+    predictions = predict_logits(teacher, images[: limits.test_size]).argmax(-1)
     reports = [train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
-                         distillation=recipe.distillation, teacher_logits=logits, extra=extra,
-                         **run_args)]
+                         distillation=recipe.distillation, teacher_logits=logits,
+                         teacher_predictions=predictions, extra=extra, **run_args)]
     if twin:
         reports.append(train_run(f"student-{recipe.name}-twin", twin_dir, config, command,
-                                 teacher=teacher, extra=extra, **run_args))
+                                 teacher_predictions=predictions, extra=extra, **run_args))
         twin_report = reports[1]
     else:
         twin_report = matching_twin(twin_dir, reports[0])
