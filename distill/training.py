@@ -94,16 +94,17 @@ class Classifier(L.LightningModule):
             raise DistillError(f"The training loss is {loss.item()} at step {self.global_step}: "
                                "training diverged. Lower the learning rate (--lr) and run again.")
         self.train_acc(logits, y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(y))
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         x, y = batch[:2]
         logits = self(x)
         self.val_acc(logits, y)
-        self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True)
-        self.log("val_acc", self.val_acc, prog_bar=True)
+        self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True, batch_size=len(y))
+        self.log("val_acc", self.val_acc, prog_bar=True, batch_size=len(y))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lightning restores the loops, optimizer and schedule but not the random generators;
