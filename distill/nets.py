@@ -11,11 +11,33 @@ from pathlib import Path
 
 import torch
 from timm.layers import ConvNormAct, LayerNorm2d, NormMlpClassifierHead, create_conv2d
+from timm.layers.grn import GlobalResponseNorm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.convnext import ConvNeXtBlock
 from torch import Tensor, nn
 
 from distill.data import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
+
+
+class FastGlobalResponseNorm(GlobalResponseNorm):
+    """timm's GRN (channels-last), rewritten for speed on the CPU; the same function and parameters.
+
+    timm computes `x + (bias + weight * (x * x_n))` with `Tensor.norm` over the two spatial
+    dims; on a 2-core CPU that norm is ~30x slower than `square().sum()`, and the three full-size
+    products cost three passes over the activations. `x * (1 + weight * x_n) + bias` is the same
+    value in one full-size `addcmul`. Forward and backward are 3-5x faster than timm's on the
+    teacher's activations (batch 128, 2-core CPU).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        x_g = x.square().sum(dim=self.spatial_dim, keepdim=True).sqrt()
+        x_n = x_g / (x_g.mean(dim=self.channel_dim, keepdim=True) + self.eps)
+        scale = torch.addcmul(torch.ones_like(x_n), self.weight.view(self.wb_shape), x_n)
+        return torch.addcmul(self.bias.view(self.wb_shape), x, scale)
+
+
+def _per_stage(value: int | float | Sequence, stages: int) -> list:
+    return list(value) if isinstance(value, Sequence) else [value] * stages
 
 
 class DigitNet(nn.Module):
@@ -27,20 +49,24 @@ class DigitNet(nn.Module):
     dims: channels of the four stages.
     depths: ConvNeXt-V2 blocks per stage.
     strides: of each stage's downsampling (1: the stage keeps its input's resolution).
-    kernel_size: of the depthwise convolutions.
+    kernel_sizes: of the depthwise convolutions, per stage (or one for all). 3 from the 4x4 stage
+        on: a 7x7 kernel on a 4x4 or 2x2 map is mostly padding, and its backward pass is ~10x
+        slower than a 3x3 one's on the CPU (PyTorch has a fast path for 3x3 depthwise only).
     mlp_ratio: expansion of the blocks' inverted-bottleneck MLP.
     stem_stride: stride of the stem. 2 runs the stages at 14, 7, 4 and 2 pixels a side; 4
         (stages at 7, 4, 2, 1) trains ~1.7x faster on a 2-core CPU but reached 96.8% test top-1
         after a one-epoch schedule against 97.8% for stride 2, and stayed behind over 10 epochs.
-    drop_path_rate: stochastic depth of the last block, rising linearly from 0 at the first.
+    drop_path_rate: stochastic depth of the last block, rising linearly from 0 at the first. 0 by
+        default: in 10 epochs the teacher underfits its augmented training data (training
+        accuracy stays below validation accuracy), so it needs no further regularization.
     num_classes: outputs of the head.
     in_chans: input channels.
     """
 
     def __init__(self, dims: Sequence[int] = (24, 48, 96, 128), depths: Sequence[int] = (1, 1, 3, 1),
                  stem_stride: int = 2, strides: Sequence[int] = (1, 2, 2, 2),
-                 kernel_size: int = 7, mlp_ratio: float = 4,
-                 drop_path_rate: float = 0.1, num_classes: int = 10, in_chans: int = 1) -> None:
+                 kernel_sizes: int | Sequence[int] = (7, 7, 3, 3), mlp_ratio: float = 4,
+                 drop_path_rate: float = 0.0, num_classes: int = 10, in_chans: int = 1) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.stem = nn.Sequential(
@@ -50,7 +76,9 @@ class DigitNet(nn.Module):
         )
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         stages, block = [], 0
-        for i, (dim, depth, stride) in enumerate(zip(dims, depths, strides)):
+        kernel_sizes = _per_stage(kernel_sizes, len(dims))
+        for i, (dim, depth, stride, kernel_size) in enumerate(zip(dims, depths, strides,
+                                                                    kernel_sizes)):
             # 'same' padding makes each downsampling halve odd sizes too: 7 -> 4 -> 2.
             downsample = (nn.Identity() if i == 0 else nn.Sequential(
                 LayerNorm2d(dims[i - 1]),
@@ -58,6 +86,8 @@ class DigitNet(nn.Module):
             blocks = [ConvNeXtBlock(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio, use_grn=True,
                                     ls_init_value=None, drop_path=rates[block + j])
                       for j in range(depth)]
+            for b in blocks:
+                b.mlp.grn = FastGlobalResponseNorm(b.mlp.grn.weight.numel())
             block += depth
             stages.append(nn.Sequential(downsample, *blocks))
         self.stages = nn.Sequential(*stages)
@@ -80,25 +110,26 @@ class ConvNet(nn.Module):
     """A plain CNN: stages of 3x3 conv-BN-ReLU, 2x2 max-pooling between them, average pool, linear.
 
     channels: output channels of each stage.
-    convs_per_stage: conv-BN-ReLU layers in each stage.
-    separable: after the first layer, each 3x3 conv is depthwise followed by a 1x1 conv
-        (each with BN-ReLU), ~8x fewer parameters for the same widths.
+    convs_per_stage: conv-BN-ReLU layers in each stage (or one number for all).
+    separable: after the first layer, each 3x3 conv is a depthwise 3x3 followed by a 1x1
+        conv-BN-ReLU, ~8x fewer parameters for the same widths. Nothing between the two, as in
+        Xception: under 1k parameters the BN after the depthwise conv costs channels (see
+        `convnet_micro`).
     num_classes: outputs of the head.
     in_chans: input channels.
     """
 
-    def __init__(self, channels: Sequence[int] = (8, 16, 32), convs_per_stage: int = 1,
+    def __init__(self, channels: Sequence[int] = (8, 16, 32), convs_per_stage: int | Sequence[int] = 1,
                  separable: bool = False, num_classes: int = 10, in_chans: int = 1) -> None:
         super().__init__()
         self.num_classes = num_classes
         layers, width = [], in_chans
-        for i, out in enumerate(channels):
+        for i, (out, convs) in enumerate(zip(channels, _per_stage(convs_per_stage, len(channels)))):
             if i > 0:
                 layers.append(nn.MaxPool2d(2))
-            for _ in range(convs_per_stage):
+            for _ in range(convs):
                 if separable and width != in_chans:
-                    layers += [ConvNormAct(width, width, kernel_size=3, groups=width,
-                                           act_layer=nn.ReLU),
+                    layers += [create_conv2d(width, width, kernel_size=3, depthwise=True),
                                ConvNormAct(width, out, kernel_size=1, act_layer=nn.ReLU)]
                 else:
                     layers.append(ConvNormAct(width, out, kernel_size=3, act_layer=nn.ReLU))
@@ -173,14 +204,14 @@ def digitnet(pretrained: bool = False, **kwargs) -> DigitNet:
 @register_model
 def digitnet_small(pretrained: bool = False, **kwargs) -> DigitNet:
     """DigitNet scaled down to ~43k parameters: narrower, 5x5 kernels, MLP ratio 2."""
-    args = dict(dims=(16, 24, 32, 48), stem_stride=2, kernel_size=5, mlp_ratio=2, drop_path_rate=0.0)
+    args = dict(dims=(16, 24, 32, 48), stem_stride=2, kernel_sizes=5, mlp_ratio=2, drop_path_rate=0.0)
     return _create(DigitNet, "digitnet_small", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def digitnet_tiny(pretrained: bool = False, **kwargs) -> DigitNet:
     """DigitNet scaled down to ~4k parameters: one block a stage, 3x3 kernels."""
-    args = dict(dims=(4, 8, 12, 16), depths=(1, 1, 1, 1), stem_stride=2, kernel_size=3, mlp_ratio=2,
+    args = dict(dims=(4, 8, 12, 16), depths=(1, 1, 1, 1), stem_stride=2, kernel_sizes=3, mlp_ratio=2,
                 drop_path_rate=0.0)
     return _create(DigitNet, "digitnet_tiny", pretrained, **{**args, **kwargs})
 
@@ -194,12 +225,15 @@ def convnet_tiny(pretrained: bool = False, **kwargs) -> ConvNet:
 
 @register_model
 def convnet_micro(pretrained: bool = False, **kwargs) -> ConvNet:
-    """A conv-BN-ReLU CNN of 970 parameters: depthwise-separable after the first conv, 8-16-16.
+    """A CNN of 962 parameters: a 3x3 conv, then depthwise-separable convs, widths 8-12-12 with
+    two convs at 14x14.
 
-    Of the plain designs under 1k parameters tried (widths 4-6-10 and 4-8-8), none came near:
-    89.6% and 93.6% test top-1 after 3 epochs on labels alone, against 94.2% for this one.
+    Trials on labels alone, 6 epochs, augmentation strength 0.5 (test top-1): this one 96.9%;
+    8-12-12 with the two convs at 7x7 96.7%; one conv a stage at widths 8-16-18 96.3%; the same
+    at 8-16-16 with BN-ReLU after each depthwise conv 96.0%. Plain (not separable) designs of
+    widths 4-6-10 and 4-8-8 stayed below 94% after 3 epochs.
     """
-    args = dict(channels=(8, 16, 16), separable=True)
+    args = dict(channels=(8, 12, 12), convs_per_stage=(1, 2, 1), separable=True)
     return _create(ConvNet, "convnet_micro", pretrained, **{**args, **kwargs})
 
 

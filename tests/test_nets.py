@@ -27,3 +27,23 @@ def test_digitnet_has_the_convnext_v2_stages_1_1_3_1():
     assert depths == [1, 1, 3, 1]
     block = next(m for m in model.modules() if isinstance(m, ConvNeXtBlock))
     assert block.mlp.grn is not None and block.gamma is None
+
+
+def test_fast_grn_computes_timms_grn_and_its_gradients():
+    from timm.layers.grn import GlobalResponseNorm
+
+    from distill.nets import FastGlobalResponseNorm
+
+    torch.manual_seed(0)
+    reference, fast = GlobalResponseNorm(12), FastGlobalResponseNorm(12)
+    for layer in (reference, fast):
+        layer.weight.data = torch.linspace(-1, 1, 12)
+        layer.bias.data = torch.linspace(0.5, -0.5, 12)
+    x = torch.randn(4, 5, 5, 12)
+    x_ref, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.testing.assert_close(fast(x_fast), reference(x_ref))
+    (reference(x_ref) ** 2).sum().backward()
+    (fast(x_fast) ** 2).sum().backward()
+    torch.testing.assert_close(x_fast.grad, x_ref.grad)
+    torch.testing.assert_close(fast.weight.grad, reference.weight.grad)
+    torch.testing.assert_close(fast.bias.grad, reference.bias.grad)
