@@ -14,7 +14,7 @@ import math
 import os
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -174,6 +174,10 @@ def train_val_indices(n: int = 60_000, val_size: int = VALIDATION_SIZE) -> tuple
 class Augment:
     """Random affine augmentation, drawn per image.
 
+    With `random_magnitude` (as in TrivialAugment), an image's rotation, shift and zoom are
+    further scaled by a magnitude of its own: most images change a little, a few span the full
+    ranges, so a network can learn the extremes without losing the look of undistorted digits.
+
     degrees: rotation drawn from [-degrees, degrees].
     translate: shift in each axis drawn from [-translate, translate], as a fraction of the size.
     scale: zoom drawn from [1 - scale, 1 + scale].
@@ -182,9 +186,11 @@ class Augment:
     degrees: float = 15.0
     translate: float = 0.1
     scale: float = 0.1
+    random_magnitude: bool = False  # each image's ranges times its own uniform draw from [0, 1]
 
     def scaled(self, strength: float) -> Augment:
-        return Augment(self.degrees * strength, self.translate * strength, self.scale * strength)
+        return replace(self, degrees=self.degrees * strength, translate=self.translate * strength,
+                       scale=self.scale * strength)
 
     @property
     def is_identity(self) -> bool:
@@ -202,18 +208,23 @@ UNIFORMS_ROWS = 60_000
 
 
 def augmentation_uniforms(seed: int, epoch: int, device: torch.device | str = "cpu") -> Tensor:
-    """(60000, 4) uniforms in [-1, 1], row i for split index i: rotation, shift x, shift y, zoom."""
+    """(60000, 5) uniforms, row i for split index i: rotation, shift x, shift y, zoom in [-1, 1],
+    then the magnitude in [0, 1]."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return (torch.rand(UNIFORMS_ROWS, 4, generator=generator) * 2 - 1).to(device)
+    # Drawn after the other four, so that adding it left every earlier run's augmentation as it was.
+    signed = torch.rand(UNIFORMS_ROWS, 4, generator=generator) * 2 - 1
+    magnitude = torch.rand(UNIFORMS_ROWS, 1, generator=generator)
+    return torch.cat([signed, magnitude], dim=1).to(device)
 
 
 def augment(images: Tensor, uniforms: Tensor, spec: Augment) -> Tensor:
     """Rotate, shift and zoom each image of a (B, 1, H, W) float batch by its own row of uniforms."""
     if spec.is_identity:
         return images
-    angle = uniforms[:, 0] * math.radians(spec.degrees)
-    shift = uniforms[:, 1:3] * spec.translate * 2  # grid coordinates span [-1, 1]
-    zoom = 1 + uniforms[:, 3] * spec.scale
+    signed = uniforms[:, :4] * uniforms[:, 4:5] if spec.random_magnitude else uniforms[:, :4]
+    angle = signed[:, 0] * math.radians(spec.degrees)
+    shift = signed[:, 1:3] * spec.translate * 2  # grid coordinates span [-1, 1]
+    zoom = 1 + signed[:, 3] * spec.scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     # affine_grid maps output to input coordinates, so this is the inverse of "zoom, rotate, shift".
     rotation = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)

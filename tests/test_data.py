@@ -85,8 +85,22 @@ def test_augmentation_is_identity_at_zero_strength(digits):
     uniforms = augmentation_uniforms(seed=0, epoch=0)[:64]
     # Zero ranges with random draws, and full ranges with all-zero draws: both leave images as is.
     assert torch.allclose(augment(x, uniforms, Augment().scaled(0.0)), x, atol=1e-5)
-    assert torch.allclose(augment(x, torch.zeros(64, 4), Augment(degrees=30, translate=0.2,
+    assert torch.allclose(augment(x, torch.zeros(64, 5), Augment(degrees=30, translate=0.2,
                                                                   scale=0.2)), x, atol=1e-5)
+
+
+def test_random_magnitude_scales_each_images_draw_between_identity_and_full_range(digits):
+    x = to_unit(digits)
+    uniforms = augmentation_uniforms(seed=0, epoch=0)[:64]
+    spec = Augment(random_magnitude=True)
+    none, full = uniforms.clone(), uniforms.clone()
+    none[:, 4], full[:, 4] = 0, 1
+    assert torch.allclose(augment(x, none, spec), x, atol=1e-5)
+    assert torch.allclose(augment(x, full, spec), augment(x, uniforms, Augment()), atol=1e-6)
+    half = uniforms.clone()
+    half[:, 4] = 0.5
+    assert torch.allclose(augment(x, half, spec), augment(x, uniforms, Augment().scaled(0.5)),
+                          atol=1e-5)
 
 
 def test_an_images_view_depends_only_on_seed_epoch_and_index(digits):
