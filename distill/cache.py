@@ -36,16 +36,16 @@ def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits) -> str:
 
 
 @torch.inference_mode()
-def compute_table(teacher: nn.Module, datamodule: MNISTDataModule, epochs: int,
+def compute_table(teacher: nn.Module, datamodule: MNISTDataModule, epochs: range,
                   batches_per_epoch: int | None, device: torch.device, progress: bool) -> Tensor:
-    """(epochs, 60000, classes) logits; rows of images not in the training slice stay zero."""
+    """(len(epochs), 60000, classes) logits; rows of images not in the training slice stay zero."""
     teacher = teacher.eval().to(device)
     loader = datamodule.train_dataloader()
     steps = min(len(loader), batches_per_epoch or len(loader))
     table = None
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("Teacher logits", total=epochs * steps)
-        for epoch in range(epochs):
+        task = bar.add_task("Teacher logits", total=len(epochs) * steps)
+        for row, epoch in enumerate(epochs):
             loader.sampler.set_epoch(epoch)
             for step, batch in enumerate(loader):
                 if step == steps:
@@ -54,8 +54,8 @@ def compute_table(teacher: nn.Module, datamodule: MNISTDataModule, epochs: int,
                 x, _, positions, _ = datamodule.model_input(batch, training=True)
                 logits = teacher(x).float()
                 if table is None:
-                    table = torch.zeros(epochs, UNIFORMS_ROWS, logits.shape[-1])
-                table[epoch, positions.cpu()] = logits.cpu()
+                    table = torch.zeros(len(epochs), UNIFORMS_ROWS, logits.shape[-1])
+                table[row, positions.cpu()] = logits.cpu()
                 bar.advance(task)
     return table
 
@@ -65,18 +65,23 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
                          progress: bool = True) -> Tensor:
     """The table for these settings: read from `cache_dir`, or computed and stored there."""
     path = cache_dir / f"teacher-logits-{cache_key(teacher, config, limits)}.safetensors"
+    cached = None
     if path.is_file():
         try:
-            table = load_file(str(path))["logits"]
-            if len(table) >= config.epochs:
-                return table[: config.epochs]
+            cached = load_file(str(path))["logits"]
         except Exception:  # noqa: BLE001, S110 - a damaged cache is recomputed below, not fatal
             pass
+        if cached is not None and len(cached) >= config.epochs:
+            return cached[: config.epochs]
+    # Epochs are independent of each other: a longer recipe only adds the epochs it lacks.
+    done = 0 if cached is None else len(cached)
     datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
                                  limits.train_size)
     datamodule.setup("fit")
-    table = compute_table(teacher, datamodule, config.epochs, limits.train_batches,
+    table = compute_table(teacher, datamodule, range(done, config.epochs), limits.train_batches,
                           torch.device(device), progress)
+    if cached is not None:
+        table = torch.cat([cached, table])
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file({"logits": table.contiguous()}, str(tmp))

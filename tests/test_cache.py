@@ -45,3 +45,17 @@ def test_the_cache_is_reused_and_keyed_by_the_teacher(tmp_path, data_dir):
         next(teacher.parameters()).add_(1.0)
     teacher_logits_table(teacher, config, LIMITS, tmp_path, data_dir, progress=False)
     assert len(list(tmp_path.glob("teacher-logits-*.safetensors"))) == 2
+
+
+def test_a_longer_recipe_extends_the_cache_with_the_same_logits(tmp_path, data_dir):
+    teacher = small_teacher()
+    short = TrainConfig(model="convnet_micro", epochs=1, batch_size=64)
+    long = TrainConfig(model="convnet_micro", epochs=3, batch_size=64)
+    first = teacher_logits_table(teacher, short, LIMITS, tmp_path / "a", data_dir, progress=False)
+    extended = teacher_logits_table(teacher, long, LIMITS, tmp_path / "a", data_dir,
+                                    progress=False)
+    fresh = teacher_logits_table(teacher, long, LIMITS, tmp_path / "b", data_dir, progress=False)
+    assert extended.shape == (3, 60_000, 10)
+    assert torch.equal(extended[:1], first) and torch.equal(extended, fresh)
+    assert torch.equal(teacher_logits_table(teacher, short, LIMITS, tmp_path / "a", data_dir,
+                                            progress=False), first)
