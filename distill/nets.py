@@ -36,6 +36,12 @@ class FastGlobalResponseNorm(GlobalResponseNorm):
         return torch.addcmul(self.bias.view(self.wb_shape), x, scale)
 
 
+# Convolution weights are kept channels-last: on the CPU, oneDNN's channels-last kernels train the
+# small CNN students ~2x faster and DigitNet ~7% faster (batch 128, one thread), and GPUs prefer the
+# layout too. Activations follow the weights' layout; saved weights are written contiguous.
+CONV_MEMORY_FORMAT = torch.channels_last
+
+
 def _per_stage(value: int | float | Sequence, stages: int) -> list:
     return list(value) if isinstance(value, Sequence) else [value] * stages
 
@@ -94,6 +100,7 @@ class DigitNet(nn.Module):
         self.head = NormMlpClassifierHead(dims[-1], num_classes, pool_type="avg",
                                           norm_layer=LayerNorm2d)
         self.apply(self._init_weights)
+        self.to(memory_format=CONV_MEMORY_FORMAT)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -136,6 +143,7 @@ class ConvNet(nn.Module):
                 width = out
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+        self.to(memory_format=CONV_MEMORY_FORMAT)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
