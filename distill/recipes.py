@@ -35,9 +35,13 @@ class Distillation:
 
 @dataclass(frozen=True)
 class Optimizer:
+    """ema_decay: keep an exponential moving average of the weights (validated, selected and
+    saved in place of the raw weights); none when absent."""
+
     name: str = "adamw"
     lr: float = 0.01
     weight_decay: float = 0.0005
+    ema_decay: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ class Recipe:
                            batch_size=self.batch_size, optimizer=self.optimizer.name,
                            lr=self.optimizer.lr, weight_decay=self.optimizer.weight_decay,
                            warmup=self.schedule.warmup, patience=self.schedule.patience,
-                           augment=Augment(a.degrees, a.translate, a.scale), seed=self.seed)
+                           augment=Augment(a.degrees, a.translate, a.scale), seed=self.seed,
+                           ema_decay=self.optimizer.ema_decay)
 
 
 # (key path, check, what the value must be)
@@ -84,6 +89,7 @@ RANGES = [
     ("distillation.alpha", lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("optimizer.lr", lambda v: v > 0, "greater than 0"),
     ("optimizer.weight_decay", lambda v: v >= 0, "0 or more"),
+    ("optimizer.ema_decay", lambda v: v is None or 0 < v < 1, "between 0 and 1"),
     ("optimizer.name", lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
     ("schedule.epochs", lambda v: v >= 1, "at least 1"),
     ("schedule.warmup", lambda v: 0 < v < 1, "between 0 and 1 (a fraction of the steps)"),

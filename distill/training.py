@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
+    EMAWeightAveraging,
     LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
@@ -46,6 +47,7 @@ class TrainConfig:
     augment: Augment | None = field(default_factory=Augment)
     seed: int = 0
     compile: bool = False  # torch.compile the network (pays off on GPUs, for long runs)
+    ema_decay: float | None = None  # validate, select and keep an exponential moving average
 
 
 @dataclass
@@ -124,10 +126,21 @@ class Classifier(L.LightningModule):
         # timm's factory leaves norms and biases out of weight decay.
         optimizer = create_optimizer_v2(self.model, self.hparams.optimizer, lr=self.hparams.lr,
                                         weight_decay=self.hparams.weight_decay)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.hparams.lr, total_steps=self.trainer.estimated_stepping_batches,
-            pct_start=self.hparams.warmup, anneal_strategy="cos", cycle_momentum=False)
+        schedule = warmup_cosine(optimizer, self.hparams.lr, self.trainer.estimated_stepping_batches,
+                                 self.hparams.warmup)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, lr: float, total_steps: int,
+                  warmup: float) -> torch.optim.lr_scheduler.OneCycleLR:
+    """`warmup` of the steps rising to `lr`, the rest decaying along a cosine."""
+    # OneCycleLR divides by zero when the warm-up is exactly one step (10 steps at 10%): then
+    # half a step, which it treats as none.
+    if abs(warmup * total_steps - 1) < 1e-9:
+        warmup = 0.5 / total_steps
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
+                                               pct_start=warmup, anneal_strategy="cos",
+                                               cycle_momentum=False)
 
 
 class EpochTimes(Callback):
@@ -155,6 +168,8 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
         LearningRateMonitor(logging_interval="epoch"),
         EpochTimes(),
     ]
+    if config.ema_decay is not None:
+        callbacks.append(EMAWeightAveraging(decay=config.ema_decay))
     if progress:
         callbacks.append(RichProgressBar())
     return L.Trainer(

@@ -28,6 +28,9 @@ def test_a_valid_recipe_fills_defaults_and_converts_ints_to_floats():
     assert recipe.distillation.temperature == 4.0 and isinstance(recipe.distillation.temperature,
                                                                  float)
     assert recipe.schedule.epochs == 5 and recipe.optimizer.name == "adamw"
+    assert recipe.optimizer.ema_decay is None and recipe.train_config().ema_decay is None
+    with_ema = parse(VALID + "optimizer: {ema_decay: 0.99}\n")
+    assert with_ema.train_config().ema_decay == 0.99
 
 
 @pytest.mark.parametrize("text, message", [
@@ -37,6 +40,8 @@ def test_a_valid_recipe_fills_defaults_and_converts_ints_to_floats():
     ("student: convnet_tiny\ndistillation: {temperature: 0}\n", "greater than 0"),
     ("student: convnet_tiny\ndistillation: {alpha: 1.5}\n", "between 0 and 1"),
     ("student: convnet_tiny\nschedule: {epochs: 0}\n", "at least 1"),
+    ("student: convnet_tiny\noptimizer: {ema_decay: 1.0}\n", "'optimizer.ema_decay' is 1.0"),
+    ("student: convnet_tiny\noptimizer: {ema_decay: high}\n", "'optimizer.ema_decay' must be float"),
     ("student: resnet50\n", "one of the students: digitnet_small"),
     ("student: convnet_tiny\ndistillation: [1, 2\n", "line 3"),
     ("distillation: {alpha: 0.5}\n", "missing key 'student'"),

@@ -4,7 +4,7 @@ import pytest
 
 from distill.cli import main
 from distill.runs import train_run
-from distill.training import Limits, TrainConfig
+from distill.training import Limits, TrainConfig, warmup_cosine
 
 RUN_FILES = ["report.json", "report.md", "weights.safetensors", "curves.png", "confusion.png",
              "examples.png", "checkpoints/best.ckpt", "logs/metrics.csv"]
@@ -68,3 +68,34 @@ def test_a_diverging_loss_stops_the_run_naming_the_step(tmp_path, capsys, monkey
               "--val-batches", "1", "--no-progress"])
     assert exit_.value.code == 1
     assert "nan at step 2" in capsys.readouterr().out
+
+
+def test_with_ema_the_run_keeps_the_averaged_weights(tmp_path, data_dir):
+    import torch
+    from safetensors.torch import load_file
+
+    config = TrainConfig(model="convnet_micro", epochs=1, batch_size=64, ema_decay=0.9)
+    limits = Limits(train_size=640, val_batches=1, test_size=100)
+    train_run("micro", tmp_path / "run", config, "test", data_dir, limits, progress=False)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)
+    averaged = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    raw = {k.removeprefix("model."): v for k, v in checkpoint["current_model_state"].items()}
+    saved = load_file(tmp_path / "run" / "weights.safetensors")
+    name = "features.0.conv.weight"
+    assert not torch.equal(averaged[name], raw[name])
+    assert torch.equal(saved[name], averaged[name].contiguous())
+
+
+@pytest.mark.parametrize("warmup", [0.05, 0.1, 0.2, 0.25, 0.5])
+def test_the_schedule_works_for_runs_of_any_length(warmup):
+    import torch
+
+    for total in range(1, 60):
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        schedule = warmup_cosine(optimizer, 0.01, total, warmup)
+        rates = []
+        for _ in range(total):
+            optimizer.step()
+            schedule.step()
+            rates.append(schedule.get_last_lr()[0])
+        assert max(rates) <= 0.01 + 1e-12 and rates[-1] < 0.01
