@@ -20,15 +20,26 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from distill.data import UNIFORMS_ROWS, MNISTDataModule
+from distill.report import predict_logits
 from distill.training import Limits, TrainConfig
 
+# Part of every key: raise it when a code change alters the teacher's numerics (2: channels-last
+# convolutions), so that no cache computed before serves a run after.
+CACHE_FORMAT = 2
 
-def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits) -> str:
+
+def weights_digest(teacher: nn.Module):  # a hashlib sha256 object, to extend with settings
     digest = hashlib.sha256()
     for name, tensor in sorted(teacher.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    settings = {"augment": asdict(config.augment) if config.augment else None,
+    return digest
+
+
+def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits) -> str:
+    digest = weights_digest(teacher)
+    settings = {"format": CACHE_FORMAT,
+                "augment": asdict(config.augment) if config.augment else None,
                 "seed": config.seed, "batch_size": config.batch_size,
                 "train_size": limits.train_size, "train_batches": limits.train_batches}
     digest.update(json.dumps(settings, sort_keys=True).encode())
@@ -64,6 +75,10 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
                          data_dir: Path | str | None = None, device: str | torch.device = "cpu",
                          progress: bool = True) -> Tensor:
     """The table for these settings: read from `cache_dir`, or computed and stored there."""
+    # Without augmentation every epoch shows the teacher the same images: one pass over the whole
+    # training slice (whatever the batch limit) serves every epoch.
+    augmented = config.augment is not None and not config.augment.is_identity
+    epochs = config.epochs if augmented else 1
     path = cache_dir / f"teacher-logits-{cache_key(teacher, config, limits)}.safetensors"
     cached = None
     if path.is_file():
@@ -71,19 +86,36 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
             cached = load_file(str(path))["logits"]
         except Exception:  # noqa: BLE001, S110 - a damaged cache is recomputed below, not fatal
             pass
-        if cached is not None and len(cached) >= config.epochs:
-            return cached[: config.epochs]
-    # Epochs are independent of each other: a longer recipe only adds the epochs it lacks.
-    done = 0 if cached is None else len(cached)
-    datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
-                                 limits.train_size)
-    datamodule.setup("fit")
-    table = compute_table(teacher, datamodule, range(done, config.epochs), limits.train_batches,
-                          torch.device(device), progress)
-    if cached is not None:
-        table = torch.cat([cached, table])
+    if cached is None or len(cached) < epochs:
+        # Epochs are independent of each other: a longer recipe only adds the epochs it lacks.
+        done = 0 if cached is None else len(cached)
+        datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
+                                     limits.train_size)
+        datamodule.setup("fit")
+        table = compute_table(teacher, datamodule, range(done, epochs),
+                              limits.train_batches if augmented else None, torch.device(device),
+                              progress)
+        cached = table if cached is None else torch.cat([cached, table])
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"logits": cached.contiguous()}, str(tmp))
+        tmp.replace(path)
+    return cached[:epochs] if augmented else cached[:1].expand(config.epochs, -1, -1)
+
+
+def teacher_test_predictions(teacher: nn.Module, images: Tensor, cache_dir: Path) -> Tensor:
+    """The teacher's classes for these test images (for the students' agreement), computed once."""
+    key = weights_digest(teacher)
+    key.update(f"{CACHE_FORMAT}".encode() + images.numpy().tobytes())
+    path = cache_dir / f"teacher-test-{key.hexdigest()[:16]}.safetensors"
+    if path.is_file():
+        try:
+            return load_file(str(path))["predictions"]
+        except Exception:  # noqa: BLE001, S110 - a damaged cache is recomputed below, not fatal
+            pass
+    predictions = predict_logits(teacher, images).argmax(-1)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({"logits": table.contiguous()}, str(tmp))
+    save_file({"predictions": predictions.contiguous()}, str(tmp))
     tmp.replace(path)
-    return table
+    return predictions

@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from distill.cache import teacher_logits_table
+from distill.cache import teacher_logits_table, teacher_test_predictions
 from distill.data import MNISTDataModule, load_split
 from distill.distillation import Distiller
 from distill.errors import DistillError
@@ -188,8 +188,11 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
                                       progress=run_args.get("progress", True))
     # The teacher's answers on the test images, once for the student and its twin.
     limits = run_args.get("limits") or Limits()
-    images, _ = load_split("test", run_args.get("data_dir"))
-    predictions = predict_logits(teacher, images[: limits.test_size]).argmax(-1)
+    images = load_split("test", run_args.get("data_dir"))[0][: limits.test_size]
+    if teacher_cache:
+        predictions = teacher_test_predictions(teacher, images, runs_dir / ".cache")
+    else:
+        predictions = predict_logits(teacher, images).argmax(-1)
     reports = [train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
                          distillation=recipe.distillation, teacher_logits=logits,
                          teacher_predictions=predictions, extra=extra, **run_args)]

@@ -1,8 +1,10 @@
 import torch
 
-from distill.cache import teacher_logits_table
+from distill.cache import teacher_logits_table, teacher_test_predictions
+from distill.data import load_split
 from distill.nets import DigitNet
 from distill.recipes import Distillation
+from distill.report import predict_logits
 from distill.runs import train_run
 from distill.training import Limits, TrainConfig
 
@@ -59,3 +61,40 @@ def test_a_longer_recipe_extends_the_cache_with_the_same_logits(tmp_path, data_d
     assert torch.equal(extended[:1], first) and torch.equal(extended, fresh)
     assert torch.equal(teacher_logits_table(teacher, short, LIMITS, tmp_path / "a", data_dir,
                                             progress=False), first)
+
+
+def test_the_teachers_test_predictions_are_computed_once(tmp_path, data_dir):
+    teacher = small_teacher()
+    images = load_split("test", data_dir)[0][:300]
+    expected = predict_logits(teacher, images).argmax(-1)
+    assert torch.equal(teacher_test_predictions(teacher, images, tmp_path), expected)
+    [stored] = tmp_path.glob("teacher-test-*.safetensors")
+    with torch.no_grad():  # a changed teacher gets its own entry, the stored one is read back
+        next(teacher.parameters()).add_(1.0)
+    teacher_test_predictions(teacher, images, tmp_path)
+    assert len(list(tmp_path.glob("teacher-test-*.safetensors"))) == 2
+    with torch.no_grad():
+        next(teacher.parameters()).sub_(1.0)
+    stored.write_bytes(b"damaged")
+    assert torch.equal(teacher_test_predictions(teacher, images, tmp_path), expected)
+
+
+def test_without_augmentation_one_pass_serves_every_epoch(tmp_path, data_dir):
+    teacher = small_teacher()
+    config = TrainConfig(model="convnet_micro", epochs=3, batch_size=64, augment=None)
+    table = teacher_logits_table(teacher, config, LIMITS, tmp_path / "cache", data_dir,
+                                 progress=False)
+    assert table.shape == (3, 60_000, 10)
+    assert torch.equal(table[0], table[2])
+    # Every training image is covered, not only the first epoch's limited batches.
+    assert (table[0].abs().sum(-1) > 0).sum() == LIMITS.train_size
+    config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64, lr=0.01, augment=None)
+
+    def distill(name, logits):
+        train_run(name, tmp_path / name, config, "test", data_dir, LIMITS, progress=False,
+                  teacher=teacher, distillation=Distillation(4.0, 0.9), teacher_logits=logits)
+        return torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
+
+    online, cached = distill("online", None), distill("cached", table[:2])
+    for key, value in online["state_dict"].items():
+        assert torch.equal(value, cached["state_dict"][key]), key
