@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.training import Classifier
+
+# Lightning warns about modules left in eval mode when training starts: the frozen teacher is,
+# on purpose (see `Distiller.train`).
+warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", UserWarning)
 
 
 def distillation_loss(student: Tensor, teacher: Tensor, labels: Tensor, temperature: float,

@@ -269,7 +269,11 @@ def plot_examples(images: Tensor, logits: Tensor, labels: Tensor, out: Path, cou
     shown = right + wrong
     cols = 8
     rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.45))
+    # Fixed margins: tight_layout on 32 axes took longer than the rest of the plot (~2 s).
+    top = 1 - 0.45 / (rows * 1.45)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.45), squeeze=False,
+                             gridspec_kw=dict(left=0.01, right=0.99, bottom=0.01, top=top,
+                                              wspace=0.1, hspace=0.35))
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, shown):
@@ -278,7 +282,6 @@ def plot_examples(images: Tensor, logits: Tensor, labels: Tensor, out: Path, cou
         ax.set_title(f"{int(predicted[i])}" if ok else f"{int(predicted[i])} (true {int(labels[i])})",
                      color="black" if ok else "red", fontsize=9)
     fig.suptitle("Test digits and predictions (mistakes in red)", fontsize=10)
-    fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
