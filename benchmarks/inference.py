@@ -49,6 +49,9 @@ def main() -> None:
         (e1, o1), (e512, o512) = figures
         rows.append([report["name"], name, f"{e1 * 1e3:.3f}", f"{o1 * 1e3:.3f}", f"{e1 / o1:.2f}x",
                      f"{512 / e512:,.0f}", f"{512 / o512:,.0f}", f"{e512 / o512:.2f}x"])
+    if not rows:
+        raise SystemExit(f"No finished runs in {', '.join(map(str, args.runs))}: train some "
+                         "(distill teacher, distill student) or pass --runs.")
     print_table(f"CPU inference, {args.threads} threads, median of 5",
                 ["run", "model", "eager b1 (ms)", "ONNX b1 (ms)", "ONNX speed-up b1",
                  "eager b512 (img/s)", "ONNX b512 (img/s)", "ONNX speed-up b512"], rows)

@@ -36,9 +36,11 @@ class FastGlobalResponseNorm(GlobalResponseNorm):
         return torch.addcmul(self.bias.view(self.wb_shape), x, scale)
 
 
-# Convolution weights are kept channels-last: on the CPU, oneDNN's channels-last kernels train the
-# small CNN students ~2x faster and DigitNet ~7% faster (batch 128, one thread), and GPUs prefer the
-# layout too. Activations follow the weights' layout; saved weights are written contiguous.
+# Convolution weights are kept channels-last, the layout GPUs prefer. On this project's 2-core CPU
+# (`python benchmarks/memory_format.py`, batch 128) it runs the CNN students' inference 1.5-2x
+# faster, and with one thread (how the runs and the sweep benchmark are made) their training
+# steps 1.4-1.5x and DigitNet's 1.1x; with two threads training is mixed (convnet_micro 0.7x).
+# Activations follow the weights' layout; saved weights are written contiguous.
 CONV_MEMORY_FORMAT = torch.channels_last
 
 
