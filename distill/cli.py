@@ -352,7 +352,8 @@ def print_summary(report: dict, out: Path) -> None:
         f"{human(c['flops'])} FLOPs/image): "
         f"test top-1 [bold green]{percent(ev['test']['top1'])}[/], "
         f"augmented test top-2 {percent(ev['augmented_test']['top2'])}; "
-        f"{t['epochs_run']} epochs in {t['seconds']:.0f} s on {t['device']}.")
+        f"{t['epochs_run']} epoch{'s' * (t['epochs_run'] != 1)} in {t['seconds']:.0f} s on "
+        f"{t['device']}.")
     console.print(f"Wrote {out}/: report.md, report.json, weights.safetensors, curves.png, "
                   "confusion.png, examples.png, checkpoints/")
 

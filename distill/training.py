@@ -176,7 +176,8 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
         default_root_dir=out, accelerator=accelerator, devices=1, max_epochs=config.epochs,
         precision="bf16-mixed" if cuda else "32-true", callbacks=callbacks,
         logger=CSVLogger(out, name="logs", version=""), enable_progress_bar=progress,
-        enable_model_summary=False, log_every_n_steps=50, num_sanity_val_steps=0,
+        enable_model_summary=False, log_every_n_steps=min(50, limits.train_batches or 50),
+        num_sanity_val_steps=0,
         limit_train_batches=limits.train_batches, limit_val_batches=limits.val_batches,
         deterministic="warn",
     )
@@ -234,7 +235,8 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        return f"cpu ({threads} thread{'s' * (threads != 1)})"
     return device.type
 
 
