@@ -96,10 +96,7 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
                               limits.train_batches if augmented else None, torch.device(device),
                               progress)
         cached = table if cached is None else torch.cat([cached, table])
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"logits": cached.contiguous()}, str(tmp))
-        tmp.replace(path)
+        save_atomic(path, {"logits": cached})
     return cached[:epochs] if augmented else cached[:1].expand(config.epochs, -1, -1)
 
 
@@ -114,8 +111,13 @@ def teacher_test_predictions(teacher: nn.Module, images: Tensor, cache_dir: Path
         except Exception:  # noqa: BLE001, S110 - a damaged cache is recomputed below, not fatal
             pass
     predictions = predict_logits(teacher, images).argmax(-1)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"predictions": predictions.contiguous()}, str(tmp))
-    tmp.replace(path)
+    save_atomic(path, {"predictions": predictions})
     return predictions
+
+
+def save_atomic(path: Path, tensors: dict[str, Tensor]) -> None:
+    """A safetensors file that is either whole or absent, even if the run is interrupted."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(tmp))
+    tmp.replace(path)
