@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 
 def median_seconds(run: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
@@ -24,3 +28,31 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     print("|" + " --- |" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+
+
+def training_step(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[], None]:
+    """One AdamW step of cross-entropy on (x, y), as a call to time."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def interleaved_medians(calls: dict[Hashable, Callable[[], object]], rounds: int,
+                        per_round: int = 3) -> dict[Hashable, float]:
+    """Median seconds of each call, timed in interleaved rounds so that a machine whose speed
+    drifts treats every call alike; each round starts with one untimed warm-up call."""
+    times: dict[Hashable, list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            call()
+            for _ in range(per_round):
+                started = time.perf_counter()
+                call()
+                times[key].append(time.perf_counter() - started)
+    return {key: statistics.median(values) for key, values in times.items()}

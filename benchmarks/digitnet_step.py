@@ -9,12 +9,9 @@ interleaved, median per variant.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-import torch.nn.functional as F
-from common import print_table
+from common import interleaved_medians, print_table, training_step
 from timm.layers.grn import GlobalResponseNorm
 
 from distill.nets import DigitNet
@@ -46,23 +43,12 @@ def main() -> None:
     }
     x = torch.randn(args.batch_size, 1, 28, 28)
     y = torch.randint(0, 10, (args.batch_size,))
-    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-3) for name, m in variants.items()}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    # Interleaved rounds, so that a machine whose speed drifts treats every variant alike.
-    for _ in range(args.rounds):
-        for name, model in variants.items():
-            for step in range(4):
-                started = time.perf_counter()
-                loss = F.cross_entropy(model(x), y)
-                optimizers[name].zero_grad(set_to_none=True)
-                loss.backward()
-                optimizers[name].step()
-                if step:  # the first step of a round warms caches up
-                    times[name].append(time.perf_counter() - started)
-    base = statistics.median(times[next(iter(variants))])
+    seconds = interleaved_medians({name: training_step(m, x, y) for name, m in variants.items()},
+                                  args.rounds)
+    base = seconds[next(iter(variants))]
     rows = []
     for name, model in variants.items():
-        step = statistics.median(times[name])
+        step = seconds[name]
         params = sum(p.numel() for p in model.parameters())
         rows.append([name, f"{params:,}", f"{1000 * step:.0f}", f"{430 * step:.0f}",
                      f"{base / step:.2f}x"])

@@ -8,13 +8,10 @@ of every student on the CPU: convolution weights in PyTorch's default layout aga
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import timm
 import torch
-import torch.nn.functional as F
-from common import print_table
+from common import interleaved_medians, print_table, training_step
 
 from distill.nets import STUDENTS
 
@@ -30,36 +27,21 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch_size,))
     rows = []
     for name in ("digitnet", *STUDENTS):
-        steps = {}
+        calls = {}
         for layout, memory_format in LAYOUTS.items():
             torch.manual_seed(0)
             model = timm.create_model(name).to(memory_format=memory_format).train()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-            def step(model=model, optimizer=optimizer) -> None:
-                loss = F.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
 
             @torch.inference_mode()
             def infer(model=model) -> None:
                 model.eval()(x)
                 model.train()
 
-            step()
-            steps[(layout, "train")], steps[(layout, "infer")] = step, infer
-        times: dict[tuple, list[float]] = {key: [] for key in steps}
-        # Interleaved, so that a machine whose speed drifts treats both layouts alike.
-        for _ in range(args.rounds):
-            for key, call in steps.items():
-                for _ in range(3):
-                    started = time.perf_counter()
-                    call()
-                    times[key].append(time.perf_counter() - started)
+            calls[(layout, "train")], calls[(layout, "infer")] = training_step(model, x, y), infer
+        seconds = interleaved_medians(calls, args.rounds)
         row = [name]
         for kind in ("train", "infer"):
-            default, last = (statistics.median(times[(layout, kind)]) for layout in LAYOUTS)
+            default, last = (seconds[(layout, kind)] for layout in LAYOUTS)
             row += [f"{1000 * default:.1f}", f"{1000 * last:.1f}", f"{default / last:.2f}x"]
         rows.append(row)
     print_table(f"Batch {args.batch_size}, {torch.get_num_threads()} threads (median of "

@@ -16,8 +16,8 @@ def small_teacher():
     return DigitNet(dims=(8, 8, 8, 8), depths=(1, 1, 1, 1)).eval()
 
 
-def distill_once(tmp_path, name, teacher, logits, data_dir):
-    config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64, lr=0.01)
+def distill_once(tmp_path, name, teacher, logits, data_dir, **config_args):
+    config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64, lr=0.01, **config_args)
     train_run(name, tmp_path / name, config, "test", data_dir, LIMITS, progress=False,
               teacher=teacher, distillation=Distillation(4.0, 0.9), teacher_logits=logits)
     return torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
@@ -88,13 +88,7 @@ def test_without_augmentation_one_pass_serves_every_epoch(tmp_path, data_dir):
     assert torch.equal(table[0], table[2])
     # Every training image is covered, not only the first epoch's limited batches.
     assert (table[0].abs().sum(-1) > 0).sum() == LIMITS.train_size
-    config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64, lr=0.01, augment=None)
-
-    def distill(name, logits):
-        train_run(name, tmp_path / name, config, "test", data_dir, LIMITS, progress=False,
-                  teacher=teacher, distillation=Distillation(4.0, 0.9), teacher_logits=logits)
-        return torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
-
-    online, cached = distill("online", None), distill("cached", table[:2])
+    online = distill_once(tmp_path, "online", teacher, None, data_dir, augment=None)
+    cached = distill_once(tmp_path, "cached", teacher, table[:2], data_dir, augment=None)
     for key, value in online["state_dict"].items():
         assert torch.equal(value, cached["state_dict"][key]), key
