@@ -237,6 +237,10 @@ def plot_curves(csv_path: Path, out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
+        epochs_run = max((e for points in series.values() for e, _ in points), default=0) + 1
+        if epochs_run <= 2:  # else the locator labels fractions of an epoch around the points
+            ax.set_xticks(range(1, epochs_run + 1))
+            ax.set_xlim(0.5, epochs_run + 0.5)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
