@@ -30,7 +30,9 @@ class FastGlobalResponseNorm(GlobalResponseNorm):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        x_g = x.square().sum(dim=self.spatial_dim, keepdim=True).sqrt()
+        # The floor gives a silent channel (all zeros) the gradient 0 that `Tensor.norm` gives it,
+        # where sqrt(0)'s infinite slope would give NaN; every other value is unchanged.
+        x_g = x.square().sum(dim=self.spatial_dim, keepdim=True).clamp_min(1e-30).sqrt()
         x_n = x_g / (x_g.mean(dim=self.channel_dim, keepdim=True) + self.eps)
         scale = torch.addcmul(torch.ones_like(x_n), self.weight.view(self.wb_shape), x_n)
         return torch.addcmul(self.bias.view(self.wb_shape), x, scale)
