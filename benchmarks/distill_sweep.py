@@ -2,6 +2,10 @@
 logits cache (the teacher runs once for all recipes) against without it (the teacher runs on
 every batch of every student). Also checks that both give the same metrics.
 
+The cache removes the teacher's forward passes and nothing else, so the speed-up can be no more
+than (students' steps + recipes x teacher pass) / (students' steps + one teacher pass) a batch;
+the script measures those per-batch costs too and prints that ceiling.
+
     python benchmarks/distill_sweep.py [--teacher runs/teacher] [--epochs 2] [--train-batches 100]
 """
 
@@ -13,8 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import print_table
+import timm
+import torch
+from common import interleaved_medians, print_table, training_step
 
+from distill.data import IMAGE_SIZE
+from distill.nets import CONV_MEMORY_FORMAT
 from distill.recipes import available_recipes, load_recipe
 from distill.runs import train_student
 from distill.training import Limits
@@ -33,6 +41,27 @@ def sweep(teacher: Path, runs: Path, cache: bool, epochs: int, limits: Limits) -
     return time.perf_counter() - started, figures
 
 
+def per_batch_ceiling(recipes: list[str], batch_size: int = 128) -> tuple[float, float, float]:
+    """Milliseconds of one teacher forward pass and of all the students' training steps on one
+    batch, and the sweep speed-up they allow when nothing else costs anything."""
+    torch.manual_seed(0)
+    x = torch.randn(batch_size, 1, IMAGE_SIZE, IMAGE_SIZE).contiguous(
+        memory_format=CONV_MEMORY_FORMAT)
+    y = torch.randint(0, 10, (batch_size,))
+    teacher = timm.create_model("digitnet").eval()
+
+    @torch.inference_mode()
+    def teacher_pass() -> None:
+        teacher(x)
+
+    calls = {"teacher": teacher_pass}
+    for name in recipes:
+        calls[name] = training_step(timm.create_model(load_recipe(name).student), x, y)
+    ms = {key: seconds * 1000 for key, seconds in interleaved_medians(calls, rounds=3).items()}
+    students = sum(ms[name] for name in recipes)
+    return ms["teacher"], students, (students + len(recipes) * ms["teacher"]) / (students + ms["teacher"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--teacher", type=Path, default=Path("runs/teacher"))
@@ -49,6 +78,10 @@ def main() -> None:
                 [["run on every batch", f"{online:.0f}", "1.00"],
                  ["logits cache (computed once, included)", f"{cached:.0f}",
                   f"{online / cached:.2f}x"]])
+    teacher_ms, students_ms, ceiling = per_batch_ceiling(list(available_recipes()))
+    print(f"\nA batch of 128: teacher forward pass {teacher_ms:.1f} ms, the {recipes} students' "
+          f"training steps {students_ms:.1f} ms together; the cache's ceiling without fixed costs: "
+          f"{ceiling:.2f}x")
     same = online_figures == cached_figures
     print(f"\nIdentical test metrics with and without the cache: {same}")
     if not same:
