@@ -215,8 +215,12 @@ def digitnet(pretrained: bool = False, **kwargs) -> DigitNet:
 
 @register_model
 def digitnet_small(pretrained: bool = False, **kwargs) -> DigitNet:
-    """DigitNet scaled down to ~43k parameters: narrower, 5x5 kernels, MLP ratio 2."""
-    args = dict(dims=(16, 24, 32, 48), stem_stride=2, kernel_sizes=5, mlp_ratio=2, drop_path_rate=0.0)
+    """DigitNet scaled down to ~54k parameters: narrower, MLP ratio 2.
+
+    3x3 kernels (PyTorch's fast depthwise path on the CPU): with 5x5 kernels and stages
+    16-24-32-48 (43k parameters) its epochs took 44 s against 30 s now, at the same accuracy.
+    """
+    args = dict(dims=(16, 32, 40, 48), stem_stride=2, kernel_sizes=3, mlp_ratio=2, drop_path_rate=0.0)
     return _create(DigitNet, "digitnet_small", pretrained, **{**args, **kwargs})
 
 
