@@ -252,12 +252,13 @@ def plot_confusion(matrix: Tensor, out: Path, title: str = "Confusion matrix (te
     # Log colours: the diagonal holds ~1000 per class and the mistakes a handful.
     shown = matrix.float().clamp(min=0.5).log10()
     ax.imshow(shown, cmap="Blues")
+    dark = shown.min() + 0.6 * (shown.max() - shown.min())  # white text from here on, to stay legible
     for i in range(NUM_CLASSES):
         for j in range(NUM_CLASSES):
             value = int(matrix[i, j])
             if value:
                 ax.text(j, i, value, ha="center", va="center", fontsize=8,
-                        color="white" if i == j else "black")
+                        color="white" if shown[i, j] > dark else "black")
     ax.set(xticks=range(NUM_CLASSES), yticks=range(NUM_CLASSES), xlabel="predicted",
            ylabel="true", title=title)
     fig.savefig(out, dpi=120)
