@@ -333,9 +333,29 @@ def collect_reports(paths: list[Path]) -> list[dict]:
             continue
         report["run"] = str(file.parent)
         reports.append(report)
+    reports += missing_teachers(reports)
     order = {"teacher": 0, "student": 1, "twin": 2}
     return sorted(reports, key=lambda r: (order.get(r.get("kind", "teacher"), 0) > 0,
                                           -r["cost"]["parameters"], order.get(r.get("kind"), 0)))
+
+
+def missing_teachers(reports: list[dict]) -> list[dict]:
+    """The reports of the teachers the students were distilled from, where none is among the runs
+    (a student of the released teacher names models/digitnet), so the table keeps its reference."""
+    if any(r.get("kind", "teacher") == "teacher" for r in reports):
+        return []
+    teachers = []
+    for named in dict.fromkeys(r["teacher"] for r in reports if r.get("teacher")):
+        folder = Path(named) if Path(named).is_dir() else Path(named).parent
+        try:
+            report = json.loads((folder / "report.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(report, dict) and report.get("kind") == "teacher":
+            shown = os.path.relpath(folder) if folder.is_relative_to(Path.cwd()) else folder
+            report["run"], report["name"] = str(folder), f"teacher ({shown})"
+            teachers.append(report)
+    return teachers
 
 
 def remeasure_speed(reports: list[dict]) -> None:

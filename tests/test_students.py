@@ -47,6 +47,11 @@ def test_distill_report_writes_the_table_json_and_plot(teacher_run, tmp_path, ca
     assert row.count("%") == 5 and "962" in row
     table = json.loads((tmp_path / "comparison.json").read_text())
     assert [r["kind"] for r in table] == ["teacher", "student"]
+    # Given only the students, the table still shows the teacher they were distilled from.
+    main(["report", str(runs), "--no-measure"])
+    table = json.loads((runs / "comparison.json").read_text())
+    assert [(r["kind"], r["run"]) for r in table] == [("teacher", str(teacher_run)),
+                                                      ("student", str(runs / "student-micro"))]
     assert "| teacher | digitnet |" in (tmp_path / "comparison.md").read_text()
     assert (tmp_path / "accuracy_vs_size.png").stat().st_size > 10_000
 
