@@ -267,7 +267,8 @@ def plot_confusion(matrix: Tensor, out: Path, title: str = "Confusion matrix (te
 
 def plot_examples(images: Tensor, logits: Tensor, labels: Tensor, out: Path, count: int = 32,
                   mistakes: int = 8) -> None:
-    """A grid of test digits with predictions: the first ones, then mistakes, framed in red."""
+    """A grid of test digits (uint8, as read) with predictions: the first ones, then mistakes,
+    framed in red."""
     predicted = logits.argmax(-1)
     wrong = (predicted != labels).nonzero().flatten()[:mistakes].tolist()
     right = (predicted == labels).nonzero().flatten()[: count - len(wrong)].tolist()
@@ -282,9 +283,8 @@ def plot_examples(images: Tensor, logits: Tensor, labels: Tensor, out: Path, cou
         top, left = (k // cols) * height + label, (k % cols) * width
         if predicted[i] != labels[i]:
             grid[top + 1:top + width - 1, left + 1:left + width - 1] = torch.tensor([0.85, 0.1, 0.1])
-        digit = images[i].float() / 255 if images.dtype == torch.uint8 else images[i].float()
         grid[top + pad:top + pad + IMAGE_SIZE, left + pad:left + pad + IMAGE_SIZE] = \
-            (1 - digit).unsqueeze(-1)  # dark ink on white paper
+            (1 - images[i].float() / 255).unsqueeze(-1)  # dark ink on white paper
     title = 0.3  # inches
     fig = plt.figure(figsize=(cols * 1.1, rows * 1.1 * height / width + title))
     ax = fig.add_axes((0, 0, 1, 1 - title / fig.get_figheight()))
