@@ -323,20 +323,23 @@ def collect_reports(paths: list[Path]) -> list[dict]:
             found.append(path / "report.json")
         elif path.is_dir():
             found += sorted(path.glob("*/report.json"))
-    reports = []
-    for file in found:
-        try:
-            report = json.loads(file.read_text())
-        except json.JSONDecodeError:
-            continue  # a run still being written or broken: the table shows the rest
-        if not isinstance(report, dict) or "evaluation" not in report:
-            continue
-        report["run"] = str(file.parent)
-        reports.append(report)
+    # A run still being written or broken is left out: the table shows the rest.
+    reports = [report for file in found if (report := read_run_report(file.parent))]
     reports += missing_teachers(reports)
     order = {"teacher": 0, "student": 1, "twin": 2}
     return sorted(reports, key=lambda r: (order.get(r.get("kind", "teacher"), 0) > 0,
                                           -r["cost"]["parameters"], order.get(r.get("kind"), 0)))
+
+
+def read_run_report(folder: Path) -> dict | None:
+    """A finished run's report.json with its folder as "run", or None where there is none."""
+    try:
+        report = json.loads((folder / "report.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(report, dict) or "evaluation" not in report:
+        return None
+    return {**report, "run": str(folder)}
 
 
 def missing_teachers(reports: list[dict]) -> list[dict]:
@@ -347,13 +350,10 @@ def missing_teachers(reports: list[dict]) -> list[dict]:
     teachers = []
     for named in dict.fromkeys(r["teacher"] for r in reports if r.get("teacher")):
         folder = Path(named) if Path(named).is_dir() else Path(named).parent
-        try:
-            report = json.loads((folder / "report.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(report, dict) and report.get("kind") == "teacher":
+        report = read_run_report(folder)
+        if report and report.get("kind") == "teacher":
             shown = os.path.relpath(folder) if folder.is_relative_to(Path.cwd()) else folder
-            report["run"], report["name"] = str(folder), f"teacher ({shown})"
+            report["name"] = f"teacher ({shown})"
             teachers.append(report)
     return teachers
 
