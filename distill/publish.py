@@ -56,7 +56,7 @@ def model_card(report: dict) -> str:
         lines += [f"Distillation gained {100 * report['gain_over_twin']:+.2f} points of test top-1 "
                   "over the same network trained on labels alone.", ""]
     lines += [
-        "## Use", "", "```python", "import timm", "import distill  # registers the networks",
+        "## Use", "", "```python", "import timm", "import distill.nets  # registers the networks with timm",
         "", f'model = timm.create_model("{report["model"]}", pretrained=True).eval()', "```", "",
         f"or `distill predict models/{report['model']}/weights.safetensors digit.png`. Inputs are "
         "28x28 MNIST-style images (white digit on black), normalized with mean 0.1307 and "

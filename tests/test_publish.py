@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -48,3 +50,14 @@ def test_published_weights_load_through_timm(teacher_run, tmp_path):
 def test_every_released_model_loads_by_name_through_timm(name):
     model = timm.create_model(name, pretrained=True).eval()
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", ["digitnet", "convnet_tiny"])
+def test_the_model_cards_python_snippet_runs_as_written(name):
+    card = (MODELS_DIR / name / "README.md").read_text()
+    snippet = card.split("```python\n")[1].split("```")[0]
+    code = snippet + "print(model(torch.zeros(1, 1, 28, 28)).shape)\n"
+    done = subprocess.run([sys.executable, "-c", "import torch\n" + code], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "torch.Size([1, 10])"
