@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -118,6 +119,7 @@ def teacher_test_predictions(teacher: nn.Module, images: Tensor, cache_dir: Path
 def save_atomic(path: Path, tensors: dict[str, Tensor]) -> None:
     """A safetensors file that is either whole or absent, even if the run is interrupted."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    # One temporary file per process: two students started together may both write the table.
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(tmp))
     tmp.replace(path)

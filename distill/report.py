@@ -343,18 +343,21 @@ def read_run_report(folder: Path) -> dict | None:
 
 
 def missing_teachers(reports: list[dict]) -> list[dict]:
-    """The reports of the teachers the students were distilled from, where none is among the runs
-    (a student of the released teacher names models/digitnet), so the table keeps its reference."""
-    if any(r.get("kind", "teacher") == "teacher" for r in reports):
-        return []
+    """The reports of the teachers the students were distilled from that are not among the runs
+    (a student of the released teacher names models/digitnet), so the table shows each student's
+    own teacher as its reference, also beside another teacher."""
+    present = {Path(r["run"]).resolve() for r in reports}
     teachers = []
     for named in dict.fromkeys(r["teacher"] for r in reports if r.get("teacher")):
         folder = Path(named) if Path(named).is_dir() else Path(named).parent
+        if folder.resolve() in present:
+            continue
         report = read_run_report(folder)
         if report and report.get("kind") == "teacher":
             shown = os.path.relpath(folder) if folder.is_relative_to(Path.cwd()) else folder
             report["name"] = f"teacher ({shown})"
             teachers.append(report)
+            present.add(folder.resolve())
     return teachers
 
 

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -52,6 +53,13 @@ def test_distill_report_writes_the_table_json_and_plot(teacher_run, tmp_path, ca
     table = json.loads((runs / "comparison.json").read_text())
     assert [(r["kind"], r["run"]) for r in table] == [("teacher", str(teacher_run)),
                                                       ("student", str(runs / "student-micro"))]
+    # Beside another teacher, the students' own teacher is still shown.
+    shutil.copytree(teacher_run, runs / "teacher-b")
+    main(["report", str(runs), "--no-measure"])
+    table = json.loads((runs / "comparison.json").read_text())
+    assert sorted((r["kind"], r["run"]) for r in table) == sorted([
+        ("student", str(runs / "student-micro")), ("teacher", str(runs / "teacher-b")),
+        ("teacher", str(teacher_run))])
     assert "| teacher | digitnet |" in (tmp_path / "comparison.md").read_text()
     assert (tmp_path / "accuracy_vs_size.png").stat().st_size > 10_000
 
