@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from timm.layers import ConvNormAct, LayerNorm2d, NormMlpClassifierHead, create_conv2d
+from timm.layers import (
+    ConvNormAct,
+    LayerNorm2d,
+    NormMlpClassifierHead,
+    SelectAdaptivePool2d,
+    create_conv2d,
+)
 from timm.layers.grn import GlobalResponseNorm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.convnext import ConvNeXtBlock
@@ -117,8 +123,15 @@ class DigitNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
+class Residual(nn.Sequential):
+    """x + layers(x). Written here: timm's blocks carry their own shortcuts, none wraps a layer."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + super().forward(x)
+
+
 class ConvNet(nn.Module):
-    """A plain CNN: stages of 3x3 conv-BN-ReLU, 2x2 max-pooling between them, average pool, linear.
+    """A plain CNN: stages of 3x3 conv-BN-ReLU, 2x2 max-pooling between them, global pool, linear.
 
     channels: output channels of each stage.
     convs_per_stage: conv-BN-ReLU layers in each stage (or one number for all).
@@ -126,12 +139,16 @@ class ConvNet(nn.Module):
         conv-BN-ReLU, ~8x fewer parameters for the same widths. Nothing between the two, as in
         Xception: under 1k parameters the BN after the depthwise conv costs channels (see
         `convnet_micro`).
+    residual: add each layer's input to its output where the two have the same width.
+    global_pool: how the last feature map becomes one vector: "avg" or "max" (timm's
+        `SelectAdaptivePool2d`).
     num_classes: outputs of the head.
     in_chans: input channels.
     """
 
     def __init__(self, channels: Sequence[int] = (8, 16, 32), convs_per_stage: int | Sequence[int] = 1,
-                 separable: bool = False, num_classes: int = 10, in_chans: int = 1) -> None:
+                 separable: bool = False, residual: bool = False, global_pool: str = "avg",
+                 num_classes: int = 10, in_chans: int = 1) -> None:
         super().__init__()
         self.num_classes = num_classes
         layers, width = [], in_chans
@@ -140,13 +157,19 @@ class ConvNet(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             for _ in range(convs):
                 if separable and width != in_chans:
-                    layers += [create_conv2d(width, width, kernel_size=3, depthwise=True),
-                               ConvNormAct(width, out, kernel_size=1, act_layer=nn.ReLU)]
+                    layer = [create_conv2d(width, width, kernel_size=3, depthwise=True),
+                             ConvNormAct(width, out, kernel_size=1, act_layer=nn.ReLU)]
                 else:
-                    layers.append(ConvNormAct(width, out, kernel_size=3, act_layer=nn.ReLU))
+                    layer = [ConvNormAct(width, out, kernel_size=3, act_layer=nn.ReLU)]
+                if residual and width == out:
+                    layers.append(Residual(*layer))
+                else:
+                    layers += layer
                 width = out
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+        # Indexed as before the pool became selectable, so released weights keep their names.
+        self.head = nn.Sequential(SelectAdaptivePool2d(pool_type=global_pool), nn.Flatten(),
+                                  nn.Linear(width, num_classes))
         self.to(memory_format=CONV_MEMORY_FORMAT)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -242,14 +265,19 @@ def convnet_tiny(pretrained: bool = False, **kwargs) -> ConvNet:
 @register_model
 def convnet_micro(pretrained: bool = False, **kwargs) -> ConvNet:
     """A CNN of 962 parameters: a 3x3 conv, then depthwise-separable convs, widths 8-12-12 with
-    two convs at 14x14.
+    two convs at 14x14, shortcuts around the convs that keep their width, global max pooling.
 
-    Trials on labels alone, 6 epochs, augmentation strength 0.5 (test top-1): this one 96.9%;
-    8-12-12 with the two convs at 7x7 96.7%; one conv a stage at widths 8-16-18 96.3%; the same
-    at 8-16-16 with BN-ReLU after each depthwise conv 96.0%. Plain (not separable) designs of
-    widths 4-6-10 and 4-8-8 stayed below 94% after 3 epochs.
+    Trials on labels alone, 10 epochs, the micro recipe's augmentation (test top-1, seed 0):
+    without shortcuts and with average pooling 97.30%; shortcuts alone 97.42%; max pooling alone
+    97.42%; both 97.91% (seed 1: 97.88%). With both: one conv at 14x14 and two at 7x7 97.95%
+    (seed 1: 97.63%); a fourth separable conv at widths 7-10-10 96.59%; the first separable
+    conv at 28x28 96.70%. Earlier, without either, 6 epochs at half the augmentation: the two
+    convs at 7x7 96.7% against 96.9%; one conv a stage at widths 8-16-18 96.3%; the same at
+    8-16-16 with BN-ReLU after each depthwise conv 96.0%; plain (not separable) designs of widths
+    4-6-10 and 4-8-8 below 94% after 3 epochs.
     """
-    args = dict(channels=(8, 12, 12), convs_per_stage=(1, 2, 1), separable=True)
+    args = dict(channels=(8, 12, 12), convs_per_stage=(1, 2, 1), separable=True, residual=True,
+                global_pool="max")
     return _create(ConvNet, "convnet_micro", pretrained, **{**args, **kwargs})
 
 

@@ -48,3 +48,29 @@ def test_fast_grn_computes_timms_grn_and_its_gradients():
     torch.testing.assert_close(x_fast.grad, x_ref.grad)
     torch.testing.assert_close(fast.weight.grad, reference.weight.grad)
     torch.testing.assert_close(fast.bias.grad, reference.bias.grad)
+
+
+def test_residual_convnet_adds_the_input_where_widths_match():
+    from distill.nets import ConvNet, Residual
+
+    torch.manual_seed(0)
+    net = ConvNet(channels=(4, 6), convs_per_stage=2, separable=True, residual=True).eval()
+    wrapped = [m for m in net.features if isinstance(m, Residual)]
+    assert len(wrapped) == 2  # the second layer of each stage; the first ones change the width
+    x = torch.randn(2, 4, 8, 8)
+    block = wrapped[0]
+    torch.testing.assert_close(block(x), x + block[1](block[0](x)))
+
+
+def test_global_max_pool_reads_the_largest_activation():
+    from distill.nets import ConvNet
+
+    net = ConvNet(channels=(2,), global_pool="max").eval()
+    features = torch.zeros(1, 2, 4, 4)
+    features[0, 1, 3, 0] = 5.0
+    pooled = net.head[:2](features)
+    torch.testing.assert_close(pooled, torch.tensor([[0.0, 5.0]]))
+
+
+def test_convnet_micro_stays_under_a_thousand_parameters():
+    assert sum(p.numel() for p in timm.create_model("convnet_micro").parameters()) < 1000
