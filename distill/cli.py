@@ -63,7 +63,7 @@ def teacher(
         min=1, help="Images per training step; the learning rate scales with it (linearly, from "
                     "--lr at 128).")] = 128,
     lr: Annotated[float, typer.Option(
-        min=0, help="Peak learning rate of AdamW for a batch of 128.")] = 2e-3,
+        min=0, help="Peak learning rate of AdamW for a batch of 128.")] = 4e-3,
     compile: Annotated[bool, typer.Option(
         "--compile", help="torch.compile the network: slower start, faster steps on GPUs.")] = False,
     patience: Annotated[int, typer.Option(

@@ -40,7 +40,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "adamw"
-    lr: float = 2e-3
+    lr: float = 4e-3
     weight_decay: float = 0.05
     warmup: float = 0.1  # fraction of the steps spent rising to `lr`, the rest decays (cosine)
     patience: int = 3  # epochs without a better validation loss before stopping early
@@ -67,7 +67,7 @@ class Classifier(L.LightningModule):
     """A timm network trained with cross-entropy (no label smoothing: it erases the similarity
     between classes that a teacher passes on to its students)."""
 
-    def __init__(self, model: str = "digitnet", model_kwargs: dict | None = None, lr: float = 2e-3,
+    def __init__(self, model: str = "digitnet", model_kwargs: dict | None = None, lr: float = 4e-3,
                  weight_decay: float = 0.05, warmup: float = 0.1, optimizer: str = "adamw",
                  compile: bool = False) -> None:
         super().__init__()
