@@ -90,6 +90,8 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
     if cached is None or len(cached) < epochs:
         # Epochs are independent of each other: a longer recipe only adds the epochs it lacks.
         done = 0 if cached is None else len(cached)
+        print(f"Teacher logits for epochs {done + 1}-{epochs}: computed once, kept in "
+              f"{path}", flush=True)
         datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
                                      limits.train_size)
         datamodule.setup("fit")

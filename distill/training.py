@@ -156,6 +156,29 @@ class EpochTimes(Callback):
         self.seconds.append(time.perf_counter() - self._started)
 
 
+class EpochSummary(Callback):
+    """One line per epoch, for runs without progress bars (logs, batch jobs): without it Lightning
+    prints nothing between the start of training and its end."""
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        parts = [f"{self.run}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        for name, label, percent in (("train_loss", "train loss", False),
+                                     ("val_loss", "val loss", False), ("val_acc", "val top-1", True)):
+            if name in metrics:
+                value = float(metrics[name])
+                parts.append(f"{label} {100 * value:.2f}%" if percent else f"{label} {value:.4f}")
+        parts.append(f"{time.perf_counter() - self._started:.0f} s")
+        if trainer.is_global_zero:
+            print(", ".join(parts), flush=True)
+
+
 def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: str = "auto",
                  progress: bool = True) -> L.Trainer:
     """A Trainer that checkpoints the best epoch by validation loss and stops early."""
@@ -170,8 +193,7 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
     ]
     if config.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=config.ema_decay))
-    if progress:
-        callbacks.append(RichProgressBar())
+    callbacks.append(RichProgressBar() if progress else EpochSummary(out.name))
     return L.Trainer(
         default_root_dir=out, accelerator=accelerator, devices=1, max_epochs=config.epochs,
         precision="bf16-mixed" if cuda else "32-true", callbacks=callbacks,
