@@ -69,7 +69,12 @@ class DigitNet(nn.Module):
         on: a 7x7 kernel on a 4x4 or 2x2 map is mostly padding, and its backward pass is ~10x
         slower than a 3x3 one's on the CPU (PyTorch has a fast path for 3x3 depthwise only).
     mlp_ratio: expansion of the blocks' inverted-bottleneck MLP.
-    stem_stride: stride of the stem. 2 runs the stages at 14, 7, 4 and 2 pixels a side; 4
+    stem: "conv3x3": a 3x3 conv at the input's resolution, LayerNorm, GELU, then a conv of
+        kernel and stride `stem_stride`, LayerNorm. "patchify": one conv of kernel
+        2 * `stem_stride` and stride `stem_stride`, LayerNorm, as in ConvNeXt. For the teacher,
+        conv3x3 (+2,208 parameters, +8% FLOPs) gave 99.57% test top-1 against 99.48% in 10
+        epochs, seed 0, ahead in validation at 8 of the 10 epochs.
+    stem_stride: total stride of the stem. 2 runs the stages at 14, 7, 4 and 2 pixels a side; 4
         (stages at 7, 4, 2, 1) trains ~1.7x faster on a 2-core CPU but reached 96.8% test top-1
         after a one-epoch schedule against 97.8% for stride 2, and stayed behind over 10 epochs.
     drop_path_rate: stochastic depth of the last block, rising linearly from 0 at the first. 0 by
@@ -80,16 +85,23 @@ class DigitNet(nn.Module):
     """
 
     def __init__(self, dims: Sequence[int] = (24, 48, 96, 128), depths: Sequence[int] = (1, 1, 3, 1),
-                 stem_stride: int = 2, strides: Sequence[int] = (1, 2, 2, 2),
+                 stem: str = "conv3x3", stem_stride: int = 2, strides: Sequence[int] = (1, 2, 2, 2),
                  kernel_sizes: int | Sequence[int] = (7, 7, 3, 3), mlp_ratio: float = 4,
                  drop_path_rate: float = 0.0, num_classes: int = 10, in_chans: int = 1) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, dims[0], kernel_size=2 * stem_stride, stride=stem_stride,
-                      padding=stem_stride // 2),
-            LayerNorm2d(dims[0]),
-        )
+        if stem == "conv3x3":
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_chans, dims[0], kernel_size=3, padding=1), LayerNorm2d(dims[0]),
+                nn.GELU(), nn.Conv2d(dims[0], dims[0], kernel_size=stem_stride, stride=stem_stride),
+                LayerNorm2d(dims[0]))
+        elif stem == "patchify":
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_chans, dims[0], kernel_size=2 * stem_stride, stride=stem_stride,
+                          padding=stem_stride // 2),
+                LayerNorm2d(dims[0]))
+        else:
+            raise ValueError(f"Unknown stem {stem!r}: use 'conv3x3' or 'patchify'.")
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         stages, block = [], 0
         kernel_sizes = _per_stage(kernel_sizes, len(dims))
@@ -243,15 +255,16 @@ def digitnet_small(pretrained: bool = False, **kwargs) -> DigitNet:
     3x3 kernels (PyTorch's fast depthwise path on the CPU): with 5x5 kernels and stages
     16-24-32-48 (43k parameters) its epochs took 44 s against 30 s now, at the same accuracy.
     """
-    args = dict(dims=(16, 32, 40, 48), stem_stride=2, kernel_sizes=3, mlp_ratio=2, drop_path_rate=0.0)
+    args = dict(dims=(16, 32, 40, 48), stem="patchify", stem_stride=2, kernel_sizes=3, mlp_ratio=2,
+                drop_path_rate=0.0)
     return _create(DigitNet, "digitnet_small", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def digitnet_tiny(pretrained: bool = False, **kwargs) -> DigitNet:
     """DigitNet scaled down to ~4k parameters: one block a stage, 3x3 kernels."""
-    args = dict(dims=(4, 8, 12, 16), depths=(1, 1, 1, 1), stem_stride=2, kernel_sizes=3, mlp_ratio=2,
-                drop_path_rate=0.0)
+    args = dict(dims=(4, 8, 12, 16), depths=(1, 1, 1, 1), stem="patchify", stem_stride=2,
+                kernel_sizes=3, mlp_ratio=2, drop_path_rate=0.0)
     return _create(DigitNet, "digitnet_tiny", pretrained, **{**args, **kwargs})
 
 

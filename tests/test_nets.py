@@ -1,3 +1,4 @@
+import pytest
 import timm
 import torch
 
@@ -27,6 +28,18 @@ def test_digitnet_has_the_convnext_v2_stages_1_1_3_1():
     assert depths == [1, 1, 3, 1]
     block = next(m for m in model.modules() if isinstance(m, ConvNeXtBlock))
     assert block.mlp.grn is not None and block.gamma is None
+
+
+def test_digitnets_stem_starts_at_full_resolution_or_patchifies():
+    digits = torch.zeros(2, 1, 28, 28)
+    conv3x3 = DigitNet(stem="conv3x3").eval()
+    assert conv3x3.stem[0](digits).shape[-2:] == (28, 28)
+    assert conv3x3.stem(digits).shape[-2:] == (14, 14)
+    patchify = DigitNet(stem="patchify").eval()
+    assert patchify.stem[0](digits).shape[-2:] == (14, 14)
+    assert patchify(digits).shape == (2, 10)
+    with pytest.raises(ValueError, match="Unknown stem"):
+        DigitNet(stem="patches")
 
 
 def test_fast_grn_computes_timms_grn_and_its_gradients():
