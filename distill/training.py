@@ -144,39 +144,31 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, lr: float, total_steps: int,
 
 
 class EpochTimes(Callback):
-    """Wall time of each training epoch, its validation included."""
+    """Wall time of each training epoch, its validation included. Given a run name, it also
+    prints one line per epoch, for runs without progress bars (logs, batch jobs): without it
+    Lightning prints nothing between the start of training and its end."""
 
-    def __init__(self) -> None:
+    def __init__(self, summary_for: str | None = None) -> None:
         self.seconds: list[float] = []
+        self.summary_for = summary_for
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.seconds.append(time.perf_counter() - self._started)
+        if self.summary_for is not None and trainer.is_global_zero:
+            print(self.summary(trainer), flush=True)
 
-
-class EpochSummary(Callback):
-    """One line per epoch, for runs without progress bars (logs, batch jobs): without it Lightning
-    prints nothing between the start of training and its end."""
-
-    def __init__(self, run: str) -> None:
-        self.run = run
-
-    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._started = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def summary(self, trainer: L.Trainer) -> str:
         metrics = trainer.callback_metrics
-        parts = [f"{self.run}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        parts = [f"{self.summary_for}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
         for name, label, percent in (("train_loss", "train loss", False),
                                      ("val_loss", "val loss", False), ("val_acc", "val top-1", True)):
             if name in metrics:
                 value = float(metrics[name])
                 parts.append(f"{label} {100 * value:.2f}%" if percent else f"{label} {value:.4f}")
-        parts.append(f"{time.perf_counter() - self._started:.0f} s")
-        if trainer.is_global_zero:
-            print(", ".join(parts), flush=True)
+        return ", ".join([*parts, f"{self.seconds[-1]:.0f} s"])
 
 
 def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: str = "auto",
@@ -189,11 +181,12 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
                         mode="min", save_last=True),
         EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
         LearningRateMonitor(logging_interval="epoch"),
-        EpochTimes(),
+        EpochTimes(summary_for=None if progress else out.name),
     ]
     if config.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=config.ema_decay))
-    callbacks.append(RichProgressBar() if progress else EpochSummary(out.name))
+    if progress:
+        callbacks.append(RichProgressBar())
     return L.Trainer(
         default_root_dir=out, accelerator=accelerator, devices=1, max_epochs=config.epochs,
         precision="bf16-mixed" if cuda else "32-true", callbacks=callbacks,
