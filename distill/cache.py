@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -48,17 +49,19 @@ def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits) -> str:
 
 
 @torch.inference_mode()
-def compute_table(teacher: nn.Module, datamodule: MNISTDataModule, epochs: range,
-                  batches_per_epoch: int | None, device: torch.device, progress: bool) -> Tensor:
-    """(len(epochs), 60000, classes) logits; rows of images not in the training slice stay zero."""
+def compute_epochs(teacher: nn.Module, datamodule: MNISTDataModule, epochs: list[int],
+                   batches_per_epoch: int | None, device: torch.device, progress: bool,
+                   done: Callable[[int, Tensor], None]) -> None:
+    """Hand each epoch's (60000, classes) logits to `done` as soon as it is computed; rows of
+    images not in the training slice stay zero."""
     teacher = teacher.eval().to(device)
     loader = datamodule.train_dataloader()
     steps = min(len(loader), batches_per_epoch or len(loader))
-    table = None
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("Teacher logits", total=len(epochs) * steps)
-        for row, epoch in enumerate(epochs):
+        for epoch in epochs:
             loader.sampler.set_epoch(epoch)
+            table = None
             for step, batch in enumerate(loader):
                 if step == steps:
                     break
@@ -66,41 +69,53 @@ def compute_table(teacher: nn.Module, datamodule: MNISTDataModule, epochs: range
                 x, _, positions, _ = datamodule.model_input(batch, training=True)
                 logits = teacher(x).float()
                 if table is None:
-                    table = torch.zeros(len(epochs), UNIFORMS_ROWS, logits.shape[-1])
-                table[row, positions.cpu()] = logits.cpu()
+                    table = torch.zeros(UNIFORMS_ROWS, logits.shape[-1])
+                table[positions.cpu()] = logits.cpu()
                 bar.advance(task)
-    return table
+            done(epoch, table)
+
+
+def read_epoch(path: Path) -> Tensor | None:
+    try:
+        return load_file(str(path))["logits"]
+    except Exception:  # noqa: BLE001 - a missing or damaged epoch is computed again, not fatal
+        return None
 
 
 def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits, cache_dir: Path,
                          data_dir: Path | str | None = None, device: str | torch.device = "cpu",
                          progress: bool = True) -> Tensor:
-    """The table for these settings: read from `cache_dir`, or computed and stored there."""
+    """(epochs, 60000, classes) logits for these settings: read from `cache_dir`, or computed and
+    stored there.
+
+    Each epoch is a file of its own, written as soon as it is computed: an interrupted pass keeps
+    the epochs it finished, and a longer recipe computes only the epochs it lacks.
+    """
     # Without augmentation every epoch shows the teacher the same images: one pass over the whole
     # training slice (whatever the batch limit) serves every epoch.
     augmented = config.augment is not None and not config.augment.is_identity
     epochs = config.epochs if augmented else 1
-    path = cache_dir / f"teacher-logits-{cache_key(teacher, config, limits)}.safetensors"
-    cached = None
-    if path.is_file():
-        try:
-            cached = load_file(str(path))["logits"]
-        except Exception:  # noqa: BLE001, S110 - a damaged cache is recomputed below, not fatal
-            pass
-    if cached is None or len(cached) < epochs:
-        # Epochs are independent of each other: a longer recipe only adds the epochs it lacks.
-        done = 0 if cached is None else len(cached)
-        print(f"Teacher logits for epochs {done + 1}-{epochs}: computed once, kept in "
-              f"{path}", flush=True)
+    folder = cache_dir / f"teacher-logits-{cache_key(teacher, config, limits)}"
+    tables = {epoch: read_epoch(folder / f"epoch-{epoch:04d}.safetensors") for epoch in range(epochs)}
+    missing = [epoch for epoch, table in tables.items() if table is None]
+    if missing:
+        contiguous = missing[-1] - missing[0] + 1 == len(missing)
+        which = (f"epochs {missing[0] + 1}-{missing[-1] + 1}" if contiguous else
+                 f"{len(missing)} epochs")
+        print(f"Teacher logits for {which} of {epochs}: computed once, kept in {folder}",
+              flush=True)
         datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
                                      limits.train_size)
         datamodule.setup("fit")
-        table = compute_table(teacher, datamodule, range(done, epochs),
-                              limits.train_batches if augmented else None, torch.device(device),
-                              progress)
-        cached = table if cached is None else torch.cat([cached, table])
-        save_atomic(path, {"logits": cached})
-    return cached[:epochs] if augmented else cached[:1].expand(config.epochs, -1, -1)
+
+        def done(epoch: int, table: Tensor) -> None:
+            save_atomic(folder / f"epoch-{epoch:04d}.safetensors", {"logits": table})
+            tables[epoch] = table
+
+        compute_epochs(teacher, datamodule, missing, limits.train_batches if augmented else None,
+                       torch.device(device), progress, done)
+    stacked = torch.stack([tables[epoch] for epoch in range(epochs)])
+    return stacked if augmented else stacked.expand(config.epochs, -1, -1)
 
 
 def teacher_test_predictions(teacher: nn.Module, images: Tensor, cache_dir: Path) -> Tensor:

@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from distill import cache
 from distill.cache import teacher_logits_table, teacher_test_predictions
 from distill.data import load_split
 from distill.nets import DigitNet
@@ -39,14 +41,13 @@ def test_the_cache_is_reused_and_keyed_by_the_teacher(tmp_path, data_dir):
     config = TrainConfig(model="convnet_micro", epochs=1, batch_size=64)
     teacher = small_teacher()
     first = teacher_logits_table(teacher, config, LIMITS, tmp_path, data_dir, progress=False)
-    files = list(tmp_path.glob("teacher-logits-*.safetensors"))
-    assert len(files) == 1
+    assert len(list(tmp_path.glob("teacher-logits-*"))) == 1
     assert torch.equal(first, teacher_logits_table(teacher, config, LIMITS, tmp_path, data_dir,
                                                    progress=False))
     with torch.no_grad():
         next(teacher.parameters()).add_(1.0)
     teacher_logits_table(teacher, config, LIMITS, tmp_path, data_dir, progress=False)
-    assert len(list(tmp_path.glob("teacher-logits-*.safetensors"))) == 2
+    assert len(list(tmp_path.glob("teacher-logits-*"))) == 2
 
 
 def test_a_longer_recipe_extends_the_cache_with_the_same_logits(tmp_path, data_dir):
@@ -61,6 +62,29 @@ def test_a_longer_recipe_extends_the_cache_with_the_same_logits(tmp_path, data_d
     assert torch.equal(extended[:1], first) and torch.equal(extended, fresh)
     assert torch.equal(teacher_logits_table(teacher, short, LIMITS, tmp_path / "a", data_dir,
                                             progress=False), first)
+
+
+def test_an_interrupted_pass_keeps_its_finished_epochs(tmp_path, data_dir, monkeypatch):
+    teacher = small_teacher()
+    config = TrainConfig(model="convnet_micro", epochs=3, batch_size=64)
+    fresh = teacher_logits_table(teacher, config, LIMITS, tmp_path / "fresh", data_dir,
+                                 progress=False)
+    computed = []
+    save = cache.save_atomic
+
+    def save_then_stop(path, tensors):
+        save(path, tensors)
+        computed.append(path.name)
+        if len(computed) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache, "save_atomic", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_logits_table(teacher, config, LIMITS, tmp_path, data_dir, progress=False)
+    computed.clear()
+    resumed = teacher_logits_table(teacher, config, LIMITS, tmp_path, data_dir, progress=False)
+    assert computed == ["epoch-0002.safetensors"]  # only the epoch the interruption lost
+    assert torch.equal(resumed, fresh)
 
 
 def test_the_teachers_test_predictions_are_computed_once(tmp_path, data_dir):

@@ -29,7 +29,7 @@ def test_distill_student_writes_the_student_and_its_twin(teacher_run, tmp_path, 
     out = capsys.readouterr().out
     assert "points of test top-1 over the twin" in out
     # Without progress bars, a log still says what the run is doing: the teacher's pass, each epoch.
-    assert "Teacher logits for epochs 1-1: computed once" in out
+    assert "Teacher logits for epochs 1-1 of 1: computed once" in out
     for run in ("student-tiny", "student-tiny-twin"):
         assert f"{run}: epoch 1/1, train loss " in out
 
