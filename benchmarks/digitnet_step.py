@@ -1,8 +1,9 @@
 """DigitNet's training step on the CPU: the first version (timm's GRN, 7x7 depthwise kernels in
 every stage, default memory layout, patchify stem) against today's (a GRN computing the same
 function in fewer passes, 3x3 kernels from the 4x4 stage on, channels-last weights, a 3x3 conv at
-full resolution in the stem), each speed-up alone, and today's with the old stem (what the more
-accurate stem costs). Steps interleaved, median per variant.
+full resolution in the stem), each speed-up alone, today's with the old stem (what the more
+accurate stem costs), and today's step on two augmented views of the batch (`distill teacher`'s
+default batch augmentation: twice the samples a step). Steps interleaved, median per variant.
 
     python benchmarks/digitnet_step.py [--batch-size 128] [--rounds 6]
 """
@@ -46,8 +47,11 @@ def main() -> None:
     }
     x = torch.randn(args.batch_size, 1, 28, 28)
     y = torch.randint(0, 10, (args.batch_size,))
-    seconds = interleaved_medians({name: training_step(m, x, y) for name, m in variants.items()},
-                                  args.rounds)
+    steps = {name: training_step(m, x, y) for name, m in variants.items()}
+    two_views = "today, two augmented views of each image (the default teacher)"
+    variants[two_views] = variants["today: all three, full-resolution stem"]
+    steps[two_views] = training_step(variants[two_views], torch.cat([x, x]), y.repeat(2))
+    seconds = interleaved_medians(steps, args.rounds)
     base = seconds[next(iter(variants))]
     rows = []
     for name, model in variants.items():

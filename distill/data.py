@@ -207,10 +207,11 @@ HEAVY_AUGMENT_SEED = 1_234
 UNIFORMS_ROWS = 60_000
 
 
-def augmentation_uniforms(seed: int, epoch: int, device: torch.device | str = "cpu") -> Tensor:
+def augmentation_uniforms(seed: int, epoch: int, device: torch.device | str = "cpu",
+                          view: int = 0) -> Tensor:
     """(60000, 5) uniforms, row i for split index i: rotation, shift x, shift y, zoom in [-1, 1],
-    then the magnitude in [0, 1]."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    then the magnitude in [0, 1]. `view` numbers the extra copies of batch augmentation."""
+    generator = torch.Generator().manual_seed((seed + 1000 * view) * 100_003 + epoch)
     # Drawn after the other four, so that adding it left every earlier run's augmentation as it was.
     signed = torch.rand(UNIFORMS_ROWS, 4, generator=generator) * 2 - 1
     magnitude = torch.rand(UNIFORMS_ROWS, 1, generator=generator)
@@ -319,14 +320,16 @@ class MNISTDataModule(L.LightningDataModule):
     augment: augmentation of the training images (None: none).
     seed: drives the shuffling and the augmentation; same seed, same batches.
     train_size: use only the first N training images (quick trials and tests).
+    views: differently augmented copies of each image in a training batch (batch augmentation,
+        Hoffer et al. 2019): a step sees batch_size x views samples, an epoch as many steps.
     """
 
     def __init__(self, data_dir: Path | str | None = None, batch_size: int = 128,
                  augment: Augment | None = Augment(), seed: int = 0,
-                 train_size: int | None = None) -> None:
+                 train_size: int | None = None, views: int = 1) -> None:
         super().__init__()
         self.data_dir, self.batch_size, self.augment, self.seed = data_dir, batch_size, augment, seed
-        self.train_size = train_size
+        self.train_size, self.views = train_size, views
 
     def prepare_data(self) -> None:
         load_split("train", self.data_dir)
@@ -339,7 +342,7 @@ class MNISTDataModule(L.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         self.train_split = [t.to(device) for t in (images[train_idx], labels[train_idx], train_idx)]
         self.val_split = [t.to(device) for t in (images[val_idx], labels[val_idx], val_idx)]
-        self._uniforms_epoch, self._uniforms = None, None
+        self._uniforms: dict[int, tuple[int, Tensor]] = {}  # view: (epoch, uniforms)
 
     def _rank(self) -> tuple[int, int]:
         if self.trainer is None:
@@ -353,18 +356,20 @@ class MNISTDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return batch_loader(*self.val_split, 1000, shuffle=False)
 
-    def uniforms(self, epoch: int, device: torch.device) -> Tensor:
-        if self._uniforms_epoch != epoch:
-            self._uniforms = augmentation_uniforms(self.seed, epoch, device)
-            self._uniforms_epoch = epoch
-        return self._uniforms
+    def uniforms(self, epoch: int, device: torch.device, view: int = 0) -> Tensor:
+        if self._uniforms.get(view, (None,))[0] != epoch:
+            self._uniforms[view] = epoch, augmentation_uniforms(self.seed, epoch, device, view)
+        return self._uniforms[view][1]
 
     def model_input(self, batch: tuple, training: bool) -> tuple[Tensor, Tensor, Tensor, int]:
-        """A gathered batch as the model sees it: (images, labels, positions in split, epoch)."""
+        """A gathered batch as the model sees it: (images, labels, positions in split, epoch);
+        in training, `views` augmented copies of the batch one after the other."""
         images, labels, positions, epoch = batch
         x = to_unit(images)
         if training and self.augment is not None:
-            x = augment(x, self.uniforms(epoch, x.device)[positions], self.augment)
+            x = torch.cat([augment(x, self.uniforms(epoch, x.device, view)[positions], self.augment)
+                           for view in range(self.views)])
+            labels, positions = labels.repeat(self.views), positions.repeat(self.views)
         return normalize(x), labels, positions, epoch
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:

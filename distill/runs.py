@@ -87,6 +87,9 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     `teacher_predictions` (the teacher's classes for the test images scored) make the report
     state how often the network agrees with the teacher.
     """
+    if config.views > 1 and distillation is not None:
+        raise DistillError("Batch augmentation (views > 1) trains the teacher only: a student's "
+                           "teacher logits exist for one view of each image.")
     limits = limits or Limits()
     if resume and (out / FINISHED_MARKER).is_file():
         return json.loads((out / FINISHED_MARKER).read_text())
@@ -95,7 +98,7 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     resume_from = prepare_run_dir(out, overwrite, resume)
     L.seed_everything(config.seed, verbose=False)
     datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
-                                 limits.train_size)
+                                 limits.train_size, config.views)
     args = dict(model_kwargs=config.model_kwargs, lr=config.lr, weight_decay=config.weight_decay,
                 warmup=config.warmup, optimizer=config.optimizer, compile=config.compile)
     if distillation is not None:

@@ -45,6 +45,7 @@ class TrainConfig:
     warmup: float = 0.1  # fraction of the steps spent rising to `lr`, the rest decays (cosine)
     patience: int = 3  # epochs without a better validation loss before stopping early
     augment: Augment | None = field(default_factory=Augment)
+    views: int = 1  # augmented copies of each image in a batch (batch augmentation)
     seed: int = 0
     compile: bool = False  # torch.compile the network (pays off on GPUs, for long runs)
     ema_decay: float | None = None  # validate, select and keep an exponential moving average

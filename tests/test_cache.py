@@ -4,6 +4,7 @@ import torch
 from distill import cache
 from distill.cache import teacher_logits_table, teacher_test_predictions
 from distill.data import load_split
+from distill.errors import DistillError
 from distill.nets import DigitNet
 from distill.recipes import Distillation
 from distill.report import predict_logits
@@ -116,3 +117,11 @@ def test_without_augmentation_one_pass_serves_every_epoch(tmp_path, data_dir):
     cached = distill_once(tmp_path, "cached", teacher, table[:2], data_dir, augment=None)
     for key, value in online["state_dict"].items():
         assert torch.equal(value, cached["state_dict"][key]), key
+
+
+def test_batch_augmentation_is_refused_for_a_student(tmp_path, data_dir):
+    config = TrainConfig(model="convnet_micro", epochs=1, batch_size=64, views=2)
+    with pytest.raises(DistillError, match="views"):
+        train_run("student", tmp_path / "student", config, "test", data_dir, LIMITS,
+                  progress=False, teacher=small_teacher(), distillation=Distillation(4.0, 0.9))
+    assert not (tmp_path / "student").exists()

@@ -156,3 +156,19 @@ def test_the_batched_data_path_gives_the_batches_of_the_image_by_image_path(data
                             dm.augment)
             assert torch.allclose(x[row], (alone[0] - 0.1307) / 0.3081, atol=1e-5)
             assert y[row] == labels[i]
+
+
+def test_batch_augmentation_stacks_differently_augmented_copies_of_the_batch(data_dir):
+    one, two = (MNISTDataModule(data_dir, batch_size=16, train_size=64, seed=5, views=views)
+                for views in (1, 2))
+    for dm in (one, two):
+        dm.setup("fit")
+    batch = next(iter(one.train_dataloader()))
+    x1, y1, p1, _ = one.model_input(batch, training=True)
+    x2, y2, p2, _ = two.model_input(batch, training=True)
+    assert x2.shape == (32, 1, 28, 28)
+    assert torch.equal(x2[:16], x1)  # the first copy is the one-view batch
+    assert torch.equal(y2, y1.repeat(2)) and torch.equal(p2, p1.repeat(2))
+    assert (x2[16:] - x2[:16]).abs().amax(dim=(1, 2, 3)).min() > 0.1  # every image drawn anew
+    clean, _, _, _ = two.model_input(batch, training=False)
+    assert clean.shape == (16, 1, 28, 28)  # validation and test see each image once
