@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
@@ -224,21 +225,40 @@ def read_metrics(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
+def plain_tick(value: float, _position: int) -> str:
+    leading = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
+    return f"{value:g}" if leading in (1, 2, 3, 5) else ""
+
+
 def plot_curves(csv_path: Path, out: Path) -> None:
     series = read_metrics(csv_path)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8),
-                             gridspec_kw=dict(left=0.06, right=0.99, bottom=0.13, top=0.92))
-    for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], "acc", "Accuracy")):
-        for split, style in (("train", "-o"), ("val", "-s")):
+                             gridspec_kw=dict(left=0.07, right=0.99, bottom=0.13, top=0.92))
+    epochs_run = max((e for points in series.values() for e, _ in points), default=0) + 1
+    # Long runs: no markers (they merge into a band), and the first tenth of the epochs, where
+    # accuracy climbs from chance, left below the accuracy axis so that the rest can be read.
+    settled = epochs_run // 10 if epochs_run > 5 else 0
+    for ax, metric, title in ((axes[0], "loss", "Loss (log scale)"), (axes[1], "acc", "Accuracy")):
+        lowest = []
+        for split, marker in (("train", "o"), ("val", "s")):
             points = series.get(f"{split}_{metric}", [])
             if points:
                 epochs, values = zip(*points)
-                ax.plot([e + 1 for e in epochs], values, style, label=split, markersize=4)
+                ax.plot([e + 1 for e in epochs], values, "-" + marker * (epochs_run <= 30),
+                        label=split, markersize=4)
+                lowest += [v for e, v in points if e >= settled]
         ax.set(title=title, xlabel="epoch")
+        if metric == "loss":
+            ax.set_yscale("log")
+            # Plain numbers at 1, 2, 3 and 5 times a power of ten: matplotlib's default minor
+            # labels ("5x10^-2") outgrow the margin, and one at every tick overlap.
+            ax.yaxis.set_major_formatter(FuncFormatter(plain_tick))
+            ax.yaxis.set_minor_formatter(FuncFormatter(plain_tick))
+        elif settled and lowest:
+            ax.set_ylim(bottom=min(lowest) - 0.05 * (1 - min(lowest)), top=1.0)
         ax.grid(alpha=0.3)
         ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
-        epochs_run = max((e for points in series.values() for e, _ in points), default=0) + 1
         if epochs_run <= 2:  # else the locator labels fractions of an epoch around the points
             ax.set_xticks(range(1, epochs_run + 1))
             ax.set_xlim(0.5, epochs_run + 0.5)
