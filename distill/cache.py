@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from distill.data import UNIFORMS_ROWS, MNISTDataModule
+from distill.errors import DistillError
 from distill.report import predict_logits
 from distill.training import Limits, TrainConfig
 
@@ -75,6 +76,10 @@ def compute_epochs(teacher: nn.Module, datamodule: MNISTDataModule, epochs: list
             done(epoch, table)
 
 
+def epoch_file(folder: Path, epoch: int) -> Path:
+    return folder / f"epoch-{epoch:04d}.safetensors"
+
+
 def read_epoch(path: Path) -> Tensor | None:
     try:
         return load_file(str(path))["logits"]
@@ -96,7 +101,7 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
     augmented = config.augment is not None and not config.augment.is_identity
     epochs = config.epochs if augmented else 1
     folder = cache_dir / f"teacher-logits-{cache_key(teacher, config, limits)}"
-    tables = {epoch: read_epoch(folder / f"epoch-{epoch:04d}.safetensors") for epoch in range(epochs)}
+    tables = {epoch: read_epoch(epoch_file(folder, epoch)) for epoch in range(epochs)}
     missing = [epoch for epoch, table in tables.items() if table is None]
     if missing:
         contiguous = missing[-1] - missing[0] + 1 == len(missing)
@@ -109,11 +114,18 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
         datamodule.setup("fit")
 
         def done(epoch: int, table: Tensor) -> None:
-            save_atomic(folder / f"epoch-{epoch:04d}.safetensors", {"logits": table})
+            save_atomic(epoch_file(folder, epoch), {"logits": table})
             tables[epoch] = table
 
-        compute_epochs(teacher, datamodule, missing, limits.train_batches if augmented else None,
-                       torch.device(device), progress, done)
+        try:
+            compute_epochs(teacher, datamodule, missing,
+                           limits.train_batches if augmented else None, torch.device(device),
+                           progress, done)
+        except KeyboardInterrupt as stop:
+            finished = sum(epoch_file(folder, epoch).is_file() for epoch in range(epochs))
+            raise DistillError(f"Interrupted while computing the teacher's logits: {finished} of "
+                               f"{epochs} epochs are kept in {folder}. Run the same command "
+                               "again to go on from there.") from stop
     stacked = torch.stack([tables[epoch] for epoch in range(epochs)])
     return stacked if augmented else stacked.expand(config.epochs, -1, -1)
 
