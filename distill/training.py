@@ -102,11 +102,15 @@ class Classifier(L.LightningModule):
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
+    def validation_loss(self, x: Tensor, logits: Tensor, labels: Tensor, batch_idx: int) -> Tensor:
+        return F.cross_entropy(logits, labels)
+
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         x, y = batch[:2]
         logits = self(x)
         self.val_acc(logits, y)
-        self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True, batch_size=len(y))
+        self.log("val_loss", self.validation_loss(x, logits, y, batch_idx), prog_bar=True,
+                 batch_size=len(y))
         self.log("val_acc", self.val_acc, prog_bar=True, batch_size=len(y))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -66,3 +66,15 @@ def test_checkpoints_hold_the_student_only_and_load_back():
     state = module.state_dict()
     assert state and not any(k.startswith("teacher.") for k in state)
     make_distiller().load_state_dict(state)
+
+
+def test_a_student_is_validated_on_its_distillation_objective():
+    module = make_distiller().eval()
+    x, y = torch.randn(6, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4, 5])
+    with torch.no_grad():
+        logits = module(x)
+        expected = distillation_loss(logits, module.teacher(x), y, 4.0, 0.9)
+        assert torch.allclose(module.validation_loss(x, logits, y, batch_idx=0), expected)
+        # The teacher's answers on a validation batch are kept: the same batch index reuses them.
+        assert torch.allclose(module.validation_loss(torch.zeros_like(x), logits, y, 0), expected)
+        assert not torch.allclose(expected, F.cross_entropy(logits, y))
