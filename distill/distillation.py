@@ -35,6 +35,8 @@ class Distiller(Classifier):
     The remaining arguments are those of `Classifier`.
     """
 
+    objective = "distillation loss"
+
     def __init__(self, teacher: nn.Module, model: str, temperature: float = 4.0,
                  alpha: float = 0.9, teacher_logits: Tensor | None = None,
                  **classifier_args) -> None:

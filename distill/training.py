@@ -68,6 +68,8 @@ class Classifier(L.LightningModule):
     """A timm network trained with cross-entropy (no label smoothing: it erases the similarity
     between classes that a teacher passes on to its students)."""
 
+    objective = "loss"  # what the epoch line calls train_loss and val_loss
+
     def __init__(self, model: str = "digitnet", model_kwargs: dict | None = None, lr: float = 4e-3,
                  weight_decay: float = 0.05, warmup: float = 0.1, optimizer: str = "adamw",
                  compile: bool = False) -> None:
@@ -168,8 +170,10 @@ class EpochTimes(Callback):
     def summary(self, trainer: L.Trainer) -> str:
         metrics = trainer.callback_metrics
         parts = [f"{self.summary_for}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
-        for name, label, percent in (("train_loss", "train loss", False),
-                                     ("val_loss", "val loss", False), ("val_acc", "val top-1", True)):
+        objective = getattr(trainer.lightning_module, "objective", "loss")
+        for name, label, percent in (("train_loss", f"train {objective}", False),
+                                     ("val_loss", f"val {objective}", False),
+                                     ("val_acc", "val top-1", True)):
             if name in metrics:
                 value = float(metrics[name])
                 parts.append(f"{label} {100 * value:.2f}%" if percent else f"{label} {value:.4f}")
