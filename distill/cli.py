@@ -379,6 +379,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # The frozen teacher is in eval mode on purpose while the student trains.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    # A resumed run writes into its own checkpoint folder on purpose.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import platform
@@ -53,14 +54,62 @@ def check_run_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
 def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> Path | None:
     """Make the run folder ready (after `check_run_dir`); the checkpoint to resume from."""
     if resume and not overwrite:
-        if not (out / LAST_CHECKPOINT).is_file():
+        if (out / LAST_CHECKPOINT).is_file():
+            set_metrics_aside(out, out / LAST_CHECKPOINT)
+            return out / LAST_CHECKPOINT
+        if not (out / "logs").is_dir():
             raise DistillError(f"Nothing to resume in {out}: no {LAST_CHECKPOINT}. Run "
                                "without --resume to start.")
-        return out / LAST_CHECKPOINT
+        overwrite = True  # interrupted in its first epoch: nothing to continue from, start again
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return None
+
+
+METRICS = Path("logs") / "metrics.csv"
+METRICS_BEFORE_RESUME = Path("metrics-before-resume.csv")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    fields = sorted({key for row in rows for key in row})
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def set_metrics_aside(out: Path, checkpoint: Path) -> None:
+    """Keep the logged metrics of the epochs `checkpoint` holds, for `merge_metrics_back`.
+
+    Lightning's CSV logger deletes metrics.csv when it starts, and a resumed run logs only the
+    epochs it trains: without this, its curves would begin where the interruption was.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    epoch, step = state["epoch"], state["global_step"]
+
+    def kept(row: dict[str, str]) -> bool:  # rows without an epoch are the learning rate's
+        return int(row["epoch"]) <= epoch if row.get("epoch") else int(row["step"]) < step
+
+    rows = read_rows(out / METRICS_BEFORE_RESUME) + read_rows(out / METRICS)
+    write_rows(out / METRICS_BEFORE_RESUME, [row for row in rows if kept(row)])
+    for stale in (out / "logs").glob("*"):  # the logger writes them again
+        stale.unlink()
+
+
+def merge_metrics_back(out: Path) -> None:
+    """After a resumed run: metrics.csv with every epoch, the ones before the resume first."""
+    before = out / METRICS_BEFORE_RESUME
+    if before.is_file():
+        write_rows(out / METRICS, read_rows(before) + read_rows(out / METRICS))
+        before.unlink()
 
 
 def environment() -> dict[str, str]:
@@ -108,6 +157,7 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
         module = Classifier(config.model, **args)
     trainer = make_trainer(out, config, limits, accelerator, progress)
     result = fit(module, datamodule, trainer, resume_from)
+    merge_metrics_back(out)
     model = module.model.eval()
     weights = out / "weights.safetensors"
     save_weights(model, config.model, config.model_kwargs, weights)
@@ -196,12 +246,17 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
         predictions = teacher_test_predictions(teacher, images, runs_dir / ".cache")
     else:
         predictions = predict_logits(teacher, images).argmax(-1)
+
+    def args_for(out: Path) -> dict:  # --resume also starts the run an interruption came before
+        started = (out / "logs").is_dir() or (out / FINISHED_MARKER).is_file()
+        return {**run_args, "resume": run_args.get("resume", False) and started}
+
     reports = [train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
                          distillation=recipe.distillation, teacher_logits=logits,
-                         teacher_predictions=predictions, extra=extra, **run_args)]
+                         teacher_predictions=predictions, extra=extra, **args_for(student_dir))]
     if twin:
         reports.append(train_run(f"student-{recipe.name}-twin", twin_dir, config, command,
-                                 teacher_predictions=predictions, extra=extra, **run_args))
+                                 teacher_predictions=predictions, extra=extra, **args_for(twin_dir)))
         twin_report = reports[1]
     else:
         twin_report = matching_twin(twin_dir, reports[0])

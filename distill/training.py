@@ -157,13 +157,20 @@ class EpochTimes(Callback):
 
     def __init__(self, summary_for: str | None = None) -> None:
         self.seconds: list[float] = []
+        self.seconds_before_resume = 0.0
         self.summary_for = summary_for
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._started = time.perf_counter()
 
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # Timed here rather than at the epoch's end so that the time is in the epoch's checkpoint
+        # (written next, Lightning runs checkpoint callbacks last): a resumed run reports all
+        # its epochs.
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.seconds.append(time.perf_counter() - self._started)
+
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.seconds.append(time.perf_counter() - self._started)
         if self.summary_for is not None and trainer.is_global_zero:
             print(self.summary(trainer), flush=True)
 
@@ -179,6 +186,13 @@ class EpochTimes(Callback):
                 parts.append(f"{label} {100 * value:.2f}%" if percent else f"{label} {value:.4f}")
         return ", ".join([*parts, f"{self.seconds[-1]:.0f} s"])
 
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.seconds = list(state_dict["seconds"])
+        self.seconds_before_resume = sum(self.seconds)
+
 
 def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: str = "auto",
                  progress: bool = True) -> L.Trainer:
@@ -187,7 +201,10 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
     cuda = accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available()
     callbacks = [
         ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_loss",
-                        mode="min", save_last=True),
+                        mode="min"),
+        # Since Lightning 2.6, save_last=True writes last.ckpt only when the best one improves:
+        # an interrupted run would resume from its best epoch and redo every epoch after it.
+        ModelCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False),
         EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
         LearningRateMonitor(logging_interval="epoch"),
         EpochTimes(summary_for=None if progress else out.name),
@@ -243,16 +260,15 @@ def fit(module: L.LightningModule, datamodule: MNISTDataModule, trainer: L.Train
             f"Training was interrupted in epoch {trainer.current_epoch + 1}. Run the same command "
             f"with --resume to continue from the last finished epoch (kept in "
             f"{Path(trainer.default_root_dir) / 'checkpoints'}).") from stop
-    seconds = time.perf_counter() - started
-    checkpoint = trainer.checkpoint_callback
-    best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
+    epoch_times = next(c for c in trainer.callbacks if isinstance(c, EpochTimes))
+    seconds = time.perf_counter() - started + epoch_times.seconds_before_resume
+    best = Path(trainer.checkpoint_callback.best_model_path)
     state = torch.load(best, map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"])
     best_epoch = int(state["epoch"])
-    epoch_times = next(c for c in trainer.callbacks if isinstance(c, EpochTimes)).seconds
     images = min(trainer.num_training_batches, len(trainer.train_dataloader)) * datamodule.batch_size
-    return FitResult(module, best, len(epoch_times), best_epoch, seconds, epoch_times, images,
-                     device_name(trainer.strategy.root_device))
+    return FitResult(module, best, len(epoch_times.seconds), best_epoch, seconds,
+                     epoch_times.seconds, images, device_name(trainer.strategy.root_device))
 
 
 def device_name(device: torch.device) -> str:

@@ -3,21 +3,23 @@ import os
 import signal
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from distill import training
 from distill.cli import main
+from distill.report import read_metrics
 
 ARGS = ["--epochs", "3", "--train-batches", "4", "--val-batches", "1", "--test-images", "200",
         "--no-progress"]
 
 
-def interrupt_once_in_epoch_two(monkeypatch):
-    """SIGTERM this process in the middle of the second epoch, as `kill` would."""
+def interrupt_once_in_epoch(monkeypatch, epoch=2):
+    """SIGTERM this process in the middle of `epoch` (counted from 1), as `kill` would."""
     fired = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if trainer.current_epoch == 1 and batch_idx == 1 and not fired:
+        if trainer.current_epoch == epoch - 1 and batch_idx == 1 and not fired:
             fired.append(True)
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -29,7 +31,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, capsys, monkeypatch):
     main(["teacher", "--out", str(tmp_path / "straight"), *ARGS])
 
     interrupted = tmp_path / "interrupted"
-    interrupt_once_in_epoch_two(monkeypatch)
+    interrupt_once_in_epoch(monkeypatch)
     with pytest.raises(SystemExit) as exit_:
         main(["teacher", "--out", str(interrupted), *ARGS])
     assert exit_.value.code == 1
@@ -44,9 +46,32 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, capsys, monkeypatch):
     straight = load_file(str(tmp_path / "straight" / "weights.safetensors"))
     resumed = load_file(str(interrupted / "weights.safetensors"))
     assert all((straight[k] == resumed[k]).all() for k in straight)
-    figures = [json.loads((tmp_path / run / "report.json").read_text())["evaluation"]["test"]
+    reports = [json.loads((tmp_path / run / "report.json").read_text())
                for run in ("straight", "interrupted")]
-    assert figures[0] == figures[1]
+    assert reports[0]["evaluation"]["test"] == reports[1]["evaluation"]["test"]
+    # The report and the curves cover the epochs before the interruption too.
+    assert reports[1]["training"]["epochs_run"] == 3
+    assert len(reports[1]["training"]["epoch_seconds"]) == 3
+    assert (read_metrics(tmp_path / "interrupted" / "logs" / "metrics.csv")
+            == read_metrics(tmp_path / "straight" / "logs" / "metrics.csv"))
+    assert not (interrupted / "metrics-before-resume.csv").exists()
+
+
+def test_a_resumed_run_continues_from_its_last_epoch_not_its_best(tmp_path, capsys,
+                                                                   monkeypatch):
+    def worse_every_epoch(self, x, logits, labels, batch_idx):
+        return torch.tensor(float(self.current_epoch))
+
+    monkeypatch.setattr(training.Classifier, "validation_loss", worse_every_epoch)
+    interrupt_once_in_epoch(monkeypatch, epoch=3)
+    with pytest.raises(SystemExit):
+        main(["teacher", "--out", str(tmp_path / "t"), *ARGS])
+    capsys.readouterr()
+    main(["teacher", "--out", str(tmp_path / "t"), "--resume", *ARGS])
+    out = capsys.readouterr().out
+    assert "t: epoch 3/3" in out and "epoch 2/3" not in out
+    report = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert report["training"]["best_epoch"] == 0
 
 
 def test_resume_with_nothing_to_resume_is_a_clear_error(tmp_path, capsys):
@@ -60,13 +85,16 @@ def test_ctrl_c_ends_with_the_resume_hint(tmp_path, capsys, monkeypatch):
         if batch_idx == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training.EpochTimes, "on_train_batch_end", on_train_batch_end,
-                        raising=False)
-    with pytest.raises(SystemExit) as exit_:
+    with monkeypatch.context() as patch, pytest.raises(SystemExit) as exit_:
+        patch.setattr(training.EpochTimes, "on_train_batch_end", on_train_batch_end,
+                      raising=False)
         main(["teacher", "--out", str(tmp_path / "t"), *ARGS])
     assert exit_.value.code == 1
     out = capsys.readouterr().out
     assert "interrupted in epoch 1" in out and "--resume" in out and "Traceback" not in out
+    # No epoch was finished: --resume starts the run again.
+    main(["teacher", "--out", str(tmp_path / "t"), "--resume", *ARGS])
+    assert (tmp_path / "t" / "report.json").is_file()
 
 
 def test_the_same_seed_gives_the_same_metrics_twice(tmp_path):

@@ -41,6 +41,20 @@ def test_distill_student_writes_the_student_and_its_twin(teacher_run, tmp_path, 
                                                     - twin["evaluation"]["test"]["top1"])
 
 
+def test_resume_keeps_a_finished_student_and_trains_its_twin(teacher_run, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["student", "--recipe", "micro", "--teacher", str(teacher_run), "--runs", str(runs),
+            *QUICK]
+    main([*args, "--no-twin"])  # as if interrupted before the twin began
+    weights = (runs / "student-micro" / "weights.safetensors").read_bytes()
+    main([*args, "--resume"])
+    twin = json.loads((runs / "student-micro-twin" / "report.json").read_text())
+    student = json.loads((runs / "student-micro" / "report.json").read_text())
+    assert (runs / "student-micro" / "weights.safetensors").read_bytes() == weights
+    assert student["gain_over_twin"] == pytest.approx(student["evaluation"]["test"]["top1"]
+                                                      - twin["evaluation"]["test"]["top1"])
+
+
 def test_distill_report_writes_the_table_json_and_plot(teacher_run, tmp_path, capsys):
     runs = tmp_path / "runs"
     main(["student", "--recipe", "micro", "--teacher", str(teacher_run), "--runs", str(runs),
