@@ -78,8 +78,9 @@ def teacher(
                     "degrees, shifted and zoomed up to 10%, times this strength and times a "
                     "magnitude of its own drawn from [0, 1]. 0: none.")] = TEACHER_AUGMENT,
     views: Annotated[int, typer.Option(
-        min=1, help="Differently augmented copies of each image in a training batch (batch "
-                    "augmentation): same number of steps, each VIEWS times the work.")] = TEACHER_VIEWS,
+        min=1, help="Augmented copies of each image in a training batch (batch augmentation): "
+                    "the first at its random magnitude, the others across the full ranges. Same "
+                    "number of steps, each VIEWS times the work.")] = TEACHER_VIEWS,
     accelerator: Accelerator = "auto",
     overwrite: Overwrite = False,
     resume: Resume = False,

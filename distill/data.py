@@ -193,6 +193,11 @@ class Augment:
                        scale=self.scale * strength)
 
     @property
+    def at_full_range(self) -> Augment:
+        """The same ranges with every image drawn across them, no magnitude of its own."""
+        return replace(self, random_magnitude=False)
+
+    @property
     def is_identity(self) -> bool:
         return self.degrees == 0 and self.translate == 0 and self.scale == 0
 
@@ -322,6 +327,8 @@ class MNISTDataModule(L.LightningDataModule):
     train_size: use only the first N training images (quick trials and tests).
     views: differently augmented copies of each image in a training batch (batch augmentation,
         Hoffer et al. 2019): a step sees batch_size x views samples, an epoch as many steps.
+        The first copy is drawn with `augment` as it is, the others `at_full_range`: with a
+        random magnitude, one copy stays close to a clean digit and the next spans the ranges.
     """
 
     def __init__(self, data_dir: Path | str | None = None, batch_size: int = 128,
@@ -367,8 +374,9 @@ class MNISTDataModule(L.LightningDataModule):
         images, labels, positions, epoch = batch
         x = to_unit(images)
         if training and self.augment is not None:
-            x = torch.cat([augment(x, self.uniforms(epoch, x.device, view)[positions], self.augment)
-                           for view in range(self.views)])
+            specs = [self.augment, *[self.augment.at_full_range] * (self.views - 1)]
+            x = torch.cat([augment(x, self.uniforms(epoch, x.device, view)[positions], spec)
+                           for view, spec in enumerate(specs)])
             labels, positions = labels.repeat(self.views), positions.repeat(self.views)
         return normalize(x), labels, positions, epoch
 

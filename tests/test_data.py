@@ -11,6 +11,7 @@ from distill.data import (
     augment,
     augmentation_uniforms,
     load_split,
+    normalize,
     prepare,
     read_idx,
     to_unit,
@@ -172,3 +173,19 @@ def test_batch_augmentation_stacks_differently_augmented_copies_of_the_batch(dat
     assert (x2[16:] - x2[:16]).abs().amax(dim=(1, 2, 3)).min() > 0.1  # every image drawn anew
     clean, _, _, _ = two.model_input(batch, training=False)
     assert clean.shape == (16, 1, 28, 28)  # validation and test see each image once
+
+
+def test_the_second_view_spans_the_full_ranges_of_a_random_magnitude_augmentation(data_dir):
+    spec = Augment(random_magnitude=True).scaled(2)
+    dm = MNISTDataModule(data_dir, batch_size=16, train_size=64, seed=5, augment=spec, views=2)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    x, _, positions, _ = dm.model_input(batch, training=True)
+    images = to_unit(batch[0])
+    for view, view_spec in enumerate((spec, spec.at_full_range)):
+        uniforms = augmentation_uniforms(5, 0, view=view)[positions[:16]]
+        expected = normalize(augment(images, uniforms, view_spec))
+        assert torch.allclose(x[16 * view: 16 * (view + 1)], expected, atol=1e-6)
+    # Across the full ranges, the second copies move further from the clean digits.
+    clean = normalize(images)
+    assert (x[16:] - clean).abs().mean() > 1.3 * (x[:16] - clean).abs().mean()
