@@ -62,13 +62,20 @@ def model_card(report: dict) -> str:
         "28x28 MNIST-style images (white digit on black), normalized with mean 0.1307 and "
         "standard deviation 0.3081.", "",
         "## Training", "",
-        f"Trained with `{report['command']}` on {t['device']}: {t['epochs_run']} epochs in "
+        f"Trained with `{report['command']}`{at_commit(report)} on {t['device']}: "
+        f"{t['epochs_run']} epochs in "
         f"{t['seconds']:.0f} s (best epoch {t['best_epoch'] + 1}, seed {t.get('seed')}).", "",
         "![training curves](curves.png)", "", "![confusion matrix](confusion.png)", "",
         "![test digits and predictions](examples.png)", "",
         "## License", "", "MIT. MNIST by Yann LeCun and Corinna Cortes (CC BY-SA 3.0).", "",
     ]
     return "\n".join(lines)
+
+
+def at_commit(report: dict) -> str:
+    """Where the run's code is: a command's defaults change from one commit to the next."""
+    commit = report.get("environment", {}).get("git_commit", "unknown")
+    return "" if commit == "unknown" else f" at commit {commit}"
 
 
 def publish(run: Path, target: Path) -> list[Path]:

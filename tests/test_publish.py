@@ -25,7 +25,8 @@ def test_publish_writes_weights_and_a_model_card(teacher_run, tmp_path, capsys):
     for name in ("weights.safetensors", "curves.png", "confusion.png", "examples.png"):
         assert (target / name).is_file()
     assert (tmp_path / "assets" / "cm.png").is_file()
-    assert "distill teacher" in card
+    report = json.loads((teacher_run / "report.json").read_text())
+    assert "distill teacher" in card and f"at commit {report['environment']['git_commit']}" in card
 
 
 def test_publish_refuses_a_folder_named_after_another_network(teacher_run, tmp_path, capsys):
