@@ -150,6 +150,15 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, lr: float, total_steps: int,
                                                cycle_momentum=False)
 
 
+class EpochProgressBar(RichProgressBar):
+    """Lightning's rich bar, counting epochs from 1 as the epoch lines and reports do (its own
+    says "Epoch 0/0" for a one-epoch run)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = f"Epoch {current_epoch + 1}/{self.trainer.max_epochs}"
+        return f"{text:{len(self.validation_description)}}"
+
+
 class EpochTimes(Callback):
     """Wall time of each training epoch, its validation included. Given a run name, it also
     prints one line per epoch, for runs without progress bars (logs, batch jobs): without it
@@ -212,7 +221,7 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
     if config.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=config.ema_decay))
     if progress:
-        callbacks.append(RichProgressBar())
+        callbacks.append(EpochProgressBar())
     return L.Trainer(
         default_root_dir=out, accelerator=accelerator, devices=1, max_epochs=config.epochs,
         precision="bf16-mixed" if cuda else "32-true", callbacks=callbacks,

@@ -1,7 +1,9 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 
+from distill import training
 from distill.cli import main
 from distill.runs import train_run
 from distill.training import Limits, TrainConfig, warmup_cosine
@@ -99,3 +101,10 @@ def test_the_schedule_works_for_runs_of_any_length(warmup):
             schedule.step()
             rates.append(schedule.get_last_lr()[0])
         assert max(rates) <= 0.01 + 1e-12 and rates[-1] < 0.01
+
+
+def test_the_progress_bar_counts_epochs_from_one():
+    bar = training.EpochProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=10)
+    assert bar._get_train_description(0).strip() == "Epoch 1/10"
+    assert bar._get_train_description(9).strip() == "Epoch 10/10"
