@@ -196,8 +196,8 @@ def report(
     runs: Annotated[list[Path] | None, typer.Argument(
         help="Run folders, or folders of run folders (default: runs/).", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Where to write comparison.md, comparison.json and accuracy_vs_size.png (default: the "
-             "single folder given, else runs/).", show_default=False)] = None,
+        help="Where to write comparison.md, comparison.json, gains.json and accuracy_vs_size.png "
+             "(default: the single folder given, else runs/).", show_default=False)] = None,
     measure: Annotated[bool, typer.Option(
         help="Measure every run's CPU latency and throughput again, one after another, so they "
              "compare under the same conditions.")] = True,
@@ -206,7 +206,16 @@ def report(
     from rich.table import Table
 
     from distill.errors import DistillError
-    from distill.report import COLUMNS, collect_reports, remeasure_speed, table_rows, write_comparison
+    from distill.report import (
+        COLUMNS,
+        GAIN_COLUMNS,
+        collect_reports,
+        gain_rows,
+        gains_over_twins,
+        remeasure_speed,
+        table_rows,
+        write_comparison,
+    )
 
     runs = runs or [Path("runs")]
     reports = collect_reports(runs)
@@ -216,17 +225,25 @@ def report(
     if measure:
         with console.status("Measuring CPU speed of every run"):
             remeasure_speed(reports)
-    table = Table(title="Teacher and students on MNIST")
-    for column in COLUMNS:
-        # Fold rather than cut: on a narrow terminal every figure stays readable.
-        table.add_column(column, justify="left" if column in ("run", "model") else "right",
-                         overflow="fold")
-    for row in table_rows(reports):
-        table.add_row(*row)
-    console.print(table)
+
+    def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+        table = Table(title=title)
+        for column in columns:
+            # Fold rather than cut: on a narrow terminal every figure stays readable.
+            table.add_column(column, justify="left" if column in ("run", "model", "recipe")
+                             else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+    print_table("Teacher and students on MNIST", COLUMNS, table_rows(reports))
+    if gains := gains_over_twins(reports):
+        print_table("Gain over the twin, by seed (test top-1, points)", GAIN_COLUMNS,
+                    gain_rows(gains))
     target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("runs"))
     paths = write_comparison(reports, target)
-    console.print(f"Wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
+    console.print(f"Wrote {paths['markdown']}, {paths['json']}, {paths['gains']} and "
+                  f"{paths['plot']}")
 
 
 @app.command()

@@ -343,9 +343,19 @@ def collect_reports(paths: list[Path]) -> list[dict]:
             found.append(path / "report.json")
         elif path.is_dir():
             found += sorted(path.glob("*/report.json"))
+    unique: dict[Path, Path] = {}  # a run named twice (runs and runs/student-tiny) shown once
+    for file in found:
+        unique.setdefault(file.resolve(), file)
+    found = list(unique.values())
     # A run still being written or broken is left out: the table shows the rest.
     reports = [report for file in found if (report := read_run_report(file.parent))]
     reports += missing_teachers(reports)
+    # Runs of several seeds share names (runs/student-tiny, runs/seed1/student-tiny): the table
+    # names those by their folders instead.
+    names = [r["name"] for r in reports]
+    for report in reports:
+        if names.count(report["name"]) > 1:
+            report["name"] = shown_path(Path(report["run"]))
     order = {"teacher": 0, "student": 1, "twin": 2}
     return sorted(reports, key=lambda r: (order.get(r.get("kind", "teacher"), 0) > 0,
                                           -r["cost"]["parameters"], order.get(r.get("kind"), 0)))
@@ -362,6 +372,11 @@ def read_run_report(folder: Path) -> dict | None:
     return {**report, "run": str(folder)}
 
 
+def shown_path(folder: Path) -> str:
+    folder = folder.resolve()
+    return os.path.relpath(folder) if folder.is_relative_to(Path.cwd()) else str(folder)
+
+
 def missing_teachers(reports: list[dict]) -> list[dict]:
     """The reports of the teachers the students were distilled from that are not among the runs
     (a student of the released teacher names models/digitnet), so the table shows each student's
@@ -374,8 +389,7 @@ def missing_teachers(reports: list[dict]) -> list[dict]:
             continue
         report = read_run_report(folder)
         if report and report.get("kind") == "teacher":
-            shown = os.path.relpath(folder) if folder.is_relative_to(Path.cwd()) else folder
-            report["name"] = f"teacher ({shown})"
+            report["name"] = f"teacher ({shown_path(folder)})"
             teachers.append(report)
             present.add(folder.resolve())
     return teachers
@@ -411,10 +425,63 @@ def table_rows(reports: list[dict]) -> list[list[str]]:
     return rows
 
 
-def comparison_markdown(reports: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(reports)]
+def gains_over_twins(reports: list[dict]) -> list[dict]:
+    """Each recipe's gain over its twin on every seed it was run with, the runs grouped by recipe,
+    teacher and settings. On MNIST one seed's gain is within the spread between seeds (about 0.1
+    point), so it takes several seeds to tell what distillation buys."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in reports:
+        if r.get("kind") != "student" or r.get("gain_over_twin") is None:
+            continue
+        settings = {key: value for key, value in r["config"].items() if key != "seed"}
+        key = (r.get("recipe") or r["name"], r.get("teacher"),
+               json.dumps([r.get("distillation"), settings], sort_keys=True))
+        groups.setdefault(key, []).append(r)
+    teachers = {key[1] for key in groups}
+    rows = []
+    for (recipe, teacher, *_), runs in groups.items():
+        runs.sort(key=lambda r: r["config"]["seed"])
+        # Rounded: accuracies are float32, so equal ones can differ by 1e-7.
+        gains = [round(r["gain_over_twin"], 6) for r in runs]
+        students = [r["evaluation"]["test"]["top1"] for r in runs]
+        rows.append({"recipe": recipe if len(teachers) == 1 else f"{recipe} (teacher {teacher})",
+                     "teacher": teacher, "seeds": [r["config"]["seed"] for r in runs],
+                     "student_top1": students,
+                     "twin_top1": [s - g for s, g in zip(students, gains)],
+                     "gains": gains, "mean_gain": round(statistics.mean(gains), 6),
+                     "seeds_not_worse": sum(g >= 0 for g in gains)})
+    return sorted(rows, key=lambda row: row["recipe"])
+
+
+GAIN_COLUMNS = ["recipe", "seeds", "student top-1", "twin top-1", "gain per seed", "mean gain",
+                "student >= twin"]
+
+
+def gain_rows(gains: list[dict]) -> list[list[str]]:
+    def points(values: list[float]) -> str:
+        return ", ".join(f"{100 * v + 0.0:+.2f}" for v in values)  # + 0.0: no "-0.00"
+
+    def accuracies(values: list[float]) -> str:
+        return ", ".join(f"{100 * v:.2f}" for v in values)
+
+    return [[g["recipe"], ", ".join(map(str, g["seeds"])), accuracies(g["student_top1"]),
+             accuracies(g["twin_top1"]), points(g["gains"]), points([g["mean_gain"]]),
+             f"{g['seeds_not_worse']} of {len(g['seeds'])} seed{'s' * (len(g['seeds']) > 1)}"]
+            for g in gains]
+
+
+def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(reports: list[dict]) -> str:
+    text = markdown_table(COLUMNS, table_rows(reports))
+    if gains := gains_over_twins(reports):
+        text += ("\n## Gain over the twin, by seed (test top-1, points)\n\n"
+                 + markdown_table(GAIN_COLUMNS, gain_rows(gains)))
+    return text
 
 
 def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
@@ -433,9 +500,15 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
                    label=label, zorder=3)
         if kind == "teacher":
             ax.axhline(ys[0], color=colour, linestyle=":", linewidth=1, zorder=1)
-        for r, x, y in zip(chosen, xs, ys):
-            if kind != "twin":
-                ax.annotate(r.get("recipe") or r["name"], (x, y), textcoords="offset points",
+        if kind == "twin":
+            continue
+        # One label a recipe, at its best run: the runs of several seeds would stack their labels.
+        labelled = set()
+        for r, x, y in sorted(zip(chosen, xs, ys), key=lambda point: -point[2]):
+            label = r.get("recipe") or r["name"]
+            if label not in labelled:
+                labelled.add(label)
+                ax.annotate(label, (x, y), textcoords="offset points",
                             xytext=(6, -10 if kind == "teacher" else 5), fontsize=8)
     ax.set_xscale("log")
     ax.margins(x=0.12, y=0.08)  # room for the labels above the points
@@ -451,8 +524,9 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
 def write_comparison(reports: list[dict], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out_dir / "comparison.md", "json": out_dir / "comparison.json",
-             "plot": out_dir / "accuracy_vs_size.png"}
+             "gains": out_dir / "gains.json", "plot": out_dir / "accuracy_vs_size.png"}
     write_atomic(paths["markdown"], "# Teacher and students\n\n" + comparison_markdown(reports))
     write_atomic(paths["json"], json.dumps(reports, indent=2) + "\n")
+    write_atomic(paths["gains"], json.dumps(gains_over_twins(reports), indent=2) + "\n")
     plot_accuracy_vs_size(reports, paths["plot"])
     return paths

@@ -112,3 +112,46 @@ def test_a_students_weights_given_as_the_teacher_are_refused(teacher_run, tmp_pa
     with pytest.raises(SystemExit):
         main(["student", "--teacher", str(runs / "student-micro"), "--runs", str(tmp_path / "x")])
     assert "not a teacher" in capsys.readouterr().out
+
+
+def fake_run(folder, kind, seed, top1, gain=None, recipe="tiny", epochs=10):
+    """A finished run's report.json with only what `distill report` reads."""
+    folder.mkdir(parents=True)
+    report = {"name": folder.name, "model": "convnet_tiny", "kind": kind, "recipe": recipe,
+              "teacher": None, "distillation": {"temperature": 4.0, "alpha": 0.9},
+              "config": {"model": "convnet_tiny", "epochs": epochs, "seed": seed},
+              "cost": {"parameters": 9042, "bytes": 40_000, "flops": 2.8e6, "latency_ms": 0.3,
+                       "throughput": 12_000.0},
+              "evaluation": {"test": {"top1": top1, "top2": 0.999, "ece": 0.002},
+                             "augmented_test": {"top1": 0.95, "top2": 0.98, "ece": 0.01}},
+              "gain_over_twin": gain}
+    (folder / "report.json").write_text(json.dumps(report))
+
+
+def test_distill_report_sums_up_the_gain_over_the_twin_across_seeds(tmp_path, capsys):
+    for seed, student, twin in [(0, 0.9945, 0.9940), (1, 0.9942, 0.9947), (2, 0.9950, 0.9950)]:
+        runs = tmp_path / f"seed{seed}"
+        fake_run(runs / "student-tiny", "student", seed, student, student - twin)
+        fake_run(runs / "student-tiny-twin", "twin", seed, twin)
+    # Other settings (30 epochs) are another row, not a fourth seed of tiny.
+    fake_run(tmp_path / "long" / "student-tiny", "student", 0, 0.9957, 0.0015, epochs=30)
+    main(["report", str(tmp_path / "seed0"), str(tmp_path / "seed1"), str(tmp_path / "seed2"),
+          str(tmp_path / "long"), str(tmp_path / "seed0" / "student-tiny"), "--no-measure",
+          "--out", str(tmp_path)])
+    gains = json.loads((tmp_path / "gains.json").read_text())
+    assert sorted((g["recipe"], g["seeds"], g["seeds_not_worse"]) for g in gains) == [
+        ("tiny", [0], 1), ("tiny", [0, 1, 2], 2)]
+    [three] = [g for g in gains if len(g["seeds"]) == 3]
+    assert three["gains"] == pytest.approx([0.0005, -0.0005, 0.0])
+    assert three["twin_top1"] == pytest.approx([0.9940, 0.9947, 0.9950])
+    assert three["mean_gain"] == 0  # exactly: no "-0.00" from float noise
+    markdown = (tmp_path / "comparison.md").read_text()
+    assert "| tiny | 0, 1, 2 | 99.45, 99.42, 99.50 | 99.40, 99.47, 99.50 | +0.05, -0.05, +0.00 | " \
+           "+0.00 | 2 of 3 seeds |" in markdown
+    # Runs of the same name in several folders are told apart by their folders; a run given twice
+    # (in its folder and by itself) is one row.
+    table = json.loads((tmp_path / "comparison.json").read_text())
+    names = [r["name"] for r in table]
+    assert len(names) == len(set(names)) == 7
+    assert any(name.endswith("seed1/student-tiny") for name in names)
+    assert "Gain over the twin, by seed" in capsys.readouterr().out
