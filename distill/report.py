@@ -486,7 +486,7 @@ def comparison_markdown(reports: list[dict]) -> str:
 
 def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
     """Test top-1 against parameters (log axis): students and twins in different marks."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
     marks = {"student": ("o", "tab:blue", "distilled student"),
              "twin": ("x", "tab:orange", "twin (labels only)"),
              "teacher": ("*", "tab:red", "teacher")}
@@ -515,8 +515,8 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
     ax.set(xlabel="parameters (log scale)", ylabel="test top-1 accuracy (%)",
            title="Accuracy against size on MNIST")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
+    # Below the axes: inside, any corner can hide a run's points.
+    fig.legend(loc="outside lower center", ncols=3, frameon=False)
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
