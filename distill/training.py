@@ -265,10 +265,12 @@ def fit(module: L.LightningModule, datamodule: MNISTDataModule, trainer: L.Train
         # Lightning turns Ctrl-C into SystemExit(1) after a graceful shutdown.
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
-        raise DistillError(
-            f"Training was interrupted in epoch {trainer.current_epoch + 1}. Run the same command "
-            f"with --resume to continue from the last finished epoch (kept in "
-            f"{Path(trainer.default_root_dir) / 'checkpoints'}).") from stop
+        checkpoints = Path(trainer.default_root_dir) / "checkpoints"
+        kept = (f"continue from the last finished epoch (kept in {checkpoints})"
+                if (checkpoints / "last.ckpt").is_file() else
+                "start it again (no epoch had finished)")
+        raise DistillError(f"Training was interrupted in epoch {trainer.current_epoch + 1}. Run "
+                           f"the same command with --resume to {kept}.") from stop
     epoch_times = next(c for c in trainer.callbacks if isinstance(c, EpochTimes))
     seconds = time.perf_counter() - started + epoch_times.seconds_before_resume
     best = Path(trainer.checkpoint_callback.best_model_path)

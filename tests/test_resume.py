@@ -92,7 +92,8 @@ def test_ctrl_c_ends_with_the_resume_hint(tmp_path, capsys, monkeypatch):
     assert exit_.value.code == 1
     out = capsys.readouterr().out
     assert "interrupted in epoch 1" in out and "--resume" in out and "Traceback" not in out
-    # No epoch was finished: --resume starts the run again.
+    # No epoch was finished: --resume starts the run again, and the message says so.
+    assert "no epoch had finished" in out
     main(["teacher", "--out", str(tmp_path / "t"), "--resume", *ARGS])
     assert (tmp_path / "t" / "report.json").is_file()
 
