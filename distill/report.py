@@ -225,45 +225,50 @@ def read_metrics(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def plain_tick(value: float, _position: int) -> str:
+def plain_tick(value: float, _position: int, scale: float = 1, unit: str = "") -> str:
+    """A label at 1, 2, 3 and 5 times a power of ten, none elsewhere: matplotlib's default minor
+    labels ("5x10^-2") outgrow the margin, and one at every tick overlap."""
     leading = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
-    return f"{value:g}" if leading in (1, 2, 3, 5) else ""
+    return f"{value * scale:g}{unit}" if leading in (1, 2, 3, 5) else ""
 
 
 def plot_curves(csv_path: Path, out: Path) -> None:
-    series = read_metrics(csv_path)
+    fig = curves_figure(read_metrics(csv_path))
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def curves_figure(series: dict[str, list[tuple[int, float]]]) -> plt.Figure:
+    """Loss and error rate per epoch, both on log axes: on MNIST the error falls from tens of
+    percent to under one, and a log axis shows the first epoch and the last tenths of a point
+    in one frame."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8),
                              gridspec_kw=dict(left=0.07, right=0.99, bottom=0.13, top=0.92))
     epochs_run = max((e for points in series.values() for e, _ in points), default=0) + 1
-    # Long runs: no markers (they merge into a band), and the first tenth of the epochs, where
-    # accuracy climbs from chance, left below the accuracy axis so that the rest can be read.
-    settled = epochs_run // 10 if epochs_run > 5 else 0
-    for ax, metric, title in ((axes[0], "loss", "Loss (log scale)"), (axes[1], "acc", "Accuracy")):
-        lowest = []
+    panels = ((axes[0], "loss", "Loss (log scale)", lambda v: v, plain_tick),
+              (axes[1], "acc", "Error rate (log scale)", lambda v: 1 - v,
+               lambda v, p: plain_tick(v, p, scale=100, unit="%")))
+    for ax, metric, title, shown, tick in panels:
         for split, marker in (("train", "o"), ("val", "s")):
-            points = series.get(f"{split}_{metric}", [])
-            if points:
+            if points := series.get(f"{split}_{metric}", []):
                 epochs, values = zip(*points)
-                ax.plot([e + 1 for e in epochs], values, "-" + marker * (epochs_run <= 30),
-                        label=split, markersize=4)
-                lowest += [v for e, v in points if e >= settled]
+                # Long runs: no markers, they merge into a band.
+                ax.plot([e + 1 for e in epochs], [shown(v) for v in values],
+                        "-" + marker * (epochs_run <= 30), label=split, markersize=4)
+        # A perfect epoch (error 0) has no place on a log axis: it is left out, not drawn at a
+        # made-up floor.
+        ax.set_yscale("log", nonpositive="mask")
+        ax.yaxis.set_major_formatter(FuncFormatter(tick))
+        ax.yaxis.set_minor_formatter(FuncFormatter(tick))
         ax.set(title=title, xlabel="epoch")
-        if metric == "loss":
-            ax.set_yscale("log")
-            # Plain numbers at 1, 2, 3 and 5 times a power of ten: matplotlib's default minor
-            # labels ("5x10^-2") outgrow the margin, and one at every tick overlap.
-            ax.yaxis.set_major_formatter(FuncFormatter(plain_tick))
-            ax.yaxis.set_minor_formatter(FuncFormatter(plain_tick))
-        elif settled and lowest:
-            ax.set_ylim(bottom=min(lowest) - 0.05 * (1 - min(lowest)), top=1.0)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
         if epochs_run <= 2:  # else the locator labels fractions of an epoch around the points
             ax.set_xticks(range(1, epochs_run + 1))
             ax.set_xlim(0.5, epochs_run + 0.5)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def plot_confusion(matrix: Tensor, out: Path, title: str = "Confusion matrix (test set)") -> None:
@@ -425,6 +430,22 @@ def table_rows(reports: list[dict]) -> list[list[str]]:
     return rows
 
 
+def flat_settings(report: dict) -> dict[str, Any]:
+    """A run's training and distillation settings but the seed, nested keys joined by dots."""
+    flat: dict[str, Any] = {}
+
+    def add(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                add(f"{prefix}.{name}" if prefix else name, inner)
+        else:
+            flat[prefix] = value
+
+    add("", {**{k: v for k, v in report["config"].items() if k != "seed"},
+             **(report.get("distillation") or {})})
+    return flat
+
+
 def gains_over_twins(reports: list[dict]) -> list[dict]:
     """Each recipe's gain over its twin on every seed it was run with, the runs grouped by recipe,
     teacher and settings. On MNIST one seed's gain is within the spread between seeds (about 0.1
@@ -438,13 +459,25 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
                json.dumps([r.get("distillation"), settings], sort_keys=True))
         groups.setdefault(key, []).append(r)
     teachers = {key[1] for key in groups}
+    labels = {key: key[0] if len(teachers) == 1 else f"{key[0]} (teacher {key[1]})"
+              for key in groups}
+    for label in set(labels.values()):
+        same_label = [key for key in groups if labels[key] == label]
+        if len(same_label) > 1:  # one recipe run with other settings: name what differs
+            settings = {key: flat_settings(groups[key][0]) for key in same_label}
+            differ = sorted({name for flat in settings.values() for name in flat
+                             if len({repr(other.get(name)) for other in settings.values()}) > 1})
+            for key in same_label:
+                shown = ", ".join(f"{name} {settings[key].get(name, '-')}" for name in differ)
+                labels[key] = f"{label} ({shown})"
     rows = []
-    for (recipe, teacher, *_), runs in groups.items():
+    for key, runs in groups.items():
+        recipe, teacher, _ = key
         runs.sort(key=lambda r: r["config"]["seed"])
         # Rounded: accuracies are float32, so equal ones can differ by 1e-7.
         gains = [round(r["gain_over_twin"], 6) for r in runs]
         students = [r["evaluation"]["test"]["top1"] for r in runs]
-        rows.append({"recipe": recipe if len(teachers) == 1 else f"{recipe} (teacher {teacher})",
+        rows.append({"recipe": labels[key],
                      "teacher": teacher, "seeds": [r["config"]["seed"] for r in runs],
                      "student_top1": students,
                      "twin_top1": [s - g for s, g in zip(students, gains)],

@@ -133,21 +133,21 @@ def test_distill_report_sums_up_the_gain_over_the_twin_across_seeds(tmp_path, ca
         runs = tmp_path / f"seed{seed}"
         fake_run(runs / "student-tiny", "student", seed, student, student - twin)
         fake_run(runs / "student-tiny-twin", "twin", seed, twin)
-    # Other settings (30 epochs) are another row, not a fourth seed of tiny.
+    # Other settings (30 epochs) are another row, not a fourth seed of tiny, named by what differs.
     fake_run(tmp_path / "long" / "student-tiny", "student", 0, 0.9957, 0.0015, epochs=30)
     main(["report", str(tmp_path / "seed0"), str(tmp_path / "seed1"), str(tmp_path / "seed2"),
           str(tmp_path / "long"), str(tmp_path / "seed0" / "student-tiny"), "--no-measure",
           "--out", str(tmp_path)])
     gains = json.loads((tmp_path / "gains.json").read_text())
     assert sorted((g["recipe"], g["seeds"], g["seeds_not_worse"]) for g in gains) == [
-        ("tiny", [0], 1), ("tiny", [0, 1, 2], 2)]
+        ("tiny (epochs 10)", [0, 1, 2], 2), ("tiny (epochs 30)", [0], 1)]
     [three] = [g for g in gains if len(g["seeds"]) == 3]
     assert three["gains"] == pytest.approx([0.0005, -0.0005, 0.0])
     assert three["twin_top1"] == pytest.approx([0.9940, 0.9947, 0.9950])
     assert three["mean_gain"] == 0  # exactly: no "-0.00" from float noise
     markdown = (tmp_path / "comparison.md").read_text()
-    assert "| tiny | 0, 1, 2 | 99.45, 99.42, 99.50 | 99.40, 99.47, 99.50 | +0.05, -0.05, +0.00 | " \
-           "+0.00 | 2 of 3 seeds |" in markdown
+    assert ("| tiny (epochs 10) | 0, 1, 2 | 99.45, 99.42, 99.50 | 99.40, 99.47, 99.50 | "
+            "+0.05, -0.05, +0.00 | +0.00 | 2 of 3 seeds |") in markdown
     # Runs of the same name in several folders are told apart by their folders; a run given twice
     # (in its folder and by itself) is one row.
     table = json.loads((tmp_path / "comparison.json").read_text())

@@ -1,10 +1,12 @@
 import json
 from types import SimpleNamespace
 
+import matplotlib.pyplot as plt
 import pytest
 
 from distill import training
 from distill.cli import main
+from distill.report import curves_figure
 from distill.runs import train_run
 from distill.training import Limits, TrainConfig, warmup_cosine
 
@@ -108,3 +110,20 @@ def test_the_progress_bar_counts_epochs_from_one():
     bar._trainer = SimpleNamespace(max_epochs=10)
     assert bar._get_train_description(0).strip() == "Epoch 1/10"
     assert bar._get_train_description(9).strip() == "Epoch 10/10"
+
+
+@pytest.mark.filterwarnings("error")
+def test_the_curves_show_the_error_rate_of_every_epoch_on_a_log_axis():
+    series = {"train_loss": [(0, 2.0), (1, 0.5), (2, 0.2)], "train_acc": [(0, 0.4), (1, 0.9), (2, 0.99)],
+              "val_loss": [(0, 0.9), (1, 0.3), (2, 0.1)], "val_acc": [(0, 0.8), (1, 0.98), (2, 1.0)]}
+    figure = curves_figure(series)
+    _, errors = figure.axes
+    assert errors.get_yscale() == "log"
+    train, val = errors.lines
+    assert list(train.get_xdata()) == [1, 2, 3]
+    assert list(train.get_ydata()) == pytest.approx([0.6, 0.1, 0.01])
+    assert list(val.get_ydata()) == pytest.approx([0.2, 0.02, 0.0])  # the perfect epoch is masked
+    low, high = errors.get_ylim()
+    assert low <= 0.01 and high >= 0.6  # the first epoch is in the frame, not below it
+    plt.close(figure)
+    plt.close(curves_figure({}))  # a run without logged metrics: empty axes, no warning
