@@ -112,14 +112,24 @@ def merge_metrics_back(out: Path) -> None:
         before.unlink()
 
 
-def environment() -> dict[str, str]:
+def code_version(folder: Path = Path(__file__).parent) -> str:
+    """The commit of the code in `folder`, with "-dirty" when tracked files differ from it;
+    "unknown" outside a git checkout (an installed wheel)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=folder,
+                              timeout=5).stdout.strip()
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        commit = git("rev-parse", "--short=7", "HEAD")
+        changed = commit and git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        commit = ""
+        return "unknown"
+    return f"{commit}-dirty" if changed else commit or "unknown"
+
+
+def environment() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "lightning": L.__version__, "timm": timm.__version__, "git_commit": commit or "unknown"}
+            "lightning": L.__version__, "timm": timm.__version__, "git_commit": code_version()}
 
 
 def train_run(name: str, out: Path, config: TrainConfig, command: str,
@@ -143,6 +153,9 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     if resume and (out / FINISHED_MARKER).is_file():
         return json.loads((out / FINISHED_MARKER).read_text())
     check_run_dir(out, overwrite, resume)
+    # Taken now: the code a run trains with is the code it started with, whatever is committed
+    # while it trains.
+    started_with = environment()
     load_split("train", data_dir)  # bad data fails here, before a run folder exists
     resume_from = prepare_run_dir(out, overwrite, resume)
     L.seed_everything(config.seed, verbose=False)
@@ -180,7 +193,7 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
                      "seed": config.seed},
         "evaluation": evaluation,
         "cost": cost(model, weights),
-        "environment": environment(),
+        "environment": started_with,
         **(extra or {}),
     }
     write_run_report(out, report)

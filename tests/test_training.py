@@ -1,4 +1,5 @@
 import json
+import subprocess
 from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
@@ -7,7 +8,7 @@ import pytest
 from distill import training
 from distill.cli import main
 from distill.report import curves_figure
-from distill.runs import train_run
+from distill.runs import code_version, train_run
 from distill.training import Limits, TrainConfig, warmup_cosine
 
 RUN_FILES = ["report.json", "report.md", "weights.safetensors", "curves.png", "confusion.png",
@@ -127,3 +128,22 @@ def test_the_curves_show_the_error_rate_of_every_epoch_on_a_log_axis():
     assert low <= 0.01 and high >= 0.6  # the first epoch is in the frame, not below it
     plt.close(figure)
     plt.close(curves_figure({}))  # a run without logged metrics: empty axes, no warning
+
+
+def test_a_run_records_its_commit_and_whether_the_code_had_changes(tmp_path):
+    assert code_version(tmp_path) == "unknown"  # not a git checkout
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("a = 1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "first")
+    commit = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=tmp_path, text=True,
+                            capture_output=True).stdout.strip()
+    (tmp_path / "notes.txt").write_text("untracked files are not the code\n")
+    assert code_version(tmp_path) == commit
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert code_version(tmp_path) == f"{commit}-dirty"
