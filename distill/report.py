@@ -232,16 +232,18 @@ def plain_tick(value: float, _position: int, scale: float = 1, unit: str = "") -
     return f"{value * scale:g}{unit}" if leading in (1, 2, 3, 5) else ""
 
 
-def plot_curves(csv_path: Path, out: Path) -> None:
-    fig = curves_figure(read_metrics(csv_path))
+def plot_curves(csv_path: Path, out: Path, kept_epoch: int | None = None) -> None:
+    fig = curves_figure(read_metrics(csv_path), kept_epoch)
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
 
-def curves_figure(series: dict[str, list[tuple[int, float]]]) -> plt.Figure:
+def curves_figure(series: dict[str, list[tuple[int, float]]],
+                  kept_epoch: int | None = None) -> plt.Figure:
     """Loss and error rate per epoch, both on log axes: on MNIST the error falls from tens of
     percent to under one, and a log axis shows the first epoch and the last tenths of a point
-    in one frame."""
+    in one frame. `kept_epoch` (counted from 0, as in report.json) marks the epoch whose
+    weights the run kept."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8),
                              gridspec_kw=dict(left=0.07, right=0.99, bottom=0.13, top=0.92))
     epochs_run = max((e for points in series.values() for e, _ in points), default=0) + 1
@@ -255,6 +257,9 @@ def curves_figure(series: dict[str, list[tuple[int, float]]]) -> plt.Figure:
                 # Long runs: no markers, they merge into a band.
                 ax.plot([e + 1 for e in epochs], [shown(v) for v in values],
                         "-" + marker * (epochs_run <= 30), label=split, markersize=4)
+        if kept_epoch is not None and ax.lines:
+            ax.axvline(kept_epoch + 1, color="0.4", linestyle=":", linewidth=1.2,
+                       label=f"kept: epoch {kept_epoch + 1}")
         # A perfect epoch (error 0) has no place on a log axis: it is left out, not drawn at a
         # made-up floor.
         ax.set_yscale("log", nonpositive="mask")
@@ -332,7 +337,8 @@ def public_report(report: dict) -> dict:
 def write_run_report(out: Path, report: dict) -> None:
     """report.json, report.md and the three plots of one run."""
     ev = report["evaluation"]
-    plot_curves(out / "logs" / "metrics.csv", out / "curves.png")
+    plot_curves(out / "logs" / "metrics.csv", out / "curves.png",
+                report.get("training", {}).get("best_epoch"))
     plot_confusion(torch.tensor(ev["confusion_matrix"]), out / "confusion.png")
     plot_examples(ev["_images"], ev["_logits"], ev["_labels"], out / "examples.png")
     clean = public_report(report)

@@ -117,10 +117,11 @@ def test_the_progress_bar_counts_epochs_from_one():
 def test_the_curves_show_the_error_rate_of_every_epoch_on_a_log_axis():
     series = {"train_loss": [(0, 2.0), (1, 0.5), (2, 0.2)], "train_acc": [(0, 0.4), (1, 0.9), (2, 0.99)],
               "val_loss": [(0, 0.9), (1, 0.3), (2, 0.1)], "val_acc": [(0, 0.8), (1, 0.98), (2, 1.0)]}
-    figure = curves_figure(series)
+    figure = curves_figure(series, kept_epoch=1)
     _, errors = figure.axes
     assert errors.get_yscale() == "log"
-    train, val = errors.lines
+    train, val, kept = errors.lines
+    assert list(kept.get_xdata()) == [2, 2] and kept.get_label() == "kept: epoch 2"
     assert list(train.get_xdata()) == [1, 2, 3]
     assert list(train.get_ydata()) == pytest.approx([0.6, 0.1, 0.01])
     assert list(val.get_ydata()) == pytest.approx([0.2, 0.02, 0.0])  # the perfect epoch is masked
