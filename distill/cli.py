@@ -116,7 +116,8 @@ def student(
         "--runs", help="Folder for the runs: student-RECIPE/ and student-RECIPE-twin/.")] = Path("runs"),
     twin: Annotated[bool, typer.Option(
         help="Also train the twin: the same recipe on labels alone, to measure what distillation "
-             "bought.")] = True,
+             "bought. With --no-twin, a finished twin already in RUNS that was trained the same "
+             "way (distillation settings aside) still gives the gain.")] = True,
     teacher_cache: Annotated[bool, typer.Option(
         help="Compute the teacher's logits for every augmented view once, in RUNS/.cache, and "
              "reuse them (same results as running the teacher on every batch, faster).")] = True,
@@ -202,7 +203,12 @@ def report(
         help="Measure every run's CPU latency and throughput again, one after another, so they "
              "compare under the same conditions.")] = True,
 ) -> None:
-    """One table of the teacher and every student: accuracy against size."""
+    """One table of the teacher and every student: accuracy against size.
+
+    Then each recipe's gain over its twin, seed by seed (give the folders of several seeds:
+    distill report runs runs/seed1). Runs of one recipe with other settings get rows of their
+    own, named by what differs.
+    """
     from rich.table import Table
 
     from distill.errors import DistillError
