@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import platform
 import shutil
@@ -127,6 +128,7 @@ def code_version(folder: Path = Path(__file__).parent) -> str:
     return f"{commit}-dirty" if changed else commit or "unknown"
 
 
+@functools.cache  # once a process: its code is what it imported, whatever is committed later
 def environment() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "lightning": L.__version__, "timm": timm.__version__, "git_commit": code_version()}
@@ -153,8 +155,6 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     if resume and (out / FINISHED_MARKER).is_file():
         return json.loads((out / FINISHED_MARKER).read_text())
     check_run_dir(out, overwrite, resume)
-    # Taken now: the code a run trains with is the code it started with, whatever is committed
-    # while it trains.
     started_with = environment()
     load_split("train", data_dir)  # bad data fails here, before a run folder exists
     resume_from = prepare_run_dir(out, overwrite, resume)
@@ -239,6 +239,7 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
 
     With `teacher_cache`, the teacher's logits come from runs_dir/.cache (computed there once).
     """
+    environment()  # the commit is taken before the teacher's logits, which may take long
     teacher = load_teacher(teacher_path)
     config = recipe.train_config()
     extra = {"recipe": recipe.name, "teacher": str(teacher_path)}
