@@ -478,13 +478,12 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
                 labels[key] = f"{label} ({shown})"
     rows = []
     for key, runs in groups.items():
-        recipe, teacher, _ = key
         runs.sort(key=lambda r: r["config"]["seed"])
         # Rounded: accuracies are float32, so equal ones can differ by 1e-7.
         gains = [round(r["gain_over_twin"], 6) for r in runs]
         students = [r["evaluation"]["test"]["top1"] for r in runs]
         rows.append({"recipe": labels[key],
-                     "teacher": teacher, "seeds": [r["config"]["seed"] for r in runs],
+                     "teacher": key[1], "seeds": [r["config"]["seed"] for r in runs],
                      "student_top1": students,
                      "twin_top1": [s - g for s, g in zip(students, gains)],
                      "gains": gains, "mean_gain": round(statistics.mean(gains), 6),
