@@ -205,10 +205,12 @@ def report(
 ) -> None:
     """One table of the teacher and every student: accuracy against size.
 
-    Then each recipe's gain over its twin, seed by seed (give the folders of several seeds:
-    distill report runs runs/seed1). Runs of one recipe with other settings get rows of their
-    own, named by what differs.
+    Then each recipe's gain over its twin, seed by seed, from the folders of
+    several seeds: distill report runs runs/seed1 runs/seed2.
+    Runs of one recipe with other settings get rows of their own, named by
+    what differs, e.g. "tiny (epochs 30)".
     """
+    # typer keeps the line breaks of this paragraph: its lines fit an 80-column terminal.
     from rich.table import Table
 
     from distill.errors import DistillError
