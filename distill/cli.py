@@ -255,6 +255,69 @@ def report(
 
 
 @app.command()
+def evaluate(
+    weights: Annotated[list[Path], typer.Argument(
+        help="Run folders or weights.safetensors files (e.g. models/convnet_tiny).")],
+    teacher: Annotated[Path | None, typer.Option(
+        help="Also say how often each network agrees with this teacher (run folder or weights "
+             "file).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
+    data_dir: DataDir = None,
+    test_images: TestImages = None,
+) -> None:
+    """Score trained networks on the MNIST test set and its heavily augmented copy."""
+    import json
+
+    from rich.table import Table
+
+    from distill.data import load_split
+    from distill.export import load_model
+    from distill.report import evaluate as score
+    from distill.report import flops_per_image, human, percent, predict_logits
+    from distill.runs import load_teacher
+
+    load_split("test", data_dir)  # a data problem fails before any network is loaded
+    models = [(path, *load_model(path)) for path in weights]
+    agree_with = None
+    if teacher is not None:
+        images = load_split("test", data_dir)[0][:test_images]
+        agree_with = predict_logits(load_teacher(teacher), images).argmax(-1)
+    results = []
+    with console.status("Scoring on the test set and its augmented copy") as status:
+        for path, model, architecture in models:
+            status.update(f"Scoring {path}")
+            ev = score(model, data_dir, test_images)
+            result = {"weights": str(path), "model": architecture,
+                      "parameters": sum(p.numel() for p in model.parameters()),
+                      "flops": flops_per_image(model), "test_images": ev["test_images"],
+                      "test": ev["test"], "augmented_test": ev["augmented_test"],
+                      "most_confused": ev["most_confused"]}
+            if agree_with is not None:
+                same = ev["_logits"].argmax(-1) == agree_with
+                result["teacher_agreement"] = same.float().mean().item()
+            results.append(result)
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    table = Table(title=f"MNIST, {results[0]['test_images']:,} test images"
+                  + (f"; agreement with {teacher}" if teacher else ""))
+    columns = ["weights", "model", "params", "FLOPs", "top-1", "top-2", "aug top-1", "aug top-2",
+               "ECE", *(["agree"] if teacher else []), "most confused"]
+    for column in columns:
+        table.add_column(column, overflow="fold", justify="left" if column in (
+            "weights", "model", "most confused") else "right")
+    for r in results:
+        confused = ", ".join(f"{c['true']} as {c['predicted']} ({c['count']})"
+                             for c in r["most_confused"][:3])
+        table.add_row(r["weights"], r["model"], f"{r['parameters']:,}", human(r["flops"]),
+                      percent(r["test"]["top1"]), percent(r["test"]["top2"]),
+                      percent(r["augmented_test"]["top1"]), percent(r["augmented_test"]["top2"]),
+                      f"{r['test']['ece']:.4f}",
+                      *([percent(r["teacher_agreement"])] if teacher else []), confused or "-")
+    console.print(table)
+
+
+@app.command()
 def export(
     weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.")],
     format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",

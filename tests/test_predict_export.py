@@ -8,7 +8,9 @@ from PIL import Image
 from distill.cli import main
 from distill.data import load_split
 from distill.errors import DistillError
+from distill.export import load_model
 from distill.predict import preprocess
+from distill.report import predict_logits
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +114,28 @@ def test_reframed_test_digits_keep_the_released_teachers_prediction(data_dir):
         for i, digit in enumerate(images)])
     again = probabilities(teacher, reframed).argmax(-1)
     assert (again == original).float().mean() >= 0.99
+
+
+def test_evaluate_scores_weights_as_their_run_did_and_their_agreement_with_a_teacher(
+        teacher_run, test_digits, capsys):
+    main(["evaluate", str(teacher_run), "models/convnet_micro", "--teacher", "models/digitnet",
+          "--test-images", "200", "--json"])
+    run, micro = json.loads(capsys.readouterr().out)
+    recorded = json.loads((teacher_run / "report.json").read_text())["evaluation"]
+    assert run["test"] == recorded["test"]
+    assert run["augmented_test"] == recorded["augmented_test"]
+    images, labels = test_digits
+    teacher, _ = load_model("models/digitnet")
+    student, _ = load_model("models/convnet_micro")
+    answers = predict_logits(student, images).argmax(-1)
+    assert micro["model"] == "convnet_micro" and micro["parameters"] == 962
+    assert micro["test"]["top1"] == pytest.approx((answers == labels).float().mean().item())
+    assert micro["teacher_agreement"] == pytest.approx(
+        (answers == predict_logits(teacher, images).argmax(-1)).float().mean().item())
+
+
+def test_evaluate_names_a_missing_weights_file(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "models/convnet_nano"])
+    assert exit_.value.code == 1
+    assert "No weights at models/convnet_nano" in capsys.readouterr().out
