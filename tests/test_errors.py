@@ -17,7 +17,7 @@ TEST_FILES = ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 
 
 @pytest.fixture
-def test_split_copy(data_dir, tmp_path):
+def copied_test_split(data_dir, tmp_path):
     for name in TEST_FILES:
         shutil.copy(data_dir / name, tmp_path / name)
     return tmp_path
@@ -47,8 +47,8 @@ def test_no_network_for_the_download_is_a_clear_error(tmp_path, monkeypatch):
     assert "--data-dir" in str(error.value)
 
 
-def test_a_corrupt_gzip_stream_is_a_clear_error(test_split_copy):
-    path = test_split_copy / "t10k-labels-idx1-ubyte.gz"
+def test_a_corrupt_gzip_stream_is_a_clear_error(copied_test_split):
+    path = copied_test_split / "t10k-labels-idx1-ubyte.gz"
     data = bytearray(path.read_bytes())
     data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
     path.write_bytes(bytes(data))
@@ -56,8 +56,8 @@ def test_a_corrupt_gzip_stream_is_a_clear_error(test_split_copy):
         read_idx(path)
 
 
-def test_a_wrong_magic_number_is_a_clear_error(test_split_copy):
-    path = test_split_copy / "t10k-labels-idx1-ubyte.gz"
+def test_a_wrong_magic_number_is_a_clear_error(copied_test_split):
+    path = copied_test_split / "t10k-labels-idx1-ubyte.gz"
     raw = bytearray(gzip.decompress(path.read_bytes()))
     raw[3] = 0x99
     path.write_bytes(gzip.compress(bytes(raw)))
@@ -65,13 +65,13 @@ def test_a_wrong_magic_number_is_a_clear_error(test_split_copy):
         read_idx(path)
 
 
-def test_image_and_label_counts_that_disagree_are_a_clear_error(test_split_copy):
-    path = test_split_copy / "t10k-labels-idx1-ubyte.gz"
+def test_image_and_label_counts_that_disagree_are_a_clear_error(copied_test_split):
+    path = copied_test_split / "t10k-labels-idx1-ubyte.gz"
     raw = bytearray(gzip.decompress(path.read_bytes()))
     shortened = raw[:4] + (9_999).to_bytes(4, "big") + raw[8:-1]
     path.write_bytes(gzip.compress(bytes(shortened)))
     with pytest.raises(DistillError, match="10000 images and 9999 labels"):
-        load_split("test", test_split_copy, download=False)
+        load_split("test", copied_test_split, download=False)
     assert SPLITS["test"][2] == 10_000
 
 

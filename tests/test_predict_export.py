@@ -14,7 +14,7 @@ from distill.report import predict_logits
 
 
 @pytest.fixture(scope="module")
-def test_digits(data_dir):
+def first_test_digits(data_dir):
     images, labels = load_split("test", data_dir, download=False)
     return images[:200], labels[:200]
 
@@ -27,8 +27,8 @@ def reframe(digit: np.ndarray, scale: int, offset: tuple[int, int], invert: bool
     return 1 - page if invert else page
 
 
-def test_preprocessing_recovers_an_mnist_digit_from_a_reframed_copy(test_digits):
-    images, _ = test_digits
+def test_preprocessing_recovers_an_mnist_digit_from_a_reframed_copy(first_test_digits):
+    images, _ = first_test_digits
     originals, moved = [], []
     for digit in images[:20]:
         originals.append(preprocess(digit.float().numpy() / 255).image.flatten())
@@ -45,9 +45,9 @@ def test_a_blank_image_asks_for_a_digit():
         preprocess(np.ones((100, 80)))
 
 
-def test_predict_classifies_png_files_of_any_size_and_polarity(teacher_run, test_digits, tmp_path,
-                                                               capsys):
-    images, labels = test_digits
+def test_predict_classifies_png_files_of_any_size_and_polarity(teacher_run, first_test_digits,
+                                                               tmp_path, capsys):
+    images, labels = first_test_digits
     digit = images[0].float().numpy() / 255
     plain, inverted = tmp_path / "plain.png", tmp_path / "inverted.jpg"
     Image.fromarray((digit * 255).astype(np.uint8)).save(plain)
@@ -117,14 +117,14 @@ def test_reframed_test_digits_keep_the_released_teachers_prediction(data_dir):
 
 
 def test_evaluate_scores_weights_as_their_run_did_and_their_agreement_with_a_teacher(
-        teacher_run, test_digits, capsys):
+        teacher_run, first_test_digits, capsys):
     main(["evaluate", str(teacher_run), "models/convnet_micro", "--teacher", "models/digitnet",
           "--test-images", "200", "--json"])
     run, micro = json.loads(capsys.readouterr().out)
     recorded = json.loads((teacher_run / "report.json").read_text())["evaluation"]
     assert run["test"] == recorded["test"]
     assert run["augmented_test"] == recorded["augmented_test"]
-    images, labels = test_digits
+    images, labels = first_test_digits
     teacher, _ = load_model("models/digitnet")
     student, _ = load_model("models/convnet_micro")
     answers = predict_logits(student, images).argmax(-1)
