@@ -56,9 +56,14 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Augmentation:
+    """Rotation up to `degrees`, shift up to `translate` and zoom up to `scale`, drawn per image;
+    random_magnitude: scale each image's ranges by a uniform draw of its own, so that most
+    images change a little and a few span the full ranges (as the teacher is trained)."""
+
     degrees: float = 15.0
     translate: float = 0.1
     scale: float = 0.1
+    random_magnitude: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,8 @@ class Recipe:
                            batch_size=self.batch_size, optimizer=self.optimizer.name,
                            lr=self.optimizer.lr, weight_decay=self.optimizer.weight_decay,
                            warmup=self.schedule.warmup, patience=self.schedule.patience,
-                           augment=Augment(a.degrees, a.translate, a.scale), seed=self.seed,
+                           augment=Augment(a.degrees, a.translate, a.scale, a.random_magnitude),
+                           seed=self.seed,
                            ema_decay=self.optimizer.ema_decay)
 
 
@@ -132,7 +138,8 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
 def _check_type(value: Any, kind: Any, key: str, source: str) -> Any:
     if isinstance(kind, types.UnionType):
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
-    ok = (isinstance(value, kind) and not isinstance(value, bool)) or (
+    # bool is a subclass of int, but `epochs: true` is a mistake, not 1.
+    ok = (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))) or (
         kind is float and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
         raise DistillError(f"{source}: '{key}' must be {kind.__name__}, not {value!r}.")

@@ -1,5 +1,6 @@
 import pytest
 
+from distill.data import Augment
 from distill.errors import DistillError
 from distill.recipes import available_recipes, load_recipe, parse_recipe
 from distill.training import TrainConfig
@@ -31,6 +32,9 @@ def test_a_valid_recipe_fills_defaults_and_converts_ints_to_floats():
     assert recipe.optimizer.ema_decay is None and recipe.train_config().ema_decay is None
     with_ema = parse(VALID + "optimizer: {ema_decay: 0.99}\n")
     assert with_ema.train_config().ema_decay == 0.99
+    assert not recipe.train_config().augment.random_magnitude
+    magnitude = parse(VALID + "augmentation: {degrees: 30, random_magnitude: true}\n")
+    assert magnitude.train_config().augment == Augment(30.0, 0.1, 0.1, random_magnitude=True)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -42,6 +46,9 @@ def test_a_valid_recipe_fills_defaults_and_converts_ints_to_floats():
     ("student: convnet_tiny\nschedule: {epochs: 0}\n", "at least 1"),
     ("student: convnet_tiny\noptimizer: {ema_decay: 1.0}\n", "'optimizer.ema_decay' is 1.0"),
     ("student: convnet_tiny\noptimizer: {ema_decay: high}\n", "'optimizer.ema_decay' must be float"),
+    ("student: convnet_tiny\naugmentation: {random_magnitude: 1}\n",
+     "'augmentation.random_magnitude' must be bool"),
+    ("student: convnet_tiny\nschedule: {epochs: true}\n", "'schedule.epochs' must be int"),
     ("student: resnet50\n", "one of the students: digitnet_small"),
     ("student: convnet_tiny\ndistillation: [1, 2\n", "line 3"),
     ("distillation: {alpha: 0.5}\n", "missing key 'student'"),
