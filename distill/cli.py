@@ -154,11 +154,9 @@ def student(
             console.print(f"No finished teacher in {runs_dir / 'teacher'}: distilling the released "
                           f"teacher {teacher}.")
     reports = train_student(chosen, teacher, runs_dir, command_line(), twin, teacher_cache,
-                            data_dir=data_dir,
-                            limits=limits, accelerator=accelerator, overwrite=overwrite,
-                            progress=progress, resume=resume)
-    for report in reports:
-        print_summary(report, Path(report["run_dir"]))
+                            finished=lambda report: print_summary(report, Path(report["run_dir"])),
+                            data_dir=data_dir, limits=limits, accelerator=accelerator,
+                            overwrite=overwrite, progress=progress, resume=resume)
     if reports[0].get("gain_over_twin") is not None:
         console.print(f"Distillation gained [bold]{100 * reports[0]['gain_over_twin']:+.2f}[/] "
                       "points of test top-1 over the twin.")

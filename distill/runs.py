@@ -9,6 +9,7 @@ import json
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -233,11 +234,13 @@ def matching_twin(twin_dir: Path, student: dict) -> dict | None:
 
 
 def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: str,
-                  twin: bool = True, teacher_cache: bool = True, **run_args) -> list[dict]:
+                  twin: bool = True, teacher_cache: bool = True,
+                  finished: Callable[[dict], None] | None = None, **run_args) -> list[dict]:
     """Distill the recipe's student from the teacher and, unless told not to, train its twin
     (same recipe, seed and data order, labels only). Returns the reports written.
 
     With `teacher_cache`, the teacher's logits come from runs_dir/.cache (computed there once).
+    `finished` is called with each run's report as soon as that run is done.
     """
     environment()  # the commit is taken before the teacher's logits, which may take long
     teacher = load_teacher(teacher_path)
@@ -265,12 +268,15 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
         started = (out / "logs").is_dir() or (out / FINISHED_MARKER).is_file()
         return {**run_args, "resume": run_args.get("resume", False) and started}
 
+    finished = finished or (lambda report: None)
     reports = [train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
                          distillation=recipe.distillation, teacher_logits=logits,
                          teacher_predictions=predictions, extra=extra, **args_for(student_dir))]
+    finished(reports[0])
     if twin:
         reports.append(train_run(f"student-{recipe.name}-twin", twin_dir, config, command,
                                  teacher_predictions=predictions, extra=extra, **args_for(twin_dir)))
+        finished(reports[1])
         twin_report = reports[1]
     else:
         twin_report = matching_twin(twin_dir, reports[0])

@@ -152,10 +152,15 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, lr: float, total_steps: int,
 
 class EpochProgressBar(RichProgressBar):
     """Lightning's rich bar, counting epochs from 1 as the epoch lines and reports do (its own
-    says "Epoch 0/0" for a one-epoch run)."""
+    says "Epoch 0/0" for a one-epoch run), and naming the run: `distill student` trains two."""
+
+    def __init__(self, run_name: str = "") -> None:
+        super().__init__()
+        self.run_name = run_name
 
     def _get_train_description(self, current_epoch: int) -> str:
         text = f"Epoch {current_epoch + 1}/{self.trainer.max_epochs}"
+        text = f"{self.run_name}: {text}" if self.run_name else text
         return f"{text:{len(self.validation_description)}}"
 
 
@@ -221,7 +226,7 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
     if config.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=config.ema_decay))
     if progress:
-        callbacks.append(EpochProgressBar())
+        callbacks.append(EpochProgressBar(out.name))
     return L.Trainer(
         default_root_dir=out, accelerator=accelerator, devices=1, max_epochs=config.epochs,
         precision="bf16-mixed" if cuda else "32-true", callbacks=callbacks,

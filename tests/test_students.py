@@ -32,6 +32,8 @@ def test_distill_student_writes_the_student_and_its_twin(teacher_run, tmp_path, 
     assert "Teacher logits for epochs 1-1 of 1: computed once" in out
     assert "student-tiny: epoch 1/1, train distillation loss " in out
     assert "student-tiny-twin: epoch 1/1, train loss " in out
+    # Each run's summary comes as soon as it is done, not after the twin's training.
+    assert out.index("student-tiny (convnet_tiny") < out.index("student-tiny-twin: epoch 1/1")
 
     # Distilled again without retraining the twin: the gain is measured against the existing one.
     main(["student", "--recipe", "tiny", "--teacher", str(teacher_run), "--runs", str(runs),

@@ -106,11 +106,14 @@ def test_the_schedule_works_for_runs_of_any_length(warmup):
         assert max(rates) <= 0.01 + 1e-12 and rates[-1] < 0.01
 
 
-def test_the_progress_bar_counts_epochs_from_one():
+def test_the_progress_bar_counts_epochs_from_one_and_names_the_run():
     bar = training.EpochProgressBar()
     bar._trainer = SimpleNamespace(max_epochs=10)
     assert bar._get_train_description(0).strip() == "Epoch 1/10"
     assert bar._get_train_description(9).strip() == "Epoch 10/10"
+    named = training.EpochProgressBar("student-tiny-twin")
+    named._trainer = SimpleNamespace(max_epochs=10)
+    assert named._get_train_description(0).strip() == "student-tiny-twin: Epoch 1/10"
 
 
 @pytest.mark.filterwarnings("error")
