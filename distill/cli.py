@@ -270,30 +270,20 @@ def evaluate(
 
     from distill.data import load_split
     from distill.export import load_model
-    from distill.report import evaluate as score
-    from distill.report import flops_per_image, human, percent, predict_logits
+    from distill.report import human, percent, predict_logits, scorecard
     from distill.runs import load_teacher
 
-    load_split("test", data_dir)  # a data problem fails before any network is loaded
+    images = load_split("test", data_dir)[0][:test_images]  # bad data fails before any network
     models = [(path, *load_model(path)) for path in weights]
-    agree_with = None
+    answers = None
     if teacher is not None:
-        images = load_split("test", data_dir)[0][:test_images]
-        agree_with = predict_logits(load_teacher(teacher), images).argmax(-1)
+        answers = predict_logits(load_teacher(teacher), images).argmax(-1)
     results = []
     with console.status("Scoring on the test set and its augmented copy") as status:
         for path, model, architecture in models:
             status.update(f"Scoring {path}")
-            ev = score(model, data_dir, test_images)
-            result = {"weights": str(path), "model": architecture,
-                      "parameters": sum(p.numel() for p in model.parameters()),
-                      "flops": flops_per_image(model), "test_images": ev["test_images"],
-                      "test": ev["test"], "augmented_test": ev["augmented_test"],
-                      "most_confused": ev["most_confused"]}
-            if agree_with is not None:
-                same = ev["_logits"].argmax(-1) == agree_with
-                result["teacher_agreement"] = same.float().mean().item()
-            results.append(result)
+            results.append({"weights": str(path), "model": architecture,
+                            **scorecard(model, data_dir, test_images, answers)})
     if as_json:
         print(json.dumps(results, indent=2))
         return

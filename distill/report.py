@@ -120,6 +120,24 @@ def evaluate(model: nn.Module, data_dir: Path | str | None = None, test_size: in
     }
 
 
+def agreement(logits: Tensor, predictions: Tensor) -> float:
+    """How often the classes these logits pick are the given predictions (a teacher's)."""
+    return (logits.argmax(-1) == predictions).float().mean().item()
+
+
+def scorecard(model: nn.Module, data_dir: Path | str | None = None, test_size: int | None = None,
+              teacher_predictions: Tensor | None = None) -> dict[str, Any]:
+    """What `distill evaluate` says of a trained network: size, accuracy on the clean and the
+    heavily augmented test set, calibration, the classes it confuses, agreement with a teacher."""
+    ev = evaluate(model, data_dir, test_size)
+    card = {"parameters": sum(p.numel() for p in model.parameters()),
+            "flops": flops_per_image(model), "test_images": ev["test_images"], "test": ev["test"],
+            "augmented_test": ev["augmented_test"], "most_confused": ev["most_confused"]}
+    if teacher_predictions is not None:
+        card["teacher_agreement"] = agreement(ev["_logits"], teacher_predictions)
+    return card
+
+
 def cost(model: nn.Module, weights: Path) -> dict[str, Any]:
     return {"parameters": sum(p.numel() for p in model.parameters()),
             "bytes": weights.stat().st_size, "flops": flops_per_image(model), **cpu_speed(model)}

@@ -25,6 +25,7 @@ from distill.export import load_model, save_weights
 from distill.nets import released_weights
 from distill.recipes import Distillation, Recipe
 from distill.report import (
+    agreement,
     cost,
     evaluate,
     markdown,
@@ -177,8 +178,7 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     save_weights(model, config.model, config.model_kwargs, weights)
     evaluation = evaluate(model, data_dir, limits.test_size, module.device)
     if teacher_predictions is not None:
-        agree = evaluation["_logits"].argmax(-1) == teacher_predictions
-        evaluation["teacher_agreement"] = agree.float().mean().item()
+        evaluation["teacher_agreement"] = agreement(evaluation["_logits"], teacher_predictions)
     kind = "student" if distillation else "twin" if teacher_predictions is not None else "teacher"
     report = {
         "name": name,
