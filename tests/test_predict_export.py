@@ -12,6 +12,8 @@ from distill.export import load_model
 from distill.predict import preprocess
 from distill.report import predict_logits
 
+from .conftest import REPO
+
 
 @pytest.fixture(scope="module")
 def first_test_digits(data_dir):
@@ -118,15 +120,16 @@ def test_reframed_test_digits_keep_the_released_teachers_prediction(data_dir):
 
 def test_evaluate_scores_weights_as_their_run_did_and_their_agreement_with_a_teacher(
         teacher_run, first_test_digits, capsys):
-    main(["evaluate", str(teacher_run), "models/convnet_micro", "--teacher", "models/digitnet",
-          "--test-images", "200", "--json"])
+    released = REPO / "models"
+    main(["evaluate", str(teacher_run), str(released / "convnet_micro"), "--teacher",
+          str(released / "digitnet"), "--test-images", "200", "--json"])
     run, micro = json.loads(capsys.readouterr().out)
     recorded = json.loads((teacher_run / "report.json").read_text())["evaluation"]
     assert run["test"] == recorded["test"]
     assert run["augmented_test"] == recorded["augmented_test"]
     images, labels = first_test_digits
-    teacher, _ = load_model("models/digitnet")
-    student, _ = load_model("models/convnet_micro")
+    teacher, _ = load_model(released / "digitnet")
+    student, _ = load_model(released / "convnet_micro")
     answers = predict_logits(student, images).argmax(-1)
     assert micro["model"] == "convnet_micro" and micro["parameters"] == 962
     assert micro["test"]["top1"] == pytest.approx((answers == labels).float().mean().item())
