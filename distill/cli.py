@@ -36,7 +36,9 @@ Accelerator = Annotated[str, typer.Option(help="Where to train: auto, cpu, cuda 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in --out.")]
 Resume = Annotated[bool, typer.Option(
     "--resume", help="Continue an interrupted run from its last finished epoch.")]
-Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
+Progress = Annotated[bool | None, typer.Option(
+    "--progress/--no-progress", help="Show progress bars (default: when the output is a terminal; "
+    "otherwise one line per epoch, for logs).", show_default=False)]
 TrainBatches = Annotated[int | None, typer.Option(
     help="Cap on training batches per epoch, for quick trials.", show_default=False)]
 ValBatches = Annotated[int | None, typer.Option(
@@ -85,7 +87,7 @@ def teacher(
     accelerator: Accelerator = "auto",
     overwrite: Overwrite = False,
     resume: Resume = False,
-    progress: Progress = True,
+    progress: Progress = None,
     train_batches: TrainBatches = None,
     val_batches: ValBatches = None,
     test_images: TestImages = None,
@@ -101,7 +103,7 @@ def teacher(
                          views=views if augment else 1)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     report = train_run("teacher", out, config, command_line(), data_dir, limits,
-                       accelerator, overwrite, progress, resume)
+                       accelerator, overwrite, show_progress(progress), resume)
     print_summary(report, out)
 
 
@@ -129,7 +131,7 @@ def student(
     accelerator: Accelerator = "auto",
     overwrite: Overwrite = False,
     resume: Resume = False,
-    progress: Progress = True,
+    progress: Progress = None,
     train_batches: TrainBatches = None,
     val_batches: ValBatches = None,
     test_images: TestImages = None,
@@ -156,7 +158,8 @@ def student(
     reports = train_student(chosen, teacher, runs_dir, command_line(), twin, teacher_cache,
                             finished=lambda report: print_summary(report, Path(report["run_dir"])),
                             data_dir=data_dir, limits=limits, accelerator=accelerator,
-                            overwrite=overwrite, progress=progress, resume=resume)
+                            overwrite=overwrite, progress=show_progress(progress),
+                            resume=resume)
     if reports[0].get("gain_over_twin") is not None:
         console.print(f"Distillation gained [bold]{100 * reports[0]['gain_over_twin']:+.2f}[/] "
                       "points of test top-1 over the twin.")
@@ -429,6 +432,11 @@ def demo(
     loaded = load_demo_models(models)
     console.print(f"Serving {len(loaded)} models at http://{host}:{port} (Ctrl-C to stop)")
     serve(loaded, host, port, share, data_dir)
+
+
+def show_progress(asked: bool | None) -> bool:
+    """Bars in a terminal; in a log file their redrawn frames would bury the epoch lines."""
+    return console.is_terminal if asked is None else asked
 
 
 def print_summary(report: dict, out: Path) -> None:

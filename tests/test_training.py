@@ -26,8 +26,9 @@ def test_a_short_training_run_clearly_beats_chance(tmp_path, data_dir):
 
 def test_distill_teacher_writes_every_output(tmp_path, capsys):
     out = tmp_path / "teacher"
+    # No --no-progress: output that is not a terminal gets epoch lines, not a bar's frames.
     main(["teacher", "--out", str(out), "--epochs", "1", "--train-batches", "3",
-          "--val-batches", "1", "--test-images", "200", "--no-progress"])
+          "--val-batches", "1", "--test-images", "200"])
     for name in RUN_FILES:
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
@@ -36,6 +37,7 @@ def test_distill_teacher_writes_every_output(tmp_path, capsys):
                                          "most_confused"}
     printed = capsys.readouterr().out
     assert "test top-1" in printed and str(out) in printed.replace("\n", "")
+    assert "teacher: epoch 1/1, train loss " in printed and "━" not in printed
 
 
 def test_a_finished_run_is_not_overwritten_without_asking(tmp_path, capsys):
