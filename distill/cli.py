@@ -174,6 +174,7 @@ def recipes(
     import timm
     from rich.table import Table
 
+    from distill.nets import parameter_count
     from distill.recipes import available_recipes, load_recipe
 
     if name is not None:
@@ -187,7 +188,7 @@ def recipes(
                                                                 "epochs") else "left")
     for recipe_name in available_recipes():
         r = load_recipe(recipe_name)
-        params = sum(p.numel() for p in timm.create_model(r.student).parameters())
+        params = parameter_count(timm.create_model(r.student))
         table.add_row(recipe_name, r.student, f"{params:,}", f"{r.distillation.temperature:g}",
                       f"{r.distillation.alpha:g}", str(r.schedule.epochs), r.description)
     console.print(table)

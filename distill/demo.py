@@ -17,7 +17,7 @@ from torch import nn
 
 from distill.errors import DistillError
 from distill.export import load_model
-from distill.nets import MODELS_DIR
+from distill.nets import MODELS_DIR, parameter_count
 from distill.predict import preprocess, probabilities, to_gray
 
 EMPTY_CANVAS = "Draw a digit first."
@@ -49,7 +49,7 @@ def load_demo_models(paths: list[Path] | None = None) -> list[DemoModel]:
         model, architecture = load_model(path)
         weights = path / "weights.safetensors" if path.is_dir() else path
         name = "teacher (digitnet)" if architecture == "digitnet" else architecture
-        models.append(DemoModel(name, model, sum(p.numel() for p in model.parameters()),
+        models.append(DemoModel(name, model, parameter_count(model),
                                 weights.stat().st_size))
     return models
 

@@ -52,6 +52,10 @@ class FastGlobalResponseNorm(GlobalResponseNorm):
 CONV_MEMORY_FORMAT = torch.channels_last
 
 
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 def _per_stage(value: int | float | Sequence, stages: int) -> list:
     return list(value) if isinstance(value, Sequence) else [value] * stages
 

@@ -34,6 +34,7 @@ from distill.data import (  # noqa: E402
     load_split,
     prepare,
 )
+from distill.nets import parameter_count  # noqa: E402
 
 EVAL_BATCH = 1000
 
@@ -130,7 +131,7 @@ def scorecard(model: nn.Module, data_dir: Path | str | None = None, test_size: i
     """What `distill evaluate` says of a trained network: size, accuracy on the clean and the
     heavily augmented test set, calibration, the classes it confuses, agreement with a teacher."""
     ev = evaluate(model, data_dir, test_size)
-    card = {"parameters": sum(p.numel() for p in model.parameters()),
+    card = {"parameters": parameter_count(model),
             "flops": flops_per_image(model), "test_images": ev["test_images"], "test": ev["test"],
             "augmented_test": ev["augmented_test"], "most_confused": ev["most_confused"]}
     if teacher_predictions is not None:
@@ -139,7 +140,7 @@ def scorecard(model: nn.Module, data_dir: Path | str | None = None, test_size: i
 
 
 def cost(model: nn.Module, weights: Path) -> dict[str, Any]:
-    return {"parameters": sum(p.numel() for p in model.parameters()),
+    return {"parameters": parameter_count(model),
             "bytes": weights.stat().st_size, "flops": flops_per_image(model), **cpu_speed(model)}
 
 
