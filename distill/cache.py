@@ -130,19 +130,19 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
     return stacked if augmented else stacked.expand(config.epochs, -1, -1)
 
 
-def teacher_test_predictions(teacher: nn.Module, images: Tensor, cache_dir: Path) -> Tensor:
-    """The teacher's classes for these test images (for the students' agreement), computed once."""
+def teacher_clean_logits(teacher: nn.Module, images: Tensor, cache_dir: Path) -> Tensor:
+    """The teacher's logits on these unaugmented images (validation or test), computed once."""
     key = weights_digest(teacher)
     key.update(f"{CACHE_FORMAT}".encode() + images.numpy().tobytes())
-    path = cache_dir / f"teacher-test-{key.hexdigest()[:16]}.safetensors"
+    path = cache_dir / f"teacher-clean-{key.hexdigest()[:16]}.safetensors"
     if path.is_file():
         try:
-            return load_file(str(path))["predictions"]
+            return load_file(str(path))["logits"]
         except Exception:  # noqa: BLE001, S110 - a damaged cache is recomputed below, not fatal
             pass
-    predictions = predict_logits(teacher, images).argmax(-1)
-    save_atomic(path, {"predictions": predictions})
-    return predictions
+    logits = predict_logits(teacher, images)
+    save_atomic(path, {"logits": logits})
+    return logits
 
 
 def save_atomic(path: Path, tensors: dict[str, Tensor]) -> None:

@@ -44,6 +44,9 @@ SHA256 = {
 }
 IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # ubyte data, 3 dimensions (images) or 1 (labels)
 VALIDATION_SIZE = 5_000
+# Validation and test images go through a network in batches of this size. The teacher's cached
+# validation logits are computed in the same batches, so they equal those of the online path.
+EVAL_BATCH = 1000
 # The validation slice is the same for every run, whatever the run's seed.
 VALIDATION_SPLIT_SEED = 20_250_121
 
@@ -168,6 +171,12 @@ def train_val_indices(n: int = 60_000, val_size: int = VALIDATION_SIZE) -> tuple
     """A fixed random split of the training set: (train indices, validation indices)."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SPLIT_SEED))
     return order[val_size:].sort().values, order[:val_size].sort().values
+
+
+def validation_images(data_dir: Path | str | None = None) -> Tensor:
+    """The validation slice of the training images, in the order validation sees them."""
+    images, _ = load_split("train", data_dir)
+    return images[train_val_indices(len(images))[1]]
 
 
 @dataclass(frozen=True)
@@ -361,7 +370,7 @@ class MNISTDataModule(L.LightningDataModule):
                             rank=self._rank()[0], world_size=self._rank()[1])
 
     def val_dataloader(self) -> DataLoader:
-        return batch_loader(*self.val_split, 1000, shuffle=False)
+        return batch_loader(*self.val_split, EVAL_BATCH, shuffle=False)
 
     def uniforms(self, epoch: int, device: torch.device, view: int = 0) -> Tensor:
         if self._uniforms.get(view, (None,))[0] != epoch:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill.data import EVAL_BATCH
 from distill.training import Classifier
 
 # Lightning warns about modules left in eval mode when training starts: the frozen teacher is,
@@ -32,6 +33,10 @@ class Distiller(Classifier):
 
     teacher: the trained network whose outputs the student learns from.
     temperature, alpha: see `distillation_loss`.
+    teacher_logits: (epochs, 60000, classes), the teacher's logits for every augmented training
+        view (`cache.teacher_logits_table`); None runs the teacher on every batch instead.
+    validation_logits: the teacher's logits for the validation images, in order
+        (`cache.teacher_clean_logits`); None runs the teacher at the first validation.
     The remaining arguments are those of `Classifier`.
     """
 
@@ -39,16 +44,16 @@ class Distiller(Classifier):
 
     def __init__(self, teacher: nn.Module, model: str, temperature: float = 4.0,
                  alpha: float = 0.9, teacher_logits: Tensor | None = None,
-                 **classifier_args) -> None:
+                 validation_logits: Tensor | None = None, **classifier_args) -> None:
         super().__init__(model, **classifier_args)
         self.teacher = teacher.eval().requires_grad_(False)
         self.temperature, self.alpha = temperature, alpha
-        # (epochs, split size, classes): the teacher's logits for every augmented view, computed
-        # once by `cache.teacher_logits_table`; None runs the teacher on every batch instead.
         self.cached_logits = teacher_logits
         # The validation images are not augmented, so the teacher's answers on each validation
-        # batch are computed at the first validation and kept for the rest of the run.
-        self.validation_teacher_logits: dict[int, Tensor] = {}
+        # batch are computed once, at the first validation if not given, and kept for the run.
+        self.validation_teacher_logits: dict[int, Tensor] = (
+            {} if validation_logits is None
+            else dict(enumerate(validation_logits.split(EVAL_BATCH))))
 
     def train(self, mode: bool = True) -> Distiller:
         # Lightning switches the whole module to train mode each epoch; the teacher must stay in
@@ -76,8 +81,8 @@ class Distiller(Classifier):
         if batch_idx not in self.validation_teacher_logits:
             with torch.no_grad():
                 self.validation_teacher_logits[batch_idx] = self.teacher(x).float()
-        return distillation_loss(logits, self.validation_teacher_logits[batch_idx], labels,
-                                 self.temperature, self.alpha)
+        teacher = self.validation_teacher_logits[batch_idx].to(x.device)
+        return distillation_loss(logits, teacher, labels, self.temperature, self.alpha)
 
     def state_dict(self, *args, **kwargs):
         # Checkpoints hold the student only: the teacher is an input, saved in its own run.

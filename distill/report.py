@@ -27,6 +27,7 @@ from torchmetrics.classification import (  # noqa: E402
 )
 
 from distill.data import (  # noqa: E402
+    EVAL_BATCH,
     HEAVY_AUGMENT,
     HEAVY_AUGMENT_SEED,
     IMAGE_SIZE,
@@ -35,8 +36,6 @@ from distill.data import (  # noqa: E402
     prepare,
 )
 from distill.nets import parameter_count  # noqa: E402
-
-EVAL_BATCH = 1000
 
 
 @torch.inference_mode()

@@ -17,8 +17,8 @@ import timm
 import torch
 from torch import nn
 
-from distill.cache import teacher_logits_table, teacher_test_predictions
-from distill.data import MNISTDataModule, load_split
+from distill.cache import teacher_clean_logits, teacher_logits_table
+from distill.data import EVAL_BATCH, MNISTDataModule, load_split, validation_images
 from distill.distillation import Distiller
 from distill.errors import DistillError
 from distill.export import load_model, save_weights
@@ -142,11 +142,12 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
               resume: bool = False, teacher: nn.Module | None = None,
               distillation: Distillation | None = None,
               teacher_logits: torch.Tensor | None = None,
+              validation_logits: torch.Tensor | None = None,
               teacher_predictions: torch.Tensor | None = None, extra: dict | None = None) -> dict:
     """Train one network, write its run folder, return its report.
 
     With `distillation`, the network learns from `teacher`; without it, from the labels alone.
-    `teacher_logits` (from `cache.teacher_logits_table`) replaces the teacher's forward passes.
+    `teacher_logits` and `validation_logits` (from `cache`) replace the teacher's forward passes.
     `teacher_predictions` (the teacher's classes for the test images scored) make the report
     state how often the network agrees with the teacher.
     """
@@ -167,7 +168,7 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
                 warmup=config.warmup, optimizer=config.optimizer, compile=config.compile)
     if distillation is not None:
         module = Distiller(teacher, config.model, distillation.temperature, distillation.alpha,
-                           teacher_logits, **args)
+                           teacher_logits, validation_logits, **args)
     else:
         module = Classifier(config.model, **args)
     trainer = make_trainer(out, config, limits, accelerator, progress)
@@ -251,18 +252,22 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
     for out in (student_dir, twin_dir if twin else None):
         if out is not None:  # refuse before spending time on the teacher's logits
             check_run_dir(out, run_args.get("overwrite", False), run_args.get("resume", False))
-    logits = None
-    if teacher_cache:
-        logits = teacher_logits_table(teacher, config, run_args.get("limits") or Limits(),
-                                      runs_dir / ".cache", run_args.get("data_dir"),
-                                      progress=run_args.get("progress", True))
-    # The teacher's answers on the test images, once for the student and its twin.
+    # The teacher's answers on the validation images (for the student's validation loss) and on
+    # the test images (for agreement, once for the student and its twin).
     limits = run_args.get("limits") or Limits()
-    images = load_split("test", run_args.get("data_dir"))[0][: limits.test_size]
+    data_dir = run_args.get("data_dir")
+    test_images = load_split("test", data_dir)[0][: limits.test_size]
     if teacher_cache:
-        predictions = teacher_test_predictions(teacher, images, runs_dir / ".cache")
+        logits = teacher_logits_table(teacher, config, limits, runs_dir / ".cache", data_dir,
+                                      progress=run_args.get("progress", True))
+        val_images = validation_images(data_dir)
+        if limits.val_batches is not None:
+            val_images = val_images[: limits.val_batches * EVAL_BATCH]
+        validation_logits = teacher_clean_logits(teacher, val_images, runs_dir / ".cache")
+        predictions = teacher_clean_logits(teacher, test_images, runs_dir / ".cache").argmax(-1)
     else:
-        predictions = predict_logits(teacher, images).argmax(-1)
+        logits = validation_logits = None
+        predictions = predict_logits(teacher, test_images).argmax(-1)
 
     def args_for(out: Path) -> dict:  # --resume also starts the run an interruption came before
         started = (out / "logs").is_dir() or (out / FINISHED_MARKER).is_file()
@@ -271,7 +276,8 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
     finished = finished or (lambda report: None)
     reports = [train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
                          distillation=recipe.distillation, teacher_logits=logits,
-                         teacher_predictions=predictions, extra=extra, **args_for(student_dir))]
+                         validation_logits=validation_logits, teacher_predictions=predictions,
+                         extra=extra, **args_for(student_dir))]
     finished(reports[0])
     if twin:
         reports.append(train_run(f"student-{recipe.name}-twin", twin_dir, config, command,

@@ -74,7 +74,7 @@ class Classifier(L.LightningModule):
                  weight_decay: float = 0.05, warmup: float = 0.1, optimizer: str = "adamw",
                  compile: bool = False) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["teacher", "teacher_logits"])
+        self.save_hyperparameters(ignore=["teacher", "teacher_logits", "validation_logits"])
         self.model = timm.create_model(model, num_classes=NUM_CLASSES, **(model_kwargs or {}))
         # The compiled wrapper is kept out of the module tree, so checkpoints and weights files
         # hold the plain network's parameter names.

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from distill import cache
-from distill.cache import teacher_logits_table, teacher_test_predictions
-from distill.data import load_split
+from distill.cache import teacher_clean_logits, teacher_logits_table
+from distill.data import load_split, validation_images
 from distill.errors import DistillError
 from distill.nets import DigitNet
 from distill.recipes import Distillation
@@ -19,23 +19,33 @@ def small_teacher():
     return DigitNet(dims=(8, 8, 8, 8), depths=(1, 1, 1, 1)).eval()
 
 
-def distill_once(tmp_path, name, teacher, logits, data_dir, **config_args):
+def distill_once(tmp_path, name, teacher, logits, data_dir, validation_logits=None, **config_args):
     config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64, lr=0.01, **config_args)
     train_run(name, tmp_path / name, config, "test", data_dir, LIMITS, progress=False,
-              teacher=teacher, distillation=Distillation(4.0, 0.9), teacher_logits=logits)
+              teacher=teacher, distillation=Distillation(4.0, 0.9), teacher_logits=logits,
+              validation_logits=validation_logits)
     return torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
 
 
-def test_cached_teacher_logits_train_the_same_student_as_the_online_teacher(tmp_path, data_dir):
+def test_cached_teacher_logits_train_the_same_student_as_the_online_teacher(tmp_path, data_dir,
+                                                                            monkeypatch):
     teacher = small_teacher()
     config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64)
     table = teacher_logits_table(teacher, config, LIMITS, tmp_path / "cache", data_dir,
                                  progress=False)
     assert table.shape == (2, 60_000, 10) and table.abs().sum() > 0
+    val_images = validation_images(data_dir)[: LIMITS.val_batches * 1000]
+    validation = teacher_clean_logits(teacher, val_images, tmp_path / "cache")
     online = distill_once(tmp_path, "online", teacher, None, data_dir)
-    cached = distill_once(tmp_path, "cached", teacher, table, data_dir)
+    calls = []
+    monkeypatch.setattr(teacher, "forward", lambda x: calls.append(len(x)))
+    cached = distill_once(tmp_path, "cached", teacher, table, data_dir, validation)
+    assert calls == []  # from the cache, a student run never runs the teacher
     for key, value in online["state_dict"].items():
         assert torch.equal(value, cached["state_dict"][key]), key
+    online_metrics, cached_metrics = ((tmp_path / name / "logs" / "metrics.csv").read_text()
+                                      for name in ("online", "cached"))
+    assert "val_loss" in online_metrics and cached_metrics == online_metrics
 
 
 def test_the_cache_is_reused_and_keyed_by_the_teacher(tmp_path, data_dir):
@@ -88,20 +98,23 @@ def test_an_interrupted_pass_keeps_its_finished_epochs(tmp_path, data_dir, monke
     assert torch.equal(resumed, fresh)
 
 
-def test_the_teachers_test_predictions_are_computed_once(tmp_path, data_dir):
+def test_the_teachers_logits_on_clean_images_are_computed_once(tmp_path, data_dir):
     teacher = small_teacher()
     images = load_split("test", data_dir)[0][:300]
-    expected = predict_logits(teacher, images).argmax(-1)
-    assert torch.equal(teacher_test_predictions(teacher, images, tmp_path), expected)
-    [stored] = tmp_path.glob("teacher-test-*.safetensors")
-    with torch.no_grad():  # a changed teacher gets its own entry, the stored one is read back
-        next(teacher.parameters()).add_(1.0)
-    teacher_test_predictions(teacher, images, tmp_path)
-    assert len(list(tmp_path.glob("teacher-test-*.safetensors"))) == 2
+    expected = predict_logits(teacher, images)
+    assert torch.equal(teacher_clean_logits(teacher, images, tmp_path), expected)
+    [stored] = tmp_path.glob("teacher-clean-*.safetensors")
+    teacher_clean_logits(teacher, images[:200], tmp_path)  # other images get their own entry
+    weight = next(teacher.parameters())
+    kept = weight.detach().clone()
+    with torch.no_grad():  # and so does a changed teacher
+        weight.add_(1.0)
+    teacher_clean_logits(teacher, images, tmp_path)
+    assert len(list(tmp_path.glob("teacher-clean-*.safetensors"))) == 3
     with torch.no_grad():
-        next(teacher.parameters()).sub_(1.0)
-    stored.write_bytes(b"damaged")
-    assert torch.equal(teacher_test_predictions(teacher, images, tmp_path), expected)
+        weight.copy_(kept)
+    stored.write_bytes(b"damaged")  # recomputed, not fatal
+    assert torch.equal(teacher_clean_logits(teacher, images, tmp_path), expected)
 
 
 def test_without_augmentation_one_pass_serves_every_epoch(tmp_path, data_dir):
