@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import json
 import math
 import os
@@ -470,20 +472,36 @@ def flat_settings(report: dict) -> dict[str, Any]:
     return flat
 
 
+@functools.cache
+def teacher_identity(named: str) -> str:
+    """The same teacher under any name (a relative or an absolute path, a copied run folder): the
+    digest of its weights file; the name itself where the file cannot be read."""
+    path = Path(named)
+    weights = path / "weights.safetensors" if path.is_dir() else path
+    try:
+        return hashlib.sha256(weights.read_bytes()).hexdigest()
+    except OSError:
+        return named
+
+
 def gains_over_twins(reports: list[dict]) -> list[dict]:
     """Each recipe's gain over its twin on every seed it was run with, the runs grouped by recipe,
     teacher and settings. On MNIST one seed's gain is within the spread between seeds (about 0.1
     point), so it takes several seeds to tell what distillation buys."""
     groups: dict[tuple, list[dict]] = {}
+    teacher_names: dict[str | None, str | None] = {}
     for r in reports:
         if r.get("kind") != "student" or r.get("gain_over_twin") is None:
             continue
         settings = {key: value for key, value in r["config"].items() if key != "seed"}
-        key = (r.get("recipe") or r["name"], r.get("teacher"),
+        teacher = r.get("teacher")
+        identity = teacher_identity(teacher) if teacher else None
+        teacher_names.setdefault(identity, teacher)  # each teacher shown by its first name
+        key = (r.get("recipe") or r["name"], identity,
                json.dumps([r.get("distillation"), settings], sort_keys=True))
         groups.setdefault(key, []).append(r)
     teachers = {key[1] for key in groups}
-    labels = {key: key[0] if len(teachers) == 1 else f"{key[0]} (teacher {key[1]})"
+    labels = {key: key[0] if len(teachers) == 1 else f"{key[0]} (teacher {teacher_names[key[1]]})"
               for key in groups}
     for label in set(labels.values()):
         same_label = [key for key in groups if labels[key] == label]
@@ -501,7 +519,7 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
         gains = [round(r["gain_over_twin"], 6) for r in runs]
         students = [r["evaluation"]["test"]["top1"] for r in runs]
         rows.append({"recipe": labels[key],
-                     "teacher": key[1], "seeds": [r["config"]["seed"] for r in runs],
+                     "teacher": teacher_names[key[1]], "seeds": [r["config"]["seed"] for r in runs],
                      "student_top1": students,
                      "twin_top1": [s - g for s, g in zip(students, gains)],
                      "gains": gains, "mean_gain": round(statistics.mean(gains), 6),

@@ -116,11 +116,11 @@ def test_a_students_weights_given_as_the_teacher_are_refused(teacher_run, tmp_pa
     assert "not a teacher" in capsys.readouterr().out
 
 
-def fake_run(folder, kind, seed, top1, gain=None, recipe="tiny", epochs=10):
+def fake_run(folder, kind, seed, top1, gain=None, recipe="tiny", epochs=10, teacher=None):
     """A finished run's report.json with only what `distill report` reads."""
     folder.mkdir(parents=True)
     report = {"name": folder.name, "model": "convnet_tiny", "kind": kind, "recipe": recipe,
-              "teacher": None, "distillation": {"temperature": 4.0, "alpha": 0.9},
+              "teacher": teacher, "distillation": {"temperature": 4.0, "alpha": 0.9},
               "config": {"model": "convnet_tiny", "epochs": epochs, "seed": seed},
               "cost": {"parameters": 9042, "bytes": 40_000, "flops": 2.8e6, "latency_ms": 0.3,
                        "throughput": 12_000.0},
@@ -157,3 +157,20 @@ def test_distill_report_sums_up_the_gain_over_the_twin_across_seeds(tmp_path, ca
     assert len(names) == len(set(names)) == 7
     assert any(name.endswith("seed1/student-tiny") for name in names)
     assert "Gain over the twin, by seed" in capsys.readouterr().out
+
+
+def test_the_gains_group_students_by_their_teachers_weights_not_by_how_it_was_named(
+        tmp_path, monkeypatch):
+    for name, weights in [("teacher", b"one network"), ("copy", b"one network"),
+                          ("other", b"another network")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "weights.safetensors").write_bytes(weights)
+    monkeypatch.chdir(tmp_path)
+    named = {0: "teacher", 1: str(tmp_path / "teacher"), 2: "copy", 3: "other"}
+    for seed, teacher in named.items():
+        fake_run(tmp_path / f"seed{seed}" / "student-tiny", "student", seed, 0.9945, 0.0005,
+                 teacher=teacher)
+    main(["report", *(f"seed{seed}" for seed in named), "--no-measure", "--out", "out"])
+    gains = json.loads((tmp_path / "out" / "gains.json").read_text())
+    assert sorted((g["recipe"], g["seeds"]) for g in gains) == [
+        ("tiny (teacher other)", [3]), ("tiny (teacher teacher)", [0, 1, 2])]
