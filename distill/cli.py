@@ -121,8 +121,9 @@ def student(
              "bought. With --no-twin, a finished twin already in RUNS that was trained the same "
              "way (distillation settings aside) still gives the gain.")] = True,
     teacher_cache: Annotated[bool, typer.Option(
-        help="Compute the teacher's logits for every augmented view once, in RUNS/.cache, and "
-             "reuse them (same results as running the teacher on every batch, faster).")] = True,
+        help="Compute the teacher's logits for every augmented view and for the validation and "
+             "test images once, in RUNS/.cache, and reuse them (same results as running the "
+             "teacher on every batch, faster).")] = True,
     data_dir: DataDir = None,
     seed: Annotated[int | None, typer.Option(
         help="Override the recipe's seed.", show_default=False)] = None,
