@@ -50,7 +50,7 @@ def main() -> None:
             loss.backward()
             optimizer.step()
             schedule.step()
-        # The same end-of-epoch validation as the Lightning run: one batch of 1000 images.
+        # The same end-of-epoch validation as the Lightning run: one batch.
         model.eval()
         with torch.no_grad():
             x, y, *_ = dm.model_input(next(iter(dm.val_dataloader())), training=False)

@@ -41,8 +41,9 @@ Progress = Annotated[bool | None, typer.Option(
     "otherwise one line per epoch, for logs).", show_default=False)]
 TrainBatches = Annotated[int | None, typer.Option(
     help="Cap on training batches per epoch, for quick trials.", show_default=False)]
+# 128: data.EVAL_BATCH, written out because the command imports torch only once it runs.
 ValBatches = Annotated[int | None, typer.Option(
-    help="Cap on validation batches (of 1000 images) per epoch, for quick trials.",
+    help="Cap on validation batches (of 128 images) per epoch, for quick trials.",
     show_default=False)]
 TestImages = Annotated[int | None, typer.Option(
     help="Score only the first N test images, for quick trials.", show_default=False)]

@@ -57,7 +57,7 @@ class Limits:
 
     train_size: int | None = None  # training images
     train_batches: int | None = None  # batches per epoch
-    val_batches: int | None = None  # validation batches (of 1000) per epoch
+    val_batches: int | None = None  # validation batches (of data.EVAL_BATCH images) per epoch
     test_size: int | None = None  # test images scored at the end
 
 

@@ -3,7 +3,7 @@ import torch
 
 from distill import cache
 from distill.cache import teacher_clean_logits, teacher_logits_table
-from distill.data import load_split, validation_images
+from distill.data import EVAL_BATCH, load_split, validation_images
 from distill.errors import DistillError
 from distill.nets import DigitNet
 from distill.recipes import Distillation
@@ -34,7 +34,7 @@ def test_cached_teacher_logits_train_the_same_student_as_the_online_teacher(tmp_
     table = teacher_logits_table(teacher, config, LIMITS, tmp_path / "cache", data_dir,
                                  progress=False)
     assert table.shape == (2, 60_000, 10) and table.abs().sum() > 0
-    val_images = validation_images(data_dir)[: LIMITS.val_batches * 1000]
+    val_images = validation_images(data_dir)[: LIMITS.val_batches * EVAL_BATCH]
     validation = teacher_clean_logits(teacher, val_images, tmp_path / "cache")
     online = distill_once(tmp_path, "online", teacher, None, data_dir)
     calls = []
