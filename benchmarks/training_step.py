@@ -1,7 +1,8 @@
-"""Training step: the project's Lightning training of DigitNet against a plain PyTorch loop on
-the same model, data, optimizer, schedule and batch size. Prints Lightning's overhead in percent.
+"""Training step: the project's Lightning training of a network (DigitNet unless told) against a
+plain PyTorch loop on the same model, data, optimizer, schedule and batch size. Prints
+Lightning's overhead in percent.
 
-    python benchmarks/training_step.py [--steps 100]
+    python benchmarks/training_step.py [--steps 100] [--model convnet_tiny]
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--model", default="digitnet", help="a timm name, e.g. convnet_tiny")
     args = parser.parse_args()
-    config = TrainConfig(epochs=1, batch_size=args.batch_size)
+    config = TrainConfig(model=args.model, epochs=1, batch_size=args.batch_size)
 
     def datamodule():
         dm = MNISTDataModule(batch_size=args.batch_size, seed=0)
@@ -66,7 +68,7 @@ def main() -> None:
     plain = median_seconds(plain_loop, repeats=3)
     lightning = median_seconds(lightning_run, repeats=3)
     images = args.steps * args.batch_size
-    print_table(f"DigitNet training, {args.steps} steps of {args.batch_size} images (median of 3)",
+    print_table(f"{args.model} training, {args.steps} steps of {args.batch_size} images (median of 3)",
                 ["loop", "seconds", "images/s", "relative"],
                 [["plain PyTorch", f"{plain:.1f}", f"{images / plain:,.0f}", "1.00"],
                  ["distill (Lightning: callbacks, logging, checkpoint)", f"{lightning:.1f}",
