@@ -46,7 +46,7 @@ IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # ubyte data, 3 dimensions (images) 
 VALIDATION_SIZE = 5_000
 # Validation and test images go through a network in batches of this size. The teacher's cached
 # validation logits are computed in the same batches, so they equal those of the online path.
-# On a CPU, batches of 1000 take the teacher 2.4x longer per image than batches of 128, whose
+# On a CPU, batches of 1000 take the teacher over twice as long per image as batches of 128, whose
 # activations stay in the cache (benchmarks/eval_batch.py); on a GPU the size hardly matters here.
 EVAL_BATCH = 128
 # The validation slice is the same for every run, whatever the run's seed.
