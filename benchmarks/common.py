@@ -10,6 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill.cli import quiet_lightning
+
+# The benchmarks print their own tables; Lightning's start-up notes (devices, tips), once per
+# training run, would bury them, as they would the `distill` commands' output.
+quiet_lightning()
+
 
 def median_seconds(run: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
     for _ in range(warmup):
