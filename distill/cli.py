@@ -110,8 +110,11 @@ def teacher(
 
 @app.command()
 def student(
-    recipe: Annotated[str, typer.Option(
-        help="Recipe name (see `distill recipes`) or path of a recipe YAML file.")] = "tiny",
+    recipe: Annotated[list[str], typer.Option(
+        metavar="<str>",
+        help="Recipe name (see `distill recipes`), path of a recipe YAML file, or `all`. Repeat it "
+             "to distill several in one go: they share the teacher's logits (see "
+             "--teacher-cache).")] = ["tiny"],  # noqa: B006 - typer copies the default
     teacher: Annotated[Path | None, typer.Option(
         help="Teacher run folder or weights file (default: RUNS/teacher if it is finished, else "
              "the released models/digitnet).", show_default=False)] = None,
@@ -141,30 +144,41 @@ def student(
     """Distill the teacher into the student of a recipe, and train the student's twin."""
     import dataclasses
 
-    from distill.recipes import load_recipe
-    from distill.runs import default_teacher, train_student
+    from distill.recipes import available_recipes, load_recipe
+    from distill.runs import check_student_dirs, default_teacher, train_student
     from distill.training import Limits
 
-    chosen = load_recipe(recipe)
+    names = list(available_recipes()) if "all" in recipe else list(dict.fromkeys(recipe))
+    chosen = [load_recipe(name) for name in names]  # a misspelt name fails before any training
+    if "all" in recipe:
+        # The shortest first, so that results come early: each epoch of teacher logits is computed
+        # once whatever the order, and the longest recipe then adds the epochs it lacks.
+        chosen.sort(key=lambda r: (r.schedule.epochs, r.name))
     if seed is not None:
-        chosen = dataclasses.replace(chosen, seed=seed)
+        chosen = [dataclasses.replace(r, seed=seed) for r in chosen]
     if epochs is not None:
-        chosen = dataclasses.replace(chosen, schedule=dataclasses.replace(chosen.schedule,
-                                                                          epochs=epochs))
+        chosen = [dataclasses.replace(r, schedule=dataclasses.replace(r.schedule, epochs=epochs))
+                  for r in chosen]
+    for r in chosen:  # the third recipe's clash is found before the first one trains
+        check_student_dirs(r, runs_dir, twin, overwrite, resume)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     if teacher is None:
         teacher = default_teacher(runs_dir)
         if teacher.name == "weights.safetensors":
             console.print(f"No finished teacher in {runs_dir / 'teacher'}: distilling the released "
                           f"teacher {teacher}.")
-    reports = train_student(chosen, teacher, runs_dir, command_line(), twin, teacher_cache,
-                            finished=lambda report: print_summary(report, Path(report["run_dir"])),
-                            data_dir=data_dir, limits=limits, accelerator=accelerator,
-                            overwrite=overwrite, progress=show_progress(progress),
-                            resume=resume)
-    if reports[0].get("gain_over_twin") is not None:
-        console.print(f"Distillation gained [bold]{100 * reports[0]['gain_over_twin']:+.2f}[/] "
-                      "points of test top-1 over the twin.")
+    for r in chosen:
+        reports = train_student(r, teacher, runs_dir, command_line(), twin, teacher_cache,
+                                finished=lambda report: print_summary(report,
+                                                                      Path(report["run_dir"])),
+                                data_dir=data_dir, limits=limits, accelerator=accelerator,
+                                overwrite=overwrite, progress=show_progress(progress),
+                                resume=resume)
+        if reports[0].get("gain_over_twin") is not None:
+            console.print(f"Distillation gained [bold]{100 * reports[0]['gain_over_twin']:+.2f}[/]"
+                          f" points of test top-1 over the twin (recipe {r.name}).")
+    if len(chosen) > 1:
+        console.print(f"All {len(chosen)} recipes side by side: distill report {runs_dir}")
 
 
 @app.command()

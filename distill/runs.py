@@ -234,6 +234,19 @@ def matching_twin(twin_dir: Path, student: dict) -> dict | None:
     return twin if same else None
 
 
+def student_dirs(recipe: Recipe, runs_dir: Path) -> tuple[Path, Path]:
+    """The run folders of a recipe's student and of its twin."""
+    return runs_dir / f"student-{recipe.name}", runs_dir / f"student-{recipe.name}-twin"
+
+
+def check_student_dirs(recipe: Recipe, runs_dir: Path, twin: bool, overwrite: bool = False,
+                       resume: bool = False) -> None:
+    """Refuse, before any training, runs that would clobber finished or unfinished ones."""
+    student_dir, twin_dir = student_dirs(recipe, runs_dir)
+    for out in (student_dir, twin_dir) if twin else (student_dir,):
+        check_run_dir(out, overwrite, resume)
+
+
 def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: str,
                   twin: bool = True, teacher_cache: bool = True,
                   finished: Callable[[dict], None] | None = None, **run_args) -> list[dict]:
@@ -247,11 +260,10 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
     teacher = load_teacher(teacher_path)
     config = recipe.train_config()
     extra = {"recipe": recipe.name, "teacher": str(teacher_path)}
-    student_dir = runs_dir / f"student-{recipe.name}"
-    twin_dir = runs_dir / f"student-{recipe.name}-twin"
-    for out in (student_dir, twin_dir if twin else None):
-        if out is not None:  # refuse before spending time on the teacher's logits
-            check_run_dir(out, run_args.get("overwrite", False), run_args.get("resume", False))
+    student_dir, twin_dir = student_dirs(recipe, runs_dir)
+    # Refused before spending time on the teacher's logits.
+    check_student_dirs(recipe, runs_dir, twin, run_args.get("overwrite", False),
+                       run_args.get("resume", False))
     # The teacher's answers on the validation images (for the student's validation loss) and on
     # the test images (for agreement, once for the student and its twin).
     limits = run_args.get("limits") or Limits()

@@ -99,6 +99,41 @@ def test_the_teachers_weights_are_bit_identical_after_distillation(teacher_run, 
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_several_recipes_in_one_command_share_the_teachers_logits(teacher_run, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    main(["student", "--recipe", "mlp", "--recipe", "micro", "--teacher", str(teacher_run),
+          "--runs", str(runs), *QUICK])
+    for run in ("student-mlp", "student-mlp-twin", "student-micro", "student-micro-twin"):
+        assert (runs / run / "report.json").is_file(), run
+    out = capsys.readouterr().out
+    # Both recipes augment, batch and seed alike: the second reads the first one's teacher logits.
+    assert out.count("Teacher logits for") == 1
+    assert "over the twin (recipe mlp)" in out and "over the twin (recipe micro)" in out
+    assert f"distill report {runs}" in out
+
+
+def test_a_clash_in_the_last_of_several_recipes_stops_before_the_first_trains(teacher_run,
+                                                                               tmp_path, capsys):
+    runs = tmp_path / "runs"
+    (runs / "student-micro" / "checkpoints").mkdir(parents=True)  # an unfinished run
+    with pytest.raises(SystemExit) as exit_:
+        main(["student", "--recipe", "mlp", "--recipe", "micro", "--teacher", str(teacher_run),
+              "--runs", str(runs), *QUICK])
+    assert exit_.value.code == 1
+    assert "holds an unfinished run" in capsys.readouterr().out
+    assert not (runs / "student-mlp").exists() and not (runs / ".cache").exists()
+    with pytest.raises(SystemExit) as exit_:  # `all` takes micro in too
+        main(["student", "--recipe", "all", "--teacher", str(teacher_run), "--runs", str(runs),
+              *QUICK])
+    assert exit_.value.code == 1
+    assert "student-micro holds an unfinished run" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["student", "--recipe", "mlp", "--recipe", "micr", "--runs", str(runs), *QUICK])
+    assert exit_.value.code == 1
+    assert "Did you mean 'micro'" in capsys.readouterr().out
+    assert not (runs / "student-mlp").exists()
+
+
 def test_a_missing_teacher_tells_the_user_to_train_one(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["student", "--teacher", str(tmp_path / "nothing"), "--runs", str(tmp_path)])
