@@ -110,8 +110,8 @@ def teacher(
 
 @app.command()
 def student(
-    recipe: Annotated[list[str], typer.Option(
-        metavar="<str>",
+    recipe_names: Annotated[list[str], typer.Option(
+        "--recipe", metavar="<str>",
         help="Recipe name (see `distill recipes`), path of a recipe YAML file, or `all`. Repeat it "
              "to distill several in one go: they share the teacher's logits (see "
              "--teacher-cache).")] = ["tiny"],  # noqa: B006 - typer copies the default
@@ -148,27 +148,29 @@ def student(
     from distill.runs import check_student_dirs, default_teacher, train_student
     from distill.training import Limits
 
-    names = list(available_recipes()) if "all" in recipe else list(dict.fromkeys(recipe))
+    every = "all" in recipe_names
+    names = list(available_recipes()) if every else list(dict.fromkeys(recipe_names))
     chosen = [load_recipe(name) for name in names]  # a misspelt name fails before any training
-    if "all" in recipe:
+    if every:
         # The shortest first, so that results come early: each epoch of teacher logits is computed
         # once whatever the order, and the longest recipe then adds the epochs it lacks.
-        chosen.sort(key=lambda r: (r.schedule.epochs, r.name))
+        chosen.sort(key=lambda recipe: (recipe.schedule.epochs, recipe.name))
     if seed is not None:
-        chosen = [dataclasses.replace(r, seed=seed) for r in chosen]
+        chosen = [dataclasses.replace(recipe, seed=seed) for recipe in chosen]
     if epochs is not None:
-        chosen = [dataclasses.replace(r, schedule=dataclasses.replace(r.schedule, epochs=epochs))
-                  for r in chosen]
-    for r in chosen:  # the third recipe's clash is found before the first one trains
-        check_student_dirs(r, runs_dir, twin, overwrite, resume)
+        chosen = [dataclasses.replace(recipe, schedule=dataclasses.replace(recipe.schedule,
+                                                                           epochs=epochs))
+                  for recipe in chosen]
+    for recipe in chosen:  # the third recipe's clash is found before the first one trains
+        check_student_dirs(recipe, runs_dir, twin, overwrite, resume)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     if teacher is None:
         teacher = default_teacher(runs_dir)
         if teacher.name == "weights.safetensors":
             console.print(f"No finished teacher in {runs_dir / 'teacher'}: distilling the released "
                           f"teacher {teacher}.")
-    for r in chosen:
-        reports = train_student(r, teacher, runs_dir, command_line(), twin, teacher_cache,
+    for recipe in chosen:
+        reports = train_student(recipe, teacher, runs_dir, command_line(), twin, teacher_cache,
                                 finished=lambda report: print_summary(report,
                                                                       Path(report["run_dir"])),
                                 data_dir=data_dir, limits=limits, accelerator=accelerator,
@@ -176,7 +178,7 @@ def student(
                                 resume=resume)
         if reports[0].get("gain_over_twin") is not None:
             console.print(f"Distillation gained [bold]{100 * reports[0]['gain_over_twin']:+.2f}[/]"
-                          f" points of test top-1 over the twin (recipe {r.name}).")
+                          f" points of test top-1 over the twin (recipe {recipe.name}).")
     if len(chosen) > 1:
         console.print(f"All {len(chosen)} recipes side by side: distill report {runs_dir}")
 
