@@ -48,7 +48,8 @@ def check_run_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
         return
     if (out / FINISHED_MARKER).exists():
         raise DistillError(f"{out} already holds a finished run. Pass --overwrite to replace it, "
-                           "or choose another folder.")
+                           "--resume to keep it (and run only what is missing), or choose "
+                           "another folder.")
     if (out / "checkpoints").exists():
         raise DistillError(f"{out} holds an unfinished run. Pass --resume to continue it, or "
                            "--overwrite to start again.")

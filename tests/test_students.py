@@ -111,6 +111,17 @@ def test_several_recipes_in_one_command_share_the_teachers_logits(teacher_run, t
     assert "over the twin (recipe mlp)" in out and "over the twin (recipe micro)" in out
     assert f"distill report {runs}" in out
 
+    # Run again, the finished recipes are refused unless kept with --resume, which trains nothing.
+    args = ["student", "--recipe", "mlp", "--recipe", "micro", "--teacher", str(teacher_run),
+            "--runs", str(runs), *QUICK]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 1 and "--resume to keep it" in capsys.readouterr().out
+    weights = (runs / "student-micro" / "weights.safetensors").read_bytes()
+    main([*args, "--resume"])
+    assert "epoch 1/1" not in capsys.readouterr().out
+    assert (runs / "student-micro" / "weights.safetensors").read_bytes() == weights
+
 
 def test_a_clash_in_the_last_of_several_recipes_stops_before_the_first_trains(teacher_run,
                                                                                tmp_path, capsys):
