@@ -274,14 +274,14 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
     # A student kept by --resume needs no teacher logits: with several recipes, or a cleared
     # cache, that can be a whole teacher pass saved.
     student_kept = run_args.get("resume", False) and (student_dir / FINISHED_MARKER).is_file()
-    if teacher_cache and not student_kept:
-        logits = teacher_logits_table(teacher, config, limits, runs_dir / ".cache", data_dir,
-                                      progress=run_args.get("progress", True))
-        val_images = validation_images(data_dir)
-        if limits.val_batches is not None:
-            val_images = val_images[: limits.val_batches * EVAL_BATCH]
-        validation_logits = teacher_clean_logits(teacher, val_images, runs_dir / ".cache")
     if teacher_cache:
+        if not student_kept:
+            logits = teacher_logits_table(teacher, config, limits, runs_dir / ".cache", data_dir,
+                                          progress=run_args.get("progress", True))
+            val_images = validation_images(data_dir)
+            if limits.val_batches is not None:
+                val_images = val_images[: limits.val_batches * EVAL_BATCH]
+            validation_logits = teacher_clean_logits(teacher, val_images, runs_dir / ".cache")
         predictions = teacher_clean_logits(teacher, test_images, runs_dir / ".cache").argmax(-1)
     else:
         predictions = predict_logits(teacher, test_images).argmax(-1)
