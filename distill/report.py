@@ -245,11 +245,13 @@ def read_metrics(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def plain_tick(value: float, _position: int, scale: float = 1, unit: str = "") -> str:
-    """A label at 1, 2, 3 and 5 times a power of ten, none elsewhere: matplotlib's default minor
-    labels ("5x10^-2") outgrow the margin, and one at every tick overlap."""
+def plain_tick(value: float, _position: int, scale: float = 1, unit: str = "",
+               every: bool = False) -> str:
+    """A label at 1, 2, 3 and 5 times a power of ten, none elsewhere (unless `every`):
+    matplotlib's default minor labels ("5x10^-2") outgrow the margin, and one at every tick
+    overlap when the axis spans decades."""
     leading = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
-    return f"{value * scale:g}{unit}" if leading in (1, 2, 3, 5) else ""
+    return f"{value * scale:g}{unit}" if every or leading in (1, 2, 3, 5) else ""
 
 
 def plot_curves(csv_path: Path, out: Path, kept_epoch: int | None = None) -> None:
@@ -267,10 +269,9 @@ def curves_figure(series: dict[str, list[tuple[int, float]]],
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8),
                              gridspec_kw=dict(left=0.07, right=0.99, bottom=0.13, top=0.92))
     epochs_run = max((e for points in series.values() for e, _ in points), default=0) + 1
-    panels = ((axes[0], "loss", "Loss (log scale)", lambda v: v, plain_tick),
-              (axes[1], "acc", "Error rate (log scale)", lambda v: 1 - v,
-               lambda v, p: plain_tick(v, p, scale=100, unit="%")))
-    for ax, metric, title, shown, tick in panels:
+    panels = ((axes[0], "loss", "Loss (log scale)", lambda v: v, 1, ""),
+              (axes[1], "acc", "Error rate (log scale)", lambda v: 1 - v, 100, "%"))
+    for ax, metric, title, shown, scale, unit in panels:
         for split, marker in (("train", "o"), ("val", "s")):
             if points := series.get(f"{split}_{metric}", []):
                 epochs, values = zip(*points)
@@ -283,6 +284,10 @@ def curves_figure(series: dict[str, list[tuple[int, float]]],
         # A perfect epoch (error 0) has no place on a log axis: it is left out, not drawn at a
         # made-up floor.
         ax.set_yscale("log", nonpositive="mask")
+        low, high = ax.get_ylim()
+        # Within a factor of 4 (a short trial, an error rate from 60% to 40%), the 1-2-3-5 labels
+        # would leave one label or none: then every tick is labelled.
+        tick = functools.partial(plain_tick, scale=scale, unit=unit, every=high < 4 * low)
         ax.yaxis.set_major_formatter(FuncFormatter(tick))
         ax.yaxis.set_minor_formatter(FuncFormatter(tick))
         ax.set(title=title, xlabel="epoch")

@@ -136,6 +136,17 @@ def test_the_curves_show_the_error_rate_of_every_epoch_on_a_log_axis():
     plt.close(curves_figure({}))  # a run without logged metrics: empty axes, no warning
 
 
+def test_a_short_trials_narrow_error_range_still_gets_several_labels():
+    series = {"train_acc": [(0, 0.4), (1, 0.45)], "val_acc": [(0, 0.57), (1, 0.62)]}
+    figure = curves_figure(series, kept_epoch=1)
+    figure.canvas.draw()
+    _, errors = figure.axes
+    labels = [t.get_text() for minor in (False, True)
+              for t in errors.yaxis.get_ticklabels(minor=minor) if t.get_text()]
+    assert len(labels) >= 2 and "40%" in labels, labels
+    plt.close(figure)
+
+
 def test_a_run_records_its_commit_and_whether_the_code_had_changes(tmp_path):
     assert code_version(tmp_path) == "unknown"  # not a git checkout
 
