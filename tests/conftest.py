@@ -7,10 +7,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 
+def mnist_folder() -> Path:
+    """$DISTILL_DATA_DIR, else ../shared/data/mnist beside the repo."""
+    return Path(os.environ.get("DISTILL_DATA_DIR") or SHARED_MNIST)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real MNIST files: $DISTILL_DATA_DIR, else ../shared/data/mnist beside the repo."""
-    folder = Path(os.environ.get("DISTILL_DATA_DIR") or SHARED_MNIST)
+    """The real MNIST files; a test that asks for them fails where there are none."""
+    folder = mnist_folder()
     if not (folder / "train-images-idx3-ubyte.gz").exists() and not (
             folder / "train-images-idx3-ubyte").exists():
         pytest.fail(f"The tests need the real MNIST files: none in {folder}. "
@@ -19,9 +24,10 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_download(monkeypatch, data_dir):
-    """Tests never reach the network: they read the real files through DISTILL_DATA_DIR."""
-    monkeypatch.setenv("DISTILL_DATA_DIR", str(data_dir))
+def _no_download(monkeypatch):
+    """Tests never reach the network: they read the real files through DISTILL_DATA_DIR. Tests
+    that need no data (loss arithmetic, recipes) run without the files."""
+    monkeypatch.setenv("DISTILL_DATA_DIR", str(mnist_folder()))
 
 
 QUICK = ["--epochs", "1", "--train-batches", "3", "--val-batches", "1", "--test-images", "200",
