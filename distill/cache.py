@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 
 from distill.data import UNIFORMS_ROWS, MNISTDataModule
 from distill.errors import DistillError
+from distill.files import atomic_path
 from distill.report import predict_logits
 from distill.training import Limits, TrainConfig
 
@@ -147,8 +147,5 @@ def teacher_clean_logits(teacher: nn.Module, images: Tensor, cache_dir: Path) ->
 
 def save_atomic(path: Path, tensors: dict[str, Tensor]) -> None:
     """A safetensors file that is either whole or absent, even if the run is interrupted."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One temporary file per process: two students started together may both write the table.
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # a temporary file of its own: two students may both write
+        save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(tmp))

@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from distill.bounds import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_SEED
 from distill.errors import DistillError
 
 app = typer.Typer(help="Train a strong MNIST teacher, distill it into tiny students, and measure "
@@ -18,7 +20,10 @@ app = typer.Typer(help="Train a strong MNIST teacher, distill it into tiny stude
                   pretty_exceptions_enable=False, add_completion=False)
 # Output piped to a file or a pager has no width of its own, and rich would squeeze the report's
 # fourteen columns into 80; a terminal keeps its real width (or COLUMNS, where set).
-console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 180)
+# No markup: file names and messages are printed as they are ("[onnx]" stays, a path with
+# brackets cannot break the output); emphasis goes through rich Text styles instead.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 180,
+                  markup=False)
 DEBUG_ENV = "DISTILL_DEBUG"
 # Strength 2 with a random magnitude per image reaches the heavy test set's ranges (30 degrees, 20%
 # shift and zoom) while most images stay close to a clean digit. See the README's teacher section.
@@ -40,13 +45,13 @@ Progress = Annotated[bool | None, typer.Option(
     "--progress/--no-progress", help="Show progress bars (default: when the output is a terminal; "
     "otherwise one line per epoch, for logs).", show_default=False)]
 TrainBatches = Annotated[int | None, typer.Option(
-    help="Cap on training batches per epoch, for quick trials.", show_default=False)]
+    min=1, help="Cap on training batches per epoch, for quick trials.", show_default=False)]
 # 128: data.EVAL_BATCH, written out because the command imports torch only once it runs.
 ValBatches = Annotated[int | None, typer.Option(
-    help="Cap on validation batches (of 128 images) per epoch, for quick trials.",
+    min=1, help="Cap on validation batches (of 128 images) per epoch, for quick trials.",
     show_default=False)]
 TestImages = Annotated[int | None, typer.Option(
-    help="Score only the first N test images, for quick trials.", show_default=False)]
+    min=1, help="Score only the first N test images, for quick trials.", show_default=False)]
 
 
 @app.callback()
@@ -66,23 +71,25 @@ def command_line() -> str:
 def teacher(
     out: Annotated[Path, typer.Option(help="Run folder to write.")] = Path("runs/teacher"),
     data_dir: DataDir = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum number of epochs.")] = 10,
+    epochs: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS,
+                                        help="Maximum number of epochs.")] = 10,
     batch_size: Annotated[int, typer.Option(
-        min=1, help="Images per training step; the learning rate scales with it (linearly, from "
-                    "--lr at 128).")] = 128,
+        min=1, max=MAX_BATCH, help="Images per training step; the learning rate scales with it "
+                                   "(linearly, from --lr at 128).")] = 128,
     lr: Annotated[float, typer.Option(
-        min=0, help="Peak learning rate of AdamW for a batch of 128.")] = 4e-3,
+        min=0, max=MAX_LR, help="Peak learning rate of AdamW for a batch of 128.")] = 4e-3,
     compile: Annotated[bool, typer.Option(
         "--compile", help="torch.compile the network: slower start, faster steps on GPUs.")] = False,
     patience: Annotated[int, typer.Option(
-        min=1, help="Epochs without a better validation loss before stopping early.")] = 3,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling, augmentation.")] = 0,
+        min=1, max=MAX_EPOCHS, help="Epochs without a better validation loss before stopping early.")] = 3,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED,
+                                      help="Seed of initialisation, shuffling, augmentation.")] = 0,
     augment: Annotated[float, typer.Option(
-        min=0, help="Strength of the training augmentation: each image is rotated up to 15 "
+        min=0, max=4, help="Strength of the training augmentation: each image is rotated up to 15 "
                     "degrees, shifted and zoomed up to 10%, times this strength and times a "
                     "magnitude of its own drawn from [0, 1]. 0: none.")] = TEACHER_AUGMENT,
     views: Annotated[int, typer.Option(
-        min=1, help="Augmented copies of each image in a training batch (batch augmentation): "
+        min=1, max=8, help="Augmented copies of each image in a training batch (batch augmentation): "
                     "the first at its random magnitude, the others across the full ranges. Same "
                     "number of steps, each VIEWS times the work.")] = TEACHER_VIEWS,
     accelerator: Accelerator = "auto",
@@ -130,9 +137,9 @@ def student(
              "teacher on every batch, faster).")] = True,
     data_dir: DataDir = None,
     seed: Annotated[int | None, typer.Option(
-        help="Override the recipe's seed.", show_default=False)] = None,
+        min=0, max=MAX_SEED, help="Override the recipe's seed.", show_default=False)] = None,
     epochs: Annotated[int | None, typer.Option(
-        min=1, help="Override the recipe's epochs.", show_default=False)] = None,
+        min=1, max=MAX_EPOCHS, help="Override the recipe's epochs.", show_default=False)] = None,
     accelerator: Accelerator = "auto",
     overwrite: Overwrite = False,
     resume: Resume = False,
@@ -177,8 +184,9 @@ def student(
                                 overwrite=overwrite, progress=show_progress(progress),
                                 resume=resume)
         if reports[0].get("gain_over_twin") is not None:
-            console.print(f"Distillation gained [bold]{100 * reports[0]['gain_over_twin']:+.2f}[/]"
-                          f" points of test top-1 over the twin (recipe {recipe.name}).")
+            console.print(Text.assemble(
+                "Distillation gained ", (f"{100 * reports[0]['gain_over_twin']:+.2f}", "bold"),
+                f" points of test top-1 over the twin (recipe {recipe.name})."))
     if len(chosen) > 1:
         console.print(f"All {len(chosen)} recipes side by side: distill report {runs_dir}")
 
@@ -332,7 +340,8 @@ def export(
     weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.")],
     format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
     out: Annotated[Path | None, typer.Option(
-        help="File to write (default: model.onnx beside the weights).", show_default=False)] = None,
+        help="File to write, ending in .onnx (default: model.onnx beside the weights; for a "
+             "release in models/, NAME.onnx in the current folder).", show_default=False)] = None,
     quantize: Annotated[bool, typer.Option(
         help="Also write an int8 model (onnxruntime dynamic quantization) and score it.")] = False,
     data_dir: DataDir = None,
@@ -342,7 +351,7 @@ def export(
     from rich.table import Table
 
     from distill.data import load_split
-    from distill.export import export_onnx, load_model, parity, quantize_int8
+    from distill.export import export_onnx, export_target, load_model, parity, quantize_int8
     from distill.report import percent
 
     if format != "onnx":
@@ -352,8 +361,7 @@ def export(
     except ImportError as error:
         raise DistillError("ONNX export needs the onnx extra: pip install -e \".[onnx]\"") from error
     model, architecture = load_model(weights)
-    folder = weights if weights.is_dir() else weights.parent
-    target = out or folder / "model.onnx"
+    target = export_target(weights, architecture, out)
     with console.status(f"Exporting {architecture} to ONNX"):
         export_onnx(model, target)
     images, labels = load_split("test", data_dir)
@@ -404,8 +412,10 @@ def predict(
     for r in results:
         (first, second) = r["top2"]
         note = " (dark digit on light paper: inverted)" if r["inverted"] else ""
-        console.print(f"{r['image']}: [bold]{first['digit']}[/] {100 * first['probability']:.1f}%, "
-                      f"then {second['digit']} {100 * second['probability']:.1f}%{note}")
+        console.print(Text.assemble(
+            f"{r['image']}: ", (str(first["digit"]), "bold"),
+            f" {100 * first['probability']:.1f}%, then {second['digit']} "
+            f"{100 * second['probability']:.1f}%{note}"))
 
 
 @app.command()
@@ -416,18 +426,13 @@ def publish(
     assets: Annotated[Path | None, typer.Option(
         help="Also copy the run's examples.png and confusion matrix (as cm.png) here, for the "
              "README.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace the release already in TARGET.")] = False,
 ) -> None:
     """Release a run's weights with a model card (front matter, figures, images)."""
-    import shutil
-
     from distill.publish import publish as publish_run
 
-    written = publish_run(run, target)
-    if assets is not None:
-        assets.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run / "examples.png", assets / "examples.png")
-        shutil.copyfile(run / "confusion.png", assets / "cm.png")
-        written += [assets / "examples.png", assets / "cm.png"]
+    written = publish_run(run, target, overwrite, assets)
     console.print("Wrote " + ", ".join(map(str, written)))
 
 
@@ -446,8 +451,9 @@ def demo(
         import gradio  # noqa: F401
     except ImportError as error:
         raise DistillError('The demo needs the demo extra: pip install -e ".[demo]"') from error
-    from distill.demo import load_demo_models, serve
+    from distill.demo import check_port, load_demo_models, serve
 
+    check_port(host, port)
     loaded = load_demo_models(models)
     console.print(f"Serving {len(loaded)} models at http://{host}:{port} (Ctrl-C to stop)")
     serve(loaded, host, port, share, data_dir)
@@ -462,13 +468,13 @@ def print_summary(report: dict, out: Path) -> None:
     from distill.report import human, percent
 
     ev, c, t = report["evaluation"], report["cost"], report["training"]
-    console.print(
-        f"[bold]{report['name']}[/] ({report['model']}, {c['parameters']:,} parameters, "
-        f"{human(c['flops'])} FLOPs/image): "
-        f"test top-1 [bold green]{percent(ev['test']['top1'])}[/], "
-        f"augmented test top-2 {percent(ev['augmented_test']['top2'])}; "
+    console.print(Text.assemble(
+        (report["name"], "bold"), f" ({report['model']}, {c['parameters']:,} parameters, "
+        f"{human(c['flops'])} FLOPs/image): test top-1 ",
+        (percent(ev["test"]["top1"]), "bold green"),
+        f", augmented test top-2 {percent(ev['augmented_test']['top2'])}; "
         f"{t['epochs_run']} epoch{'s' * (t['epochs_run'] != 1)} in {t['seconds']:.0f} s on "
-        f"{t['device']}.")
+        f"{t['device']}."))
     console.print(f"Wrote {out}/: report.md, report.json, weights.safetensors, curves.png, "
                   "confusion.png, examples.png, checkpoints/")
 
@@ -501,11 +507,20 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit as done:  # click ends every run with SystemExit, success included
         if done.code not in (0, None):
             raise
-    except DistillError as error:
+    except (DistillError, OSError) as error:
+        # An OSError is the machine's answer (a full disk, a folder without write permission):
+        # its own message names the file and the reason.
         if debug:
             raise
-        console.print(f"[bold red]Error:[/] {error}", highlight=False)
+        message = str(error) if isinstance(error, DistillError) else describe_os_error(error)
+        console.print(Text.assemble(("Error: ", "bold red"), message), highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
-        console.print("[bold red]Interrupted.[/] Nothing finished was overwritten.")
+        console.print(Text.assemble(("Interrupted. ", "bold red"),
+                                    "Nothing finished was overwritten."))
         sys.exit(130)
+
+
+def describe_os_error(error: OSError) -> str:
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{where}. Check the path and its permissions, and run again."

@@ -44,6 +44,7 @@ SHA256 = {
 }
 IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # ubyte data, 3 dimensions (images) or 1 (labels)
 VALIDATION_SIZE = 5_000
+TRAIN_SIZE = SPLITS["train"][2] - VALIDATION_SIZE
 # Validation and test images go through a network in batches of this size. The teacher's cached
 # validation logits are computed in the same batches, so they equal those of the online path.
 # On a CPU, batches of 1000 take the teacher over twice as long per image as batches of 128, whose
@@ -61,10 +62,15 @@ def default_cache_dir() -> Path:
 def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
     """`--data-dir`, else $DISTILL_DATA_DIR, else the cache folder."""
     if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
-    return default_cache_dir()
+        folder = Path(data_dir).expanduser()
+    elif os.environ.get(DATA_DIR_ENV):
+        folder = Path(os.environ[DATA_DIR_ENV]).expanduser()
+    else:
+        folder = default_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        raise DistillError(f"{folder} is a file: point --data-dir (or ${DATA_DIR_ENV}) at the "
+                           "folder that holds the MNIST files.")
+    return folder
 
 
 def _missing_files_hint(folder: Path) -> str:

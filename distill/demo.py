@@ -6,6 +6,9 @@ same path as `distill predict`.
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from torch import nn
 from distill.errors import DistillError
 from distill.export import load_model
 from distill.nets import MODELS_DIR, parameter_count
-from distill.predict import preprocess, probabilities, to_gray
+from distill.predict import MAX_PIXELS, check_pixels, preprocess, probabilities, to_gray
 
 EMPTY_CANVAS = "Draw a digit first."
 
@@ -63,6 +66,7 @@ def classify(models: list[DemoModel], image: np.ndarray | dict | None, is_photo:
     if image is None or np.asarray(image).size == 0:
         return EMPTY_CANVAS, *blank
     try:
+        check_pixels(np.asarray(image).shape[1], np.asarray(image).shape[0], "The image")
         prepared = preprocess(to_gray(np.asarray(image)))
     except DistillError as error:
         return str(error), *blank
@@ -91,6 +95,7 @@ def example_images(count: int = 8, data_dir: Path | str | None = None) -> list[s
 
     images, _ = load_split("test", data_dir)
     folder = Path(tempfile.mkdtemp(prefix="distill-demo-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # gradio serves them until then
     paths = []
     for i in range(count):
         path = folder / f"test-{i}.png"
@@ -140,8 +145,23 @@ def build_app(models: list[DemoModel], examples: list[str]):
     return app
 
 
+def check_port(host: str, port: int) -> None:
+    """A clear error for a port that is taken, before the models load."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise DistillError(f"Cannot serve on {host}:{port} ({error.strerror}): another program "
+                               "uses it. Pass --port with a free port, e.g. --port 7861.") from error
+
+
 def serve(models: list[DemoModel], host: str, port: int, share: bool,
           data_dir: Path | str | None = None) -> None:
+    from PIL import Image
+
+    # Gradio decodes uploads with PIL before distill sees them: past this many pixels PIL refuses
+    # (a 144 KB PNG can claim 20000x20000 pixels, gigabytes once decoded).
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL refuses at twice this, warns above it
     torch.set_num_threads(max(1, torch.get_num_threads()))
     app = build_app(models, example_images(data_dir=data_dir))
     app.launch(server_name=host, server_port=port, share=share, show_error=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
-import os
+import math
+import reprlib
 from pathlib import Path
 
 import timm
@@ -14,14 +16,14 @@ from torch import nn
 
 import distill.nets  # noqa: F401 - registers the networks with timm
 from distill.errors import DistillError
+from distill.files import atomic_path
 
 
 def save_weights(model: nn.Module, architecture: str, kwargs: dict, path: Path) -> None:
     """Write the weights with their architecture in the metadata, atomically."""
-    tmp = path.with_suffix(".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, tmp, metadata={"architecture": architecture, "kwargs": json.dumps(kwargs)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, tmp, metadata={"architecture": architecture, "kwargs": json.dumps(kwargs)})
 
 
 def load_model(path: Path | str) -> tuple[nn.Module, str]:
@@ -38,18 +40,74 @@ def load_model(path: Path | str) -> tuple[nn.Module, str]:
     except (SafetensorError, OSError, ValueError) as error:
         raise DistillError(f"{path} is not a readable safetensors file ({error}). "
                            "Re-create it with the command that made it.") from error
-    if "architecture" not in metadata:
-        raise DistillError(f"{path} does not say which network it holds: it was not written by "
-                           "distill.")
+    model = build_from_metadata(metadata, path)
     architecture = metadata["architecture"]
-    try:
-        model = timm.create_model(architecture, **json.loads(metadata.get("kwargs", "{}")))
-    except RuntimeError as error:  # timm's "Unknown model"
-        raise DistillError(f"{path} holds a '{architecture}', which this version of distill does "
-                           "not know.") from error
     check_fits(model, state, path, architecture)
+    if not all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point()):
+        raise DistillError(f"{path} holds NaN or infinite weights: the run that wrote it diverged. "
+                           "Train it again with a lower learning rate.")
     model.load_state_dict(state)
     return model.eval(), architecture
+
+
+# A weights file may come from anyone: its metadata only ever names one of distill's networks,
+# with arguments of that network's constructor, small enough to build. timm itself would also
+# accept hub names ("hf-hub:..."), local folders and checkpoint paths.
+MAX_KWARGS_CHARS = 2_000
+MAX_PARAMETERS = 20_000_000
+MAX_SIZE = 4_096  # any one number (a width, a depth, a kernel size)
+MAX_ITEMS = 8  # any one list (widths or depths per stage)
+
+
+def build_from_metadata(metadata: dict[str, str], path: Path) -> nn.Module:
+    """The network a weights file's metadata names, its arguments checked before it is built."""
+    from distill.nets import NETWORK_CLASSES, NETWORKS, parameter_count
+
+    architecture = metadata.get("architecture")
+    if architecture is None:
+        raise DistillError(f"{path} does not say which network it holds: it was not written by "
+                           "distill.")
+    if architecture not in NETWORKS:
+        raise DistillError(f"{path} names the network {reprlib.repr(architecture)}, which is not "
+                           f"one of distill's ({', '.join(NETWORKS)}): refused.")
+    text = metadata.get("kwargs", "{}")
+    try:
+        kwargs = json.loads(text) if len(text) <= MAX_KWARGS_CHARS else None
+    except ValueError:
+        kwargs = None
+    if not isinstance(kwargs, dict):
+        raise DistillError(f"{path}: its network arguments are not a small JSON object: refused.")
+    allowed = inspect.signature(NETWORK_CLASSES[architecture]).parameters
+    for key, value in kwargs.items():
+        if key not in allowed or key == "self":
+            raise DistillError(f"{path}: {reprlib.repr(key)} is not an argument of {architecture}: "
+                               "refused.")
+        if not _small(value):
+            raise DistillError(f"{path}: the argument {key} of {architecture} is "
+                               f"{reprlib.repr(value)}, out of bounds: refused.")
+    try:
+        with torch.device("meta"):  # counts the parameters without allocating them
+            size = parameter_count(timm.create_model(architecture, **kwargs))
+    except Exception as error:  # noqa: BLE001 - any argument the network rejects is refused
+        raise DistillError(f"{path}: {architecture} cannot be built with its arguments "
+                           f"({type(error).__name__}): refused.") from error
+    if size > MAX_PARAMETERS:
+        raise DistillError(f"{path}: a {architecture} of {size:,} parameters, over distill's "
+                           f"limit of {MAX_PARAMETERS:,}: refused.")
+    return timm.create_model(architecture, **kwargs)
+
+
+def _small(value: object) -> bool:
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int | float):
+        return math.isfinite(value) and abs(value) <= MAX_SIZE
+    if isinstance(value, str):
+        return len(value) <= 32
+    if isinstance(value, list):
+        return len(value) <= MAX_ITEMS and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and _small(v) for v in value)
+    return False
 
 
 def check_fits(model: nn.Module, state: dict, path: Path, architecture: str) -> None:
@@ -68,18 +126,34 @@ def check_fits(model: nn.Module, state: dict, path: Path, architecture: str) -> 
 
 
 
+def export_target(weights: Path, architecture: str, out: Path | None) -> Path:
+    """Where an export goes: an .onnx file, never over its input, never into a release."""
+    from distill.files import is_in_releases
+
+    folder = weights if weights.is_dir() else weights.parent
+    default = Path(f"{architecture}.onnx") if is_in_releases(folder) else folder / "model.onnx"
+    target = out or default
+    if target.suffix != ".onnx":
+        raise DistillError(f"--out {target} must end in .onnx: distill writes ONNX files only "
+                           "(and never over a weights file).")
+    if is_in_releases(target.parent):
+        raise DistillError(f"{target} is inside models/, which holds the releases: export "
+                           f"elsewhere, e.g. --out {architecture}.onnx.")
+    if target.exists() and not target.is_file():
+        raise DistillError(f"{target} is a folder: give the path of the .onnx file to write.")
+    return target
+
+
 def export_onnx(model: nn.Module, path: Path) -> None:
     """ONNX with a dynamic batch axis: input `image` (B, 1, 28, 28) normalized, output `logits`."""
     import warnings
 
-    tmp = path.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval(), (torch.zeros(2, 1, 28, 28),), str(tmp),
                           input_names=["image"], output_names=["logits"],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
                           verbose=False, external_data=False)
-    os.replace(tmp, path)
 
 
 def onnx_logits(path: Path, images: torch.Tensor, batch: int = 1000) -> torch.Tensor:

@@ -107,7 +107,7 @@ class DigitNet(nn.Module):
                 LayerNorm2d(dims[0]))
         else:
             raise ValueError(f"Unknown stem {stem!r}: use 'conv3x3' or 'patchify'.")
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # meta-safe
         stages, block = [], 0
         kernel_sizes = _per_stage(kernel_sizes, len(dims))
         for i, (dim, depth, stride, kernel_size) in enumerate(zip(dims, depths, strides,
@@ -235,6 +235,7 @@ def _cfg(name: str, **kwargs) -> dict:
 
 # One entry per registered network; the weights of released models are filled in by `publish`.
 STUDENTS = ("digitnet_small", "digitnet_tiny", "convnet_tiny", "convnet_micro", "mlp_800")
+NETWORKS = ("digitnet", *STUDENTS)
 default_cfgs = generate_default_cfgs({name: _cfg(name) for name in ("digitnet", *STUDENTS)})
 
 
@@ -303,3 +304,9 @@ def convnet_micro(pretrained: bool = False, **kwargs) -> ConvNet:
 def mlp_800(pretrained: bool = False, **kwargs) -> MLP:
     """Hinton et al.'s small MNIST net: 784-800-800-10, 1.28M parameters."""
     return _create(MLP, "mlp_800", pretrained, **{"hidden": (800, 800), **kwargs})
+
+
+# The class each registered network is built from: weights files may pass its arguments only.
+NETWORK_CLASSES: dict[str, type[nn.Module]] = {
+    "digitnet": DigitNet, "digitnet_small": DigitNet, "digitnet_tiny": DigitNet,
+    "convnet_tiny": ConvNet, "convnet_micro": ConvNet, "mlp_800": MLP}

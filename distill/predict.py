@@ -20,6 +20,9 @@ from distill.errors import DistillError
 
 DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
 INK_THRESHOLD = 0.2  # of the brightest pixel: fainter pixels are paper, not ink
+# Larger images are refused before they are decoded: a photo of a digit needs far fewer pixels,
+# and a small compressed file can claim billions (a decompression bomb).
+MAX_PIXELS = 4096 * 4096
 
 
 @dataclass
@@ -47,13 +50,23 @@ def load_image(path: Path) -> np.ndarray:
     """A grayscale image in [0, 1]; a clear error for anything that is not an image."""
     from PIL import Image, UnidentifiedImageError
 
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours, lower, is checked below
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            check_pixels(image.width, image.height, str(path))
             return to_gray(np.asarray(image.convert("RGBA")))
     except FileNotFoundError as error:
         raise DistillError(f"No image at {path}.") from error
     except (UnidentifiedImageError, OSError) as error:
         raise DistillError(f"{path} is not an image that can be read (PNG, JPEG, ...).") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def check_pixels(width: int, height: int, name: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise DistillError(f"{name} is {width}x{height} pixels, over the {MAX_PIXELS:,} distill "
+                           "reads: make it smaller first (a digit needs a few hundred).")
 
 
 def preprocess(gray: np.ndarray | Tensor) -> Prepared:

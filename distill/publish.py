@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import yaml
 
 from distill.errors import DistillError
-from distill.report import human, percent, write_atomic
+from distill.files import atomic_path, write_atomic
+from distill.report import human, percent
 
 CARD_IMAGES = ("curves.png", "confusion.png", "examples.png")
 
@@ -78,8 +80,20 @@ def at_commit(report: dict) -> str:
     return "" if commit == "unknown" else f" at commit {commit}"
 
 
-def publish(run: Path, target: Path) -> list[Path]:
-    """Copy a finished run's weights and images to `target` and write its model card."""
+RELEASE_FILES = ("README.md", "weights.safetensors", "report.json", *CARD_IMAGES)
+
+
+def publish(run: Path, target: Path, overwrite: bool = False,
+            assets: Path | None = None) -> list[Path]:
+    """Release a finished run in `target`: weights, report, images and a model card.
+
+    Everything is checked before anything is written; the release is assembled beside `target`
+    and swapped in by renames, so a reader sees the old release or the new one, never a mix.
+    An existing release is replaced only with `overwrite`. `assets` also gets the run's
+    examples.png and its confusion matrix as cm.png (the README's images).
+    """
+    from distill.export import load_model
+
     report_path = run / "report.json"
     if not report_path.is_file():
         raise DistillError(f"{run} is not a finished run (no report.json). Give the folder that "
@@ -88,10 +102,38 @@ def publish(run: Path, target: Path) -> list[Path]:
     if target.name != report["model"]:
         raise DistillError(f"{run} holds a {report['model']}: publish it to models/"
                            f"{report['model']}, the folder timm's pretrained=True reads.")
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in ("weights.safetensors", "report.json", *CARD_IMAGES):
-        shutil.copyfile(run / name, target / name)
-        written.append(target / name)
-    write_atomic(target / "README.md", model_card(report))
-    return [target / "README.md", *written]
+    if missing := [name for name in RELEASE_FILES[1:] if not (run / name).is_file()]:
+        raise DistillError(f"{run} lacks {', '.join(missing)}: it is not a complete run. Train it "
+                           "again (or with --resume) before publishing.")
+    load_model(run)  # weights that do not load are not released
+    if target.exists():
+        if not overwrite:
+            raise DistillError(f"{target} already holds a release. Pass --overwrite to replace it "
+                               f"(compare first: distill evaluate {target} {run}).")
+        foreign = ([p.name for p in target.iterdir() if p.name not in RELEASE_FILES]
+                   if target.is_dir() else [target.name])
+        if foreign:
+            raise DistillError(f"{target} holds what a release does not ({', '.join(foreign[:3])}): "
+                               "distill does not replace it. Move those out first.")
+    staging = target.with_name(f".{target.name}.new-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for name in RELEASE_FILES[1:]:
+            shutil.copyfile(run / name, staging / name)
+        write_atomic(staging / "README.md", model_card(report))
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if target.exists():
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    written = [target / name for name in RELEASE_FILES]
+    if assets is not None:
+        assets.mkdir(parents=True, exist_ok=True)
+        for source, name in (("examples.png", "examples.png"), ("confusion.png", "cm.png")):
+            with atomic_path(assets / name) as tmp:
+                shutil.copyfile(run / source, tmp)
+            written.append(assets / name)
+    return written

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,14 @@ from typing import Any
 
 import yaml
 
+from distill.bounds import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_RECIPE_BYTES,
+    MAX_SEED,
+    MAX_TEMPERATURE,
+)
 from distill.data import Augment
 from distill.errors import DistillError
 from distill.nets import STUDENTS
@@ -91,19 +100,21 @@ class Recipe:
 
 # (key path, check, what the value must be)
 RANGES = [
-    ("distillation.temperature", lambda v: v > 0, "greater than 0"),
+    ("distillation.temperature", lambda v: 0 < v <= MAX_TEMPERATURE,
+     f"greater than 0 and at most {MAX_TEMPERATURE:g}"),
     ("distillation.alpha", lambda v: 0 <= v <= 1, "between 0 and 1"),
-    ("optimizer.lr", lambda v: v > 0, "greater than 0"),
-    ("optimizer.weight_decay", lambda v: v >= 0, "0 or more"),
+    ("optimizer.lr", lambda v: 0 < v <= MAX_LR, f"greater than 0 and at most {MAX_LR:g}"),
+    ("optimizer.weight_decay", lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("optimizer.ema_decay", lambda v: v is None or 0 < v < 1, "between 0 and 1"),
     ("optimizer.name", lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
-    ("schedule.epochs", lambda v: v >= 1, "at least 1"),
+    ("schedule.epochs", lambda v: 1 <= v <= MAX_EPOCHS, f"between 1 and {MAX_EPOCHS}"),
     ("schedule.warmup", lambda v: 0 < v < 1, "between 0 and 1 (a fraction of the steps)"),
-    ("schedule.patience", lambda v: v >= 1, "at least 1"),
+    ("schedule.patience", lambda v: 1 <= v <= MAX_EPOCHS, f"between 1 and {MAX_EPOCHS}"),
     ("augmentation.degrees", lambda v: 0 <= v <= 180, "between 0 and 180"),
     ("augmentation.translate", lambda v: 0 <= v <= 0.5, "between 0 and 0.5"),
     ("augmentation.scale", lambda v: 0 <= v < 1, "between 0 and 1"),
-    ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("batch_size", lambda v: 1 <= v <= MAX_BATCH, f"between 1 and {MAX_BATCH:,}"),
+    ("seed", lambda v: 0 <= v <= MAX_SEED, f"between 0 and {MAX_SEED}"),
     ("student", lambda v: v in STUDENTS, f"one of the students: {', '.join(STUDENTS)}"),
 ]
 
@@ -119,7 +130,8 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
     values = {}
     for key, value in data.items():
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
+            key = shown(key) if not isinstance(key, str) else key[:60]
+            close = difflib.get_close_matches(key, fields, n=1)
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else \
                 f" Valid keys: {', '.join(fields)}."
             raise DistillError(f"{source}: unknown key '{prefix}{key}'.{hint}")
@@ -142,8 +154,14 @@ def _check_type(value: Any, kind: Any, key: str, source: str) -> Any:
     ok = (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))) or (
         kind is float and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
-        raise DistillError(f"{source}: '{key}' must be {kind.__name__}, not {value!r}.")
+        raise DistillError(f"{source}: '{key}' must be {kind.__name__}, not {shown(value)}.")
     return kind(value)
+
+
+def shown(value: Any) -> str:
+    """A value as a message may print it: short, whatever it is (a YAML alias bomb expands to
+    billions of items in a plain repr)."""
+    return reprlib.repr(value)
 
 
 def _lookup(recipe: Recipe, path: str) -> Any:
@@ -154,6 +172,9 @@ def _lookup(recipe: Recipe, path: str) -> Any:
 
 
 def parse_recipe(text: str, name: str, source: str) -> Recipe:
+    if len(text) > MAX_RECIPE_BYTES:
+        raise DistillError(f"{source} is {len(text):,} characters long: a recipe is a few lines "
+                           "of YAML.")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -165,7 +186,7 @@ def parse_recipe(text: str, name: str, source: str) -> Recipe:
     for path, check, must in RANGES:
         value = _lookup(recipe, path)
         if not check(value):
-            raise DistillError(f"{source}: '{path}' is {value!r}; it must be {must}.")
+            raise DistillError(f"{source}: '{path}' is {shown(value)}; it must be {must}.")
     return dataclasses.replace(recipe, name=name)
 
 
@@ -177,9 +198,7 @@ def load_recipe(name_or_path: str) -> Recipe:
     """A recipe by name (recipes/NAME.yaml) or by the path of a YAML file."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise DistillError(f"No recipe file at {path}.")
-        return parse_recipe(path.read_text(), path.stem, str(path))
+        return parse_recipe(read_recipe_text(path), path.stem, str(path))
     recipes = available_recipes()
     if name_or_path not in recipes:
         close = difflib.get_close_matches(name_or_path, recipes, n=1)
@@ -187,4 +206,16 @@ def load_recipe(name_or_path: str) -> Recipe:
         raise DistillError(f"Unknown recipe '{name_or_path}'. {hint}Available: "
                            f"{', '.join(recipes)} (or give the path of a YAML file).")
     path = recipes[name_or_path]
-    return parse_recipe(path.read_text(), name_or_path, f"recipes/{path.name}")
+    return parse_recipe(read_recipe_text(path), name_or_path, f"recipes/{path.name}")
+
+
+def read_recipe_text(path: Path) -> str:
+    if not path.is_file():
+        raise DistillError(f"No recipe file at {path}.")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise DistillError(f"{path} is {path.stat().st_size:,} bytes: a recipe is a few lines of "
+                           "YAML. Check the path.")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DistillError(f"{path} is not a text file (YAML): check the path.") from error

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from distill.data import (  # noqa: E402
     load_split,
     prepare,
 )
+from distill.files import write_atomic  # noqa: E402
 from distill.nets import parameter_count  # noqa: E402
 
 
@@ -143,17 +143,6 @@ def scorecard(model: nn.Module, data_dir: Path | str | None = None, test_size: i
 def cost(model: nn.Module, weights: Path) -> dict[str, Any]:
     return {"parameters": parameter_count(model),
             "bytes": weights.stat().st_size, "flops": flops_per_image(model), **cpu_speed(model)}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a reader never sees half a file."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        try:
-            tmp.write(text)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
 
 
 def public(report: dict) -> dict:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
 import json
 import platform
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +22,15 @@ from distill.data import EVAL_BATCH, MNISTDataModule, load_split, validation_ima
 from distill.distillation import Distiller
 from distill.errors import DistillError
 from distill.export import load_model, save_weights
+from distill.files import (
+    RUN_LOCK,
+    RUN_MARKER,
+    check_run_folder,
+    restore_aside,
+    run_lock,
+    set_aside,
+    write_atomic,
+)
 from distill.nets import released_weights
 from distill.recipes import Distillation, Recipe
 from distill.report import (
@@ -31,7 +40,6 @@ from distill.report import (
     markdown,
     predict_logits,
     public_report,
-    write_atomic,
     write_run_report,
 )
 from distill.training import Classifier, Limits, TrainConfig, describe, fit, make_trainer
@@ -43,7 +51,9 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 def check_run_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
-    """Refuse to clobber a finished or unfinished run unless asked to."""
+    """Refuse a folder distill did not make, and a finished or unfinished run unless asked to
+    replace (--overwrite) or continue (--resume) it."""
+    check_run_folder(out, replacing=overwrite or resume)
     if overwrite or resume:
         return
     if (out / FINISHED_MARKER).exists():
@@ -56,7 +66,8 @@ def check_run_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
 
 
 def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> Path | None:
-    """Make the run folder ready (after `check_run_dir`); the checkpoint to resume from."""
+    """Make the run folder ready (after `check_run_dir`, under `run_lock`); the checkpoint to
+    resume from. A run being replaced is set aside, not deleted (see `files.set_aside`)."""
     if resume and not overwrite:
         if (out / LAST_CHECKPOINT).is_file():
             set_metrics_aside(out, out / LAST_CHECKPOINT)
@@ -65,10 +76,18 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> Path | 
             raise DistillError(f"Nothing to resume in {out}: no {LAST_CHECKPOINT}. Run "
                                "without --resume to start.")
         overwrite = True  # interrupted in its first epoch: nothing to continue from, start again
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if overwrite and any(entry.name not in (RUN_MARKER, RUN_LOCK) for entry in out.iterdir()):
+        set_aside(out)
     return None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A Lightning checkpoint's contents; a clear error for a damaged (e.g. truncated) file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise DistillError(f"{path} is damaged and cannot be read ({type(error).__name__}). Run "
+                           "again with --overwrite to start the run over.") from error
 
 
 METRICS = Path("logs") / "metrics.csv"
@@ -96,7 +115,7 @@ def set_metrics_aside(out: Path, checkpoint: Path) -> None:
     Lightning's CSV logger deletes metrics.csv when it starts, and a resumed run logs only the
     epochs it trains: without this, its curves would begin where the interruption was.
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = load_checkpoint(checkpoint)
     epoch, step = state["epoch"], state["global_step"]
 
     def kept(row: dict[str, str]) -> bool:  # rows without an epoch are the learning rate's
@@ -160,8 +179,37 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
         return json.loads((out / FINISHED_MARKER).read_text())
     check_run_dir(out, overwrite, resume)
     started_with = environment()
-    load_split("train", data_dir)  # bad data fails here, before a run folder exists
-    resume_from = prepare_run_dir(out, overwrite, resume)
+    for split in ("train", "test"):  # bad data fails here, before a run folder exists
+        load_split(split, data_dir)
+    check_batch_size(config.batch_size, limits)
+    with run_lock(out):
+        check_run_dir(out, overwrite, resume)  # again: another process may have been first
+        resume_from = prepare_run_dir(out, overwrite, resume)
+        try:
+            return _train_and_report(name, out, config, command, data_dir, limits, accelerator,
+                                     progress, resume_from, teacher, distillation, teacher_logits,
+                                     validation_logits, teacher_predictions, extra, started_with)
+        except BaseException:
+            restore_aside(out)  # a replaced run comes back if no epoch of the new one finished
+            raise
+
+
+def check_batch_size(batch_size: int, limits: Limits) -> None:
+    from distill.data import TRAIN_SIZE
+
+    images = min(TRAIN_SIZE, limits.train_size or TRAIN_SIZE)
+    if batch_size > images:
+        raise DistillError(f"The batch size {batch_size} is larger than the {images:,} training "
+                           "images: lower --batch-size (128 is the default).")
+
+
+def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
+                      data_dir: Path | str | None, limits: Limits, accelerator: str,
+                      progress: bool, resume_from: Path | None, teacher: nn.Module | None,
+                      distillation: Distillation | None, teacher_logits: torch.Tensor | None,
+                      validation_logits: torch.Tensor | None,
+                      teacher_predictions: torch.Tensor | None, extra: dict | None,
+                      started_with: dict) -> dict:
     L.seed_everything(config.seed, verbose=False)
     datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
                                  limits.train_size, config.views)
@@ -259,12 +307,21 @@ def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: s
     """
     environment()  # the commit is taken before the teacher's logits, which may take long
     teacher = load_teacher(teacher_path)
-    config = recipe.train_config()
-    extra = {"recipe": recipe.name, "teacher": str(teacher_path)}
     student_dir, twin_dir = student_dirs(recipe, runs_dir)
     # Refused before spending time on the teacher's logits.
     check_student_dirs(recipe, runs_dir, twin, run_args.get("overwrite", False),
                        run_args.get("resume", False))
+    with run_lock(student_dir), run_lock(twin_dir) if twin else contextlib.nullcontext():
+        return _train_student(recipe, teacher, teacher_path, runs_dir, command, twin,
+                              teacher_cache, finished, **run_args)
+
+
+def _train_student(recipe: Recipe, teacher: nn.Module, teacher_path: Path, runs_dir: Path,
+                   command: str, twin: bool, teacher_cache: bool,
+                   finished: Callable[[dict], None] | None, **run_args) -> list[dict]:
+    config = recipe.train_config()
+    extra = {"recipe": recipe.name, "teacher": str(teacher_path)}
+    student_dir, twin_dir = student_dirs(recipe, runs_dir)
     # The teacher's answers on the validation images (for the student's validation loss) and on
     # the test images (for agreement, once for the student and its twin).
     limits = run_args.get("limits") or Limits()

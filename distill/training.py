@@ -29,6 +29,7 @@ from torchmetrics.classification import MulticlassAccuracy
 import distill.nets  # noqa: F401 - registers the networks with timm
 from distill.data import NUM_CLASSES, Augment, MNISTDataModule
 from distill.errors import DistillError
+from distill.files import drop_aside
 
 
 @dataclass
@@ -208,6 +209,15 @@ class EpochTimes(Callback):
         self.seconds_before_resume = sum(self.seconds)
 
 
+class DropReplacedRun(Callback):
+    """Deletes the run that --overwrite set aside once the new run's first epoch has finished:
+    until then, a failure puts the old run back (`files.restore_aside`)."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            drop_aside(Path(trainer.default_root_dir))
+
+
 def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: str = "auto",
                  progress: bool = True) -> L.Trainer:
     """A Trainer that checkpoints the best epoch by validation loss and stops early."""
@@ -222,6 +232,7 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
         EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
         LearningRateMonitor(logging_interval="epoch"),
         EpochTimes(summary_for=None if progress else out.name),
+        DropReplacedRun(),
     ]
     if config.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=config.ema_decay))

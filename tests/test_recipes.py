@@ -43,7 +43,7 @@ def test_a_valid_recipe_fills_defaults_and_converts_ints_to_floats():
     ("student: convnet_tiny\nschedule: {epochs: ten}\n", "'schedule.epochs' must be int"),
     ("student: convnet_tiny\ndistillation: {temperature: 0}\n", "greater than 0"),
     ("student: convnet_tiny\ndistillation: {alpha: 1.5}\n", "between 0 and 1"),
-    ("student: convnet_tiny\nschedule: {epochs: 0}\n", "at least 1"),
+    ("student: convnet_tiny\nschedule: {epochs: 0}\n", "between 1 and 1000"),
     ("student: convnet_tiny\noptimizer: {ema_decay: 1.0}\n", "'optimizer.ema_decay' is 1.0"),
     ("student: convnet_tiny\noptimizer: {ema_decay: high}\n", "'optimizer.ema_decay' must be float"),
     ("student: convnet_tiny\naugmentation: {random_magnitude: 1}\n",

@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,7 +110,7 @@ def test_the_same_seed_gives_the_same_metrics_twice(tmp_path):
 
 
 def test_an_interrupted_report_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
-    from distill.report import write_atomic
+    from distill.files import write_atomic
 
     path = tmp_path / "report.json"
     write_atomic(path, '{"complete": true}\n')
@@ -117,10 +118,13 @@ def test_an_interrupted_report_write_leaves_the_old_file_whole(tmp_path, monkeyp
     class Boom(Exception):
         pass
 
-    def fail_halfway(self, text):
+    real_write_text = Path.write_text
+
+    def fail_halfway(self, text, *args, **kwargs):
+        real_write_text(self, text[: len(text) // 2])
         raise Boom
 
-    monkeypatch.setattr("tempfile._TemporaryFileWrapper.write", fail_halfway, raising=False)
+    monkeypatch.setattr(Path, "write_text", fail_halfway)
     with pytest.raises(Boom):
         write_atomic(path, '{"complete": false, "truncated')
     assert json.loads(path.read_text()) == {"complete": True}

@@ -1,0 +1,175 @@
+"""Files a user owns: one atomic write, run folders that distill made, one process per folder.
+
+distill replaces or deletes only what it wrote itself: a run folder holds a marker file written
+before anything else, and a folder without it (or with files distill did not write) is never
+replaced. The system's folders, a home folder, the repository and the releases in models/ are
+never a run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from distill.errors import DistillError
+
+RUN_MARKER = ".distill-run"
+RUN_LOCK = ".lock"
+ASIDE = ".replaced"  # a run being replaced, until its replacement has started cleanly
+# Everything a run writes into its folder; anything else there is the user's.
+RUN_FILES = {RUN_MARKER, RUN_LOCK, ASIDE, "report.json", "report.md", "weights.safetensors", "curves.png",
+             "confusion.png", "examples.png", "checkpoints", "logs", "metrics-before-resume.csv",
+             "model.onnx", "model-int8.onnx"}
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPOSITORY = PACKAGE_ROOT.parent
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed over `path` only if the block ends
+    without an error, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def releases_dir() -> Path:
+    from distill.nets import MODELS_DIR
+
+    return MODELS_DIR.resolve()
+
+
+def is_in_releases(path: Path) -> bool:
+    resolved, releases = path.expanduser().resolve(), releases_dir()
+    return resolved == releases or releases in resolved.parents
+
+
+def protected_reason(path: Path) -> str | None:
+    """Why `path` may never be a run folder (or be written into by a run), else None."""
+    resolved = path.expanduser().resolve()
+    if resolved == Path(resolved.anchor):
+        return "it is the file system's root"
+    if resolved == Path.home().resolve():
+        return "it is a home folder"
+    if resolved == REPOSITORY and (REPOSITORY / "pyproject.toml").is_file():
+        return "it is distill's own repository"
+    if is_in_releases(resolved):
+        return "models/ holds the releases (`distill publish` writes there)"
+    return None
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """The names in `folder` that no distill run writes."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in RUN_FILES)
+
+
+def check_run_folder(out: Path, replacing: bool) -> None:
+    """Refuse a folder distill did not make: one with files no run writes and no marker (a run
+    of an older distill, without the marker, holds only run files). `replacing`: --overwrite or
+    --resume asked to act on what is there, which must then hold nothing of the user's."""
+    if reason := protected_reason(out):
+        raise DistillError(f"{out} cannot hold a run: {reason}. Choose another folder, e.g. "
+                           "--out runs/NAME.")
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"{out} is a file, not a folder. Choose a folder for the run.")
+    if not out.is_dir():
+        return
+    foreign = foreign_entries(out)
+    if foreign and not (out / RUN_MARKER).is_file():
+        raise DistillError(f"{out} is a folder distill did not make (it holds {shown(foreign)}): "
+                           "distill never writes into or replaces it. Choose a new or empty "
+                           "folder.")
+    if foreign and replacing:
+        raise DistillError(f"{out} holds files distill did not write ({shown(foreign)}): move "
+                           "them out first; distill never deletes them.")
+
+
+def shown(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def start_run_folder(out: Path) -> None:
+    """Create the run folder with its marker, the first thing written in it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_MARKER).touch()
+    except OSError as error:
+        raise DistillError(f"Cannot write the run folder {out}: {error.strerror}. Choose a folder "
+                           "you can write to.") from error
+
+
+def set_aside(out: Path) -> Path:
+    """Move a run about to be replaced into its folder's ASIDE subfolder (the lock and marker
+    stay); `drop_aside` deletes it once the new run has started cleanly, `restore_aside` puts it
+    back if the new run fails before that."""
+    aside = out / ASIDE
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for entry in out.iterdir():
+        if entry.name not in (RUN_MARKER, RUN_LOCK, ASIDE):
+            entry.rename(aside / entry.name)
+    return aside
+
+
+def drop_aside(out: Path) -> None:
+    shutil.rmtree(out / ASIDE, ignore_errors=True)
+
+
+def restore_aside(out: Path) -> None:
+    aside = out / ASIDE
+    if not aside.is_dir():
+        return
+    for entry in out.iterdir():
+        if entry.name not in (RUN_MARKER, RUN_LOCK, ASIDE):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    for entry in aside.iterdir():
+        entry.rename(out / entry.name)
+    aside.rmdir()
+
+
+_held: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """One process at a time per run folder (after `check_run_folder`, which it creates). The lock
+    is the kernel's (flock) on a file inside the folder: it goes with the process, so a crash
+    leaves no stale lock. Re-entrant within a process."""
+    key = out.expanduser().resolve()
+    if key in _held:
+        yield
+        return
+    start_run_folder(out)
+    fd = os.open(key / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DistillError(f"{out} is in use by another distill process (pid {holder}). Wait for "
+                           "it to finish, or choose another folder.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _held[key] = fd
+    try:
+        yield
+    finally:
+        del _held[key]
+        os.close(fd)  # closing releases the lock; the file stays, empty of meaning
