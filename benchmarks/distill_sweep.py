@@ -25,8 +25,8 @@ from common import interleaved_medians, print_table, training_step
 
 from distill.data import IMAGE_SIZE
 from distill.nets import CONV_MEMORY_FORMAT
+from distill.pipeline import train_student
 from distill.recipes import available_recipes, load_recipe
-from distill.runs import train_student
 from distill.training import Limits
 
 
@@ -35,9 +35,11 @@ def sweep(teacher: Path, runs: Path, cache: bool, epochs: int, limits: Limits) -
     figures = {}
     for name in available_recipes():
         recipe = load_recipe(name)
+        if recipe.distillation.method != "kd":  # the sweep measured here: the kd recipes
+            continue
         recipe = dataclasses.replace(recipe, schedule=dataclasses.replace(recipe.schedule,
                                                                           epochs=epochs))
-        [report] = train_student(recipe, teacher, runs, "benchmark", twin=False,
+        [report] = train_student(recipe, [teacher], runs, "benchmark", twin=False,
                                  teacher_cache=cache, limits=limits, progress=False)
         figures[name] = report["evaluation"]["test"]
     return time.perf_counter() - started, figures

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from distill.data import UNIFORMS_ROWS, MNISTDataModule
 from distill.errors import DistillError
 from distill.files import atomic_path
+from distill.methods import Method
 from distill.report import predict_logits
 from distill.training import Limits, TrainConfig
 
@@ -39,12 +40,15 @@ def weights_digest(teacher: nn.Module):  # a hashlib sha256 object, to extend wi
     return digest
 
 
-def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits) -> str:
+def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits,
+              method: Method | None = None) -> str:
     digest = weights_digest(teacher)
     settings = {"format": CACHE_FORMAT,
                 "augment": asdict(config.augment) if config.augment else None,
                 "seed": config.seed, "batch_size": config.batch_size,
                 "train_size": limits.train_size, "train_batches": limits.train_batches}
+    if method is not None and method.view_key() is not None:  # kd's keys stay as they were
+        settings["view"] = {"method": method.name, **method.view_key()}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -52,7 +56,7 @@ def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits) -> str:
 @torch.inference_mode()
 def compute_epochs(teacher: nn.Module, datamodule: MNISTDataModule, epochs: list[int],
                    batches_per_epoch: int | None, device: torch.device, progress: bool,
-                   done: Callable[[int, Tensor], None]) -> None:
+                   done: Callable[[int, Tensor], None], method: Method | None = None) -> None:
     """Hand each epoch's (60000, classes) logits to `done` as soon as it is computed; rows of
     images not in the training slice stay zero."""
     teacher = teacher.eval().to(device)
@@ -68,6 +72,8 @@ def compute_epochs(teacher: nn.Module, datamodule: MNISTDataModule, epochs: list
                     break
                 batch = tuple(t.to(device) if isinstance(t, Tensor) else t for t in batch)
                 x, _, positions, _ = datamodule.model_input(batch, training=True)
+                if method is not None:  # the view the student will see (e.g. mixed up)
+                    x = method.view(x, positions, epoch)
                 logits = teacher(x).float()
                 if table is None:
                     table = torch.zeros(UNIFORMS_ROWS, logits.shape[-1])
@@ -89,7 +95,7 @@ def read_epoch(path: Path) -> Tensor | None:
 
 def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits, cache_dir: Path,
                          data_dir: Path | str | None = None, device: str | torch.device = "cpu",
-                         progress: bool = True) -> Tensor:
+                         progress: bool = True, method: Method | None = None) -> Tensor:
     """(epochs, 60000, classes) logits for these settings: read from `cache_dir`, or computed and
     stored there.
 
@@ -98,9 +104,10 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
     """
     # Without augmentation every epoch shows the teacher the same images: one pass over the whole
     # training slice (whatever the batch limit) serves every epoch.
-    augmented = config.augment is not None and not config.augment.is_identity
+    augmented = (config.augment is not None and not config.augment.is_identity) or (
+        method is not None and method.view_key() is not None)
     epochs = config.epochs if augmented else 1
-    folder = cache_dir / f"teacher-logits-{cache_key(teacher, config, limits)}"
+    folder = cache_dir / f"teacher-logits-{cache_key(teacher, config, limits, method)}"
     tables = {epoch: read_epoch(epoch_file(folder, epoch)) for epoch in range(epochs)}
     missing = [epoch for epoch, table in tables.items() if table is None]
     if missing:
@@ -120,7 +127,7 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
         try:
             compute_epochs(teacher, datamodule, missing,
                            limits.train_batches if augmented else None, torch.device(device),
-                           progress, done)
+                           progress, done, method)
         except KeyboardInterrupt as stop:
             finished = sum(epoch_file(folder, epoch).is_file() for epoch in range(epochs))
             raise DistillError(f"Interrupted while computing the teacher's logits: {finished} of "

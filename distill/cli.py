@@ -122,15 +122,18 @@ def student(
         help="Recipe name (see `distill recipes`), path of a recipe YAML file, or `all`. Repeat it "
              "to distill several in one go: they share the teacher's logits (see "
              "--teacher-cache).")] = ["tiny"],  # noqa: B006 - typer copies the default
-    teacher: Annotated[Path | None, typer.Option(
-        help="Teacher run folder or weights file (default: RUNS/teacher if it is finished, else "
-             "the released models/digitnet).", show_default=False)] = None,
+    teachers: Annotated[list[Path] | None, typer.Option(
+        "--teacher", help="Teacher run folder or weights file; repeat it to distill from the mean "
+                          "of several teachers' logits (default: the recipe's `teachers`, else "
+                          "RUNS/teacher if it is finished, else the released models/digitnet).",
+        show_default=False)] = None,
     runs_dir: Annotated[Path, typer.Option(
-        "--runs", help="Folder for the runs: student-RECIPE/ and student-RECIPE-twin/.")] = Path("runs"),
+        "--runs", help="Folder for the runs: student-RECIPE/ and student-RECIPE-twin/ (with "
+                       "--seeds, one folder seedN/ each).")] = Path("runs"),
     twin: Annotated[bool, typer.Option(
         help="Also train the twin: the same recipe on labels alone, to measure what distillation "
-             "bought. With --no-twin, a finished twin already in RUNS that was trained the same "
-             "way (distillation settings aside) still gives the gain.")] = True,
+             "bought. A finished twin already in RUNS trained the same way (distillation aside, "
+             "e.g. by a recipe of another method) is used instead of training another.")] = True,
     teacher_cache: Annotated[bool, typer.Option(
         help="Compute the teacher's logits for every augmented view and for the validation and "
              "test images once, in RUNS/.cache, and reuse them (same results as running the "
@@ -138,6 +141,10 @@ def student(
     data_dir: DataDir = None,
     seed: Annotated[int | None, typer.Option(
         min=0, max=MAX_SEED, help="Override the recipe's seed.", show_default=False)] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="Run every recipe with each of these seeds, e.g. 0-4 or 0,2,5, seed N in RUNS/seedN/; "
+             "then `distill report RUNS` gives each recipe's gain over its twin with a 95% "
+             "interval.", show_default=False)] = None,
     epochs: Annotated[int | None, typer.Option(
         min=1, max=MAX_EPOCHS, help="Override the recipe's epochs.", show_default=False)] = None,
     accelerator: Accelerator = "auto",
@@ -151,10 +158,12 @@ def student(
     """Distill the teacher into the student of a recipe, and train the student's twin."""
     import dataclasses
 
+    from distill.pipeline import check_student_dirs, default_teacher, parse_seeds, train_student
     from distill.recipes import available_recipes, load_recipe
-    from distill.runs import check_student_dirs, default_teacher, train_student
     from distill.training import Limits
 
+    if seed is not None and seeds is not None:
+        raise DistillError("Give --seed or --seeds, not both.")
     every = "all" in recipe_names
     names = list(available_recipes()) if every else list(dict.fromkeys(recipe_names))
     chosen = [load_recipe(name) for name in names]  # a misspelt name fails before any training
@@ -162,22 +171,25 @@ def student(
         # The shortest first, so that results come early: each epoch of teacher logits is computed
         # once whatever the order, and the longest recipe then adds the epochs it lacks.
         chosen.sort(key=lambda recipe: (recipe.schedule.epochs, recipe.name))
-    if seed is not None:
-        chosen = [dataclasses.replace(recipe, seed=seed) for recipe in chosen]
     if epochs is not None:
         chosen = [dataclasses.replace(recipe, schedule=dataclasses.replace(recipe.schedule,
                                                                            epochs=epochs))
                   for recipe in chosen]
-    for recipe in chosen:  # the third recipe's clash is found before the first one trains
-        check_student_dirs(recipe, runs_dir, twin, overwrite, resume)
+    # (recipe, runs folder) in the order they train: seed by seed, so that every recipe of a
+    # seed shares its teacher logits and its twins.
+    plan = [(dataclasses.replace(recipe, seed=s), runs_dir / f"seed{s}")
+            for s in parse_seeds(seeds) for recipe in chosen] if seeds is not None else [
+        (recipe if seed is None else dataclasses.replace(recipe, seed=seed), runs_dir)
+        for recipe in chosen]
+    for recipe, folder in plan:  # the last recipe's clash is found before the first one trains
+        check_student_dirs(recipe, folder, twin, overwrite, resume)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
-    if teacher is None:
-        teacher = default_teacher(runs_dir)
-        if teacher.name == "weights.safetensors":
+    for recipe, folder in plan:
+        paths = teachers or [Path(t) for t in recipe.teachers] or [default_teacher(runs_dir)]
+        if paths[0].name == "weights.safetensors" and not teachers and not recipe.teachers:
             console.print(f"No finished teacher in {runs_dir / 'teacher'}: distilling the released "
-                          f"teacher {teacher}.")
-    for recipe in chosen:
-        reports = train_student(recipe, teacher, runs_dir, command_line(), twin, teacher_cache,
+                          f"teacher {paths[0]}.")
+        reports = train_student(recipe, paths, folder, command_line(), twin, teacher_cache,
                                 finished=lambda report: print_summary(report,
                                                                       Path(report["run_dir"])),
                                 data_dir=data_dir, limits=limits, accelerator=accelerator,
@@ -186,9 +198,10 @@ def student(
         if reports[0].get("gain_over_twin") is not None:
             console.print(Text.assemble(
                 "Distillation gained ", (f"{100 * reports[0]['gain_over_twin']:+.2f}", "bold"),
-                f" points of test top-1 over the twin (recipe {recipe.name})."))
-    if len(chosen) > 1:
-        console.print(f"All {len(chosen)} recipes side by side: distill report {runs_dir}")
+                f" points of test top-1 over the twin (recipe {recipe.name}, seed {recipe.seed})."))
+    if len(plan) > 1:
+        console.print(f"All {len(plan)} runs side by side, with each recipe's gain over its twin: "
+                      f"distill report {runs_dir}")
 
 
 @app.command()
@@ -209,14 +222,17 @@ def recipes(
                       available_recipes() else Path(name).read_text())
         return
     table = Table(title="Recipes (recipes/*.yaml)")
-    for column in ("recipe", "student", "parameters", "T", "alpha", "epochs", "description"):
-        table.add_column(column, justify="right" if column in ("parameters", "T", "alpha",
-                                                                "epochs") else "left")
+    for column in ("recipe", "student", "parameters", "method", "epochs", "description"):
+        table.add_column(column, justify="right" if column in ("parameters", "epochs")
+                         else "left")
     for recipe_name in available_recipes():
         r = load_recipe(recipe_name)
         params = parameter_count(timm.create_model(r.student))
-        table.add_row(recipe_name, r.student, f"{params:,}", f"{r.distillation.temperature:g}",
-                      f"{r.distillation.alpha:g}", str(r.schedule.epochs), r.description)
+        settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                             for k, v in r.distillation.describe().items() if k != "method")
+        table.add_row(recipe_name, r.student, f"{params:,}",
+                      f"{r.distillation.method} ({settings})", str(r.schedule.epochs),
+                      r.description)
     console.print(table)
 
 
@@ -300,8 +316,8 @@ def evaluate(
 
     from distill.data import load_split
     from distill.export import load_model
+    from distill.pipeline import load_teacher
     from distill.report import human, percent, predict_logits, scorecard
-    from distill.runs import load_teacher
 
     images = load_split("test", data_dir)[0][:test_images]  # bad data fails before any network
     models = [(path, *load_model(path)) for path in weights]

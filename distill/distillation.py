@@ -1,14 +1,19 @@
-"""Knowledge distillation: a student learns from a frozen teacher's softened outputs."""
+"""The Lightning module of a distilled student: a student, its frozen teachers and a method.
+
+It does not know which method it runs: the method (`distill.methods`) says what input both
+networks see, what it needs from the teachers, and returns its loss terms.
+"""
 
 from __future__ import annotations
 
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.data import EVAL_BATCH
+from distill.errors import DistillError
+from distill.methods import Method, Outputs
 from distill.training import Classifier
 
 # Lightning warns about modules left in eval mode when training starts: the frozen teacher is,
@@ -16,25 +21,29 @@ from distill.training import Classifier
 warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", UserWarning)
 
 
-def distillation_loss(student: Tensor, teacher: Tensor, labels: Tensor, temperature: float,
-                      alpha: float) -> Tensor:
-    """alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(student, y).
+class Ensemble(nn.Module):
+    """Several teachers answering as one: the mean of their logits (e.g. teachers of several
+    seeds). One teacher is used as it is, not wrapped, so its cache keys stay as they were."""
 
-    T^2 keeps the soft loss's gradients on the scale of the hard loss's (Hinton et al., 2015).
-    """
-    soft = F.kl_div(F.log_softmax(student / temperature, dim=-1),
-                    F.log_softmax(teacher / temperature, dim=-1),
-                    reduction="batchmean", log_target=True) * temperature**2
-    return alpha * soft + (1 - alpha) * F.cross_entropy(student, labels)
+    def __init__(self, teachers: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(teachers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([member(x).float() for member in self.members]).mean(0)
+
+
+def has_features(model: nn.Module) -> bool:
+    return callable(getattr(model, "forward_features", None))
 
 
 class Distiller(Classifier):
-    """Trains a student on the distillation loss; the teacher is frozen and always in eval mode.
+    """Trains a student with a distillation method; the teacher is frozen and always in eval mode.
 
-    teacher: the trained network whose outputs the student learns from.
-    temperature, alpha: see `distillation_loss`.
-    teacher_logits: (epochs, 60000, classes), the teacher's logits for every augmented training
-        view (`cache.teacher_logits_table`); None runs the teacher on every batch instead.
+    teacher: the trained network (or `Ensemble`) whose outputs the student learns from.
+    method: the distillation method (`distill.methods`), with its parameters.
+    teacher_logits: (epochs, 60000, classes), the teacher's logits for every training view
+        (`cache.teacher_logits_table`); None runs the teacher on every batch instead.
     validation_logits: the teacher's logits for the validation images, in order
         (`cache.teacher_clean_logits`); None runs the teacher at the first validation.
     The remaining arguments are those of `Classifier`.
@@ -42,12 +51,21 @@ class Distiller(Classifier):
 
     objective = "distillation loss"
 
-    def __init__(self, teacher: nn.Module, model: str, temperature: float = 4.0,
-                 alpha: float = 0.9, teacher_logits: Tensor | None = None,
-                 validation_logits: Tensor | None = None, **classifier_args) -> None:
+    def __init__(self, teacher: nn.Module, model: str, method: Method,
+                 teacher_logits: Tensor | None = None, validation_logits: Tensor | None = None,
+                 **classifier_args) -> None:
         super().__init__(model, **classifier_args)
         self.teacher = teacher.eval().requires_grad_(False)
-        self.temperature, self.alpha = temperature, alpha
+        self.method = method
+        if method.needs_features:
+            for network, role in ((self.model, "student"), (teacher, "teacher")):
+                if not has_features(network):
+                    raise DistillError(f"Method {method.name} needs the {role}'s feature maps, "
+                                       f"and a {type(network).__name__} has none: choose a CNN "
+                                       "student and a single teacher, or a logit method.")
+            was_training = self.model.training
+            method.setup(self.model.eval(), teacher, torch.zeros(2, 1, 28, 28))
+            self.model.train(was_training)
         self.cached_logits = teacher_logits
         # The validation images are not augmented, so the teacher's answers on each validation
         # batch are computed once, at the first validation if not given, and kept for the run.
@@ -62,30 +80,49 @@ class Distiller(Classifier):
         self.teacher.eval()
         return self
 
-    def teacher_logits(self, batch: tuple) -> Tensor:
-        x, _, positions, epoch = batch
-        if self.cached_logits is not None:
-            return self.cached_logits[epoch].to(x.device)[positions]
-        with torch.no_grad():
-            return self.teacher(x).float()
+    def student_outputs(self, x: Tensor) -> Outputs:
+        if self.method.needs_features:
+            features = self.model.forward_features(x)
+            return Outputs(self.model.forward_head(features), features)
+        return Outputs(self(x))
 
-    def loss(self, logits: Tensor, labels: Tensor, batch: tuple) -> Tensor:
-        return distillation_loss(logits, self.teacher_logits(batch), labels, self.temperature,
-                                 self.alpha)
+    @torch.no_grad()
+    def teacher_outputs(self, x: Tensor, positions: Tensor | None = None,
+                        epoch: int | None = None) -> Outputs:
+        if self.method.needs_features:
+            features = self.teacher.forward_features(x)
+            return Outputs(self.teacher.forward_head(features).float(), features)
+        if self.cached_logits is not None and positions is not None:
+            return Outputs(self.cached_logits[epoch].to(x.device)[positions])
+        return Outputs(self.teacher(x).float())
 
-    def validation_loss(self, x: Tensor, logits: Tensor, labels: Tensor, batch_idx: int) -> Tensor:
-        # The student is selected and stopped early on the objective it is trained on. Scored on
-        # cross-entropy alone, a distilled student, less confident than one trained on labels,
-        # looks worse while its accuracy still rises: with seed 1, tiny stopped at epoch 9 of 10
-        # and kept epoch 6, and micro kept epoch 69 of 100, both below their twins.
-        if batch_idx not in self.validation_teacher_logits:
-            with torch.no_grad():
-                self.validation_teacher_logits[batch_idx] = self.teacher(x).float()
-        teacher = self.validation_teacher_logits[batch_idx].to(x.device)
-        return distillation_loss(logits, teacher, labels, self.temperature, self.alpha)
+    def losses(self, batch: tuple, batch_idx: int) -> tuple[Tensor, dict[str, Tensor]]:
+        x, labels, positions, epoch = batch
+        x = self.method.view(x, positions, epoch)
+        student = self.student_outputs(x)
+        teacher = self.teacher_outputs(x, positions, epoch)
+        trainer = self._trainer  # None outside a Trainer (tests, scripts)
+        progress = self.current_epoch + (
+            batch_idx / max(1, trainer.num_training_batches) if trainer is not None else 0.0)
+        return student.logits, self.method.terms(student, teacher, labels, progress)
+
+    def validation_losses(self, x: Tensor, labels: Tensor, batch_idx: int
+                          ) -> tuple[Tensor, dict[str, Tensor]]:
+        # The student is selected and stopped early on the objective it is trained on: scored on
+        # cross-entropy alone, a distilled student (less confident than one trained on labels)
+        # looks worse while its accuracy still rises.
+        student = self.student_outputs(x)
+        if self.method.needs_features:
+            teacher = self.teacher_outputs(x)
+        else:
+            if batch_idx not in self.validation_teacher_logits:
+                self.validation_teacher_logits[batch_idx] = self.teacher_outputs(x).logits
+            teacher = Outputs(self.validation_teacher_logits[batch_idx].to(x.device))
+        return student.logits, self.method.terms(student, teacher, labels, None)
 
     def state_dict(self, *args, **kwargs):
-        # Checkpoints hold the student only: the teacher is an input, saved in its own run.
+        # Checkpoints hold the student (and the method's adapter) only: the teacher is an input,
+        # saved in its own run.
         state = super().state_dict(*args, **kwargs)
         return type(state)((k, v) for k, v in state.items() if not k.startswith("teacher."))
 

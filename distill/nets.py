@@ -136,8 +136,15 @@ class DigitNet(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last stage's feature map, as timm's networks name it (feature methods read it)."""
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.head(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.stages(self.stem(x)))
+        return self.forward_head(self.forward_features(x))
 
 
 class Residual(nn.Sequential):
@@ -189,8 +196,15 @@ class ConvNet(nn.Module):
                                   nn.Linear(width, num_classes))
         self.to(memory_format=CONV_MEMORY_FORMAT)
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last conv layer's feature map, as timm's networks name it."""
+        return self.features(x)
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.head(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        return self.forward_head(self.forward_features(x))
 
 
 class MLP(nn.Module):

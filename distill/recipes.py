@@ -23,11 +23,12 @@ from distill.bounds import (
     MAX_LR,
     MAX_RECIPE_BYTES,
     MAX_SEED,
-    MAX_TEMPERATURE,
 )
 from distill.data import Augment
 from distill.errors import DistillError
-from distill.nets import STUDENTS
+from distill.methods import METHODS, Method
+from distill.methods.kd import KDParams
+from distill.nets import NETWORKS
 from distill.training import TrainConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -36,10 +37,19 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 
 @dataclass(frozen=True)
 class Distillation:
-    """temperature: softens both distributions (T); alpha: weight of the soft (teacher) loss."""
+    """method: how the student learns from its teachers, a name in `distill.methods.METHODS`;
+    params: that method's own parameters (its `Params` dataclass), given beside `method` in the
+    recipe's `distillation` section."""
 
-    temperature: float = 4.0
-    alpha: float = 0.9
+    method: str = "kd"
+    params: Any = field(default_factory=KDParams)
+
+    def build(self, seed: int) -> Method:
+        return METHODS[self.method](self.params, seed)
+
+    def describe(self) -> dict[str, Any]:
+        """As a report records it: the method's name and its parameters."""
+        return {"method": self.method, **dataclasses.asdict(self.params)}
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,9 @@ class Recipe:
     augmentation: Augmentation = field(default_factory=Augmentation)
     batch_size: int = 128
     seed: int = 0
+    # Teacher run folders or weights files; several distill from the mean of their logits.
+    # Empty: the command's --teacher, else its default teacher.
+    teachers: tuple[str, ...] = ()
     name: str = field(default="", metadata={"set_from": "file name"})
 
     def train_config(self) -> TrainConfig:
@@ -100,9 +113,6 @@ class Recipe:
 
 # (key path, check, what the value must be)
 RANGES = [
-    ("distillation.temperature", lambda v: 0 < v <= MAX_TEMPERATURE,
-     f"greater than 0 and at most {MAX_TEMPERATURE:g}"),
-    ("distillation.alpha", lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("optimizer.lr", lambda v: 0 < v <= MAX_LR, f"greater than 0 and at most {MAX_LR:g}"),
     ("optimizer.weight_decay", lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("optimizer.ema_decay", lambda v: v is None or 0 < v < 1, "between 0 and 1"),
@@ -115,7 +125,7 @@ RANGES = [
     ("augmentation.scale", lambda v: 0 <= v < 1, "between 0 and 1"),
     ("batch_size", lambda v: 1 <= v <= MAX_BATCH, f"between 1 and {MAX_BATCH:,}"),
     ("seed", lambda v: 0 <= v <= MAX_SEED, f"between 0 and {MAX_SEED}"),
-    ("student", lambda v: v in STUDENTS, f"one of the students: {', '.join(STUDENTS)}"),
+    ("student", lambda v: v in NETWORKS, f"one of distill's networks: {', '.join(NETWORKS)}"),
 ]
 
 
@@ -136,7 +146,9 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
                 f" Valid keys: {', '.join(fields)}."
             raise DistillError(f"{source}: unknown key '{prefix}{key}'.{hint}")
         kind = hints[key]
-        if dataclasses.is_dataclass(kind):
+        if kind is Distillation:
+            values[key] = _build_distillation(value, source)
+        elif dataclasses.is_dataclass(kind):
             values[key] = _build(kind, value, f"{prefix}{key}", source)
         else:
             values[key] = _check_type(value, kind, f"{prefix}{key}", source)
@@ -147,7 +159,45 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
     return cls(**values)
 
 
+def _build_distillation(data: Any, source: str) -> Distillation:
+    """The method named by `method` (default kd), its own parameters checked: one given to the
+    wrong method names the methods that take it."""
+    if not isinstance(data, dict):
+        raise DistillError(f"{source}: distillation must be a mapping of keys to values, not "
+                           f"{type(data).__name__}.")
+    method = data.get("method", "kd")
+    if not isinstance(method, str) or method not in METHODS:
+        close = difflib.get_close_matches(str(method)[:60], METHODS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise DistillError(f"{source}: unknown method {shown(method)}.{hint} Methods: "
+                           f"{', '.join(METHODS)}.")
+    cls = METHODS[method]
+    takes = [f.name for f in dataclasses.fields(cls.Params)]
+    params = {key: value for key, value in data.items() if key != "method"}
+    for key in params:
+        if key not in takes:
+            owners = [name for name, other in METHODS.items()
+                      if key in {f.name for f in dataclasses.fields(other.Params)}]
+            close = difflib.get_close_matches(str(key)[:60], takes, n=1)
+            whose = (f" (it is a parameter of {', '.join(owners)})" if owners else
+                     f". Did you mean 'distillation.{close[0]}'?" if close else "")
+            raise DistillError(f"{source}: 'distillation.{str(key)[:60]}' is not a parameter of "
+                               f"method {method}{whose}. {method} takes: {', '.join(takes)}.")
+    built = _build(cls.Params, params, "distillation", source)
+    for name, check, must in cls.ranges:
+        value = getattr(built, name)
+        if not check(value):
+            raise DistillError(f"{source}: 'distillation.{name}' is {shown(value)}; it must be "
+                               f"{must}.")
+    return Distillation(method, built)
+
+
 def _check_type(value: Any, kind: Any, key: str, source: str) -> Any:
+    if typing.get_origin(kind) is tuple:  # a list in YAML, of one type
+        item = typing.get_args(kind)[0]
+        if not isinstance(value, list):
+            raise DistillError(f"{source}: '{key}' must be a list, not {shown(value)}.")
+        return tuple(_check_type(v, item, key, source) for v in value)
     if isinstance(kind, types.UnionType):
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
     # bool is a subclass of int, but `epochs: true` is a mistake, not 1.
@@ -191,7 +241,7 @@ def parse_recipe(text: str, name: str, source: str) -> Recipe:
 
 
 def available_recipes() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"), key=lambda p: p.stem)}
 
 
 def load_recipe(name_or_path: str) -> Recipe:

@@ -201,13 +201,19 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def method_text(distillation: dict) -> str:
+    """'dkd (temperature 4, alpha 1, ...)'; a report from before the methods has kd's keys only."""
+    settings = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+                         for key, value in distillation.items() if key != "method")
+    return f"{distillation.get('method', 'kd')} ({settings})"
+
+
 def student_lines(report: dict) -> list[str]:
     """What a student report adds: how it was distilled, agreement, gain over its twin."""
     lines = []
     if report.get("distillation"):
-        d = report["distillation"]
-        lines.append(f"Distilled from `{report.get('teacher')}` with temperature {d['temperature']} "
-                     f"and alpha {d['alpha']} (recipe `{report.get('recipe')}`).")
+        lines.append(f"Distilled from `{report.get('teacher')}` with "
+                     f"{method_text(report['distillation'])} (recipe `{report.get('recipe')}`).")
     elif report.get("kind") == "twin":
         lines.append(f"The twin of recipe `{report.get('recipe')}`: same network, seed and data "
                      "order, trained on the labels alone.")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import dataclasses
 import functools
 import json
 import platform
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -17,11 +14,10 @@ import timm
 import torch
 from torch import nn
 
-from distill.cache import teacher_clean_logits, teacher_logits_table
-from distill.data import EVAL_BATCH, MNISTDataModule, load_split, validation_images
+from distill.data import MNISTDataModule, load_split
 from distill.distillation import Distiller
 from distill.errors import DistillError
-from distill.export import load_model, save_weights
+from distill.export import save_weights
 from distill.files import (
     RUN_LOCK,
     RUN_MARKER,
@@ -29,16 +25,12 @@ from distill.files import (
     restore_aside,
     run_lock,
     set_aside,
-    write_atomic,
 )
-from distill.nets import released_weights
-from distill.recipes import Distillation, Recipe
+from distill.recipes import Distillation
 from distill.report import (
     agreement,
     cost,
     evaluate,
-    markdown,
-    predict_logits,
     public_report,
     write_run_report,
 )
@@ -216,8 +208,8 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
     args = dict(model_kwargs=config.model_kwargs, lr=config.lr, weight_decay=config.weight_decay,
                 warmup=config.warmup, optimizer=config.optimizer, compile=config.compile)
     if distillation is not None:
-        module = Distiller(teacher, config.model, distillation.temperature, distillation.alpha,
-                           teacher_logits, validation_logits, **args)
+        module = Distiller(teacher, config.model, distillation.build(config.seed), teacher_logits,
+                           validation_logits, **args)
     else:
         module = Classifier(config.model, **args)
     trainer = make_trainer(out, config, limits, accelerator, progress)
@@ -237,7 +229,7 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
         "kind": kind,
         "command": command,
         "config": describe(config),
-        "distillation": dataclasses.asdict(distillation) if distillation else None,
+        "distillation": distillation.describe() if distillation else None,
         "training": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                      "seconds": result.train_seconds, "device": result.device,
                      "epoch_seconds": result.epoch_seconds, "images_per_epoch": result.train_images,
@@ -249,121 +241,3 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
     }
     write_run_report(out, report)
     return public_report(report)
-
-
-def default_teacher(runs_dir: Path) -> Path:
-    """The local teacher run if there is one, else the released teacher in models/."""
-    local = runs_dir / "teacher"
-    if (local / FINISHED_MARKER).is_file() or not released_weights("digitnet").is_file():
-        return local
-    return released_weights("digitnet")
-
-
-def load_teacher(path: Path) -> nn.Module:
-    """The teacher of a run folder or weights file; a clear error for anything else."""
-    weights = path / "weights.safetensors" if path.is_dir() else path
-    if not weights.exists():
-        raise DistillError(f"No teacher at {path}. Train one first with `distill teacher`, or "
-                           "point --teacher at a teacher run folder or weights file.")
-    model, architecture = load_model(path)
-    if architecture != "digitnet":
-        raise DistillError(f"{path} holds a {architecture}, not a teacher (digitnet). Point "
-                           "--teacher at the folder written by `distill teacher`.")
-    return model
-
-
-def matching_twin(twin_dir: Path, student: dict) -> dict | None:
-    """A finished twin trained exactly as the student was, distillation aside; else None."""
-    path = twin_dir / FINISHED_MARKER
-    if not path.is_file():
-        return None
-    twin = json.loads(path.read_text())
-    same = (twin.get("config") == student["config"]
-            and twin["evaluation"]["test_images"] == student["evaluation"]["test_images"])
-    return twin if same else None
-
-
-def student_dirs(recipe: Recipe, runs_dir: Path) -> tuple[Path, Path]:
-    """The run folders of a recipe's student and of its twin."""
-    return runs_dir / f"student-{recipe.name}", runs_dir / f"student-{recipe.name}-twin"
-
-
-def check_student_dirs(recipe: Recipe, runs_dir: Path, twin: bool, overwrite: bool = False,
-                       resume: bool = False) -> None:
-    """Refuse, before any training, runs that would clobber finished or unfinished ones."""
-    student_dir, twin_dir = student_dirs(recipe, runs_dir)
-    for out in (student_dir, twin_dir) if twin else (student_dir,):
-        check_run_dir(out, overwrite, resume)
-
-
-def train_student(recipe: Recipe, teacher_path: Path, runs_dir: Path, command: str,
-                  twin: bool = True, teacher_cache: bool = True,
-                  finished: Callable[[dict], None] | None = None, **run_args) -> list[dict]:
-    """Distill the recipe's student from the teacher and, unless told not to, train its twin
-    (same recipe, seed and data order, labels only). Returns the reports written.
-
-    With `teacher_cache`, the teacher's logits come from runs_dir/.cache (computed there once).
-    `finished` is called with each run's report as soon as that run is done.
-    """
-    environment()  # the commit is taken before the teacher's logits, which may take long
-    teacher = load_teacher(teacher_path)
-    student_dir, twin_dir = student_dirs(recipe, runs_dir)
-    # Refused before spending time on the teacher's logits.
-    check_student_dirs(recipe, runs_dir, twin, run_args.get("overwrite", False),
-                       run_args.get("resume", False))
-    with run_lock(student_dir), run_lock(twin_dir) if twin else contextlib.nullcontext():
-        return _train_student(recipe, teacher, teacher_path, runs_dir, command, twin,
-                              teacher_cache, finished, **run_args)
-
-
-def _train_student(recipe: Recipe, teacher: nn.Module, teacher_path: Path, runs_dir: Path,
-                   command: str, twin: bool, teacher_cache: bool,
-                   finished: Callable[[dict], None] | None, **run_args) -> list[dict]:
-    config = recipe.train_config()
-    extra = {"recipe": recipe.name, "teacher": str(teacher_path)}
-    student_dir, twin_dir = student_dirs(recipe, runs_dir)
-    # The teacher's answers on the validation images (for the student's validation loss) and on
-    # the test images (for agreement, once for the student and its twin).
-    limits = run_args.get("limits") or Limits()
-    data_dir = run_args.get("data_dir")
-    test_images = load_split("test", data_dir)[0][: limits.test_size]
-    logits = validation_logits = None
-    # A student kept by --resume needs no teacher logits: with several recipes, or a cleared
-    # cache, that can be a whole teacher pass saved.
-    student_kept = run_args.get("resume", False) and (student_dir / FINISHED_MARKER).is_file()
-    if teacher_cache:
-        if not student_kept:
-            logits = teacher_logits_table(teacher, config, limits, runs_dir / ".cache", data_dir,
-                                          progress=run_args.get("progress", True))
-            val_images = validation_images(data_dir)
-            if limits.val_batches is not None:
-                val_images = val_images[: limits.val_batches * EVAL_BATCH]
-            validation_logits = teacher_clean_logits(teacher, val_images, runs_dir / ".cache")
-        predictions = teacher_clean_logits(teacher, test_images, runs_dir / ".cache").argmax(-1)
-    else:
-        predictions = predict_logits(teacher, test_images).argmax(-1)
-
-    def args_for(out: Path) -> dict:  # --resume also starts the run an interruption came before
-        started = (out / "logs").is_dir() or (out / FINISHED_MARKER).is_file()
-        return {**run_args, "resume": run_args.get("resume", False) and started}
-
-    finished = finished or (lambda report: None)
-    reports = [train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
-                         distillation=recipe.distillation, teacher_logits=logits,
-                         validation_logits=validation_logits, teacher_predictions=predictions,
-                         extra=extra, **args_for(student_dir))]
-    finished(reports[0])
-    if twin:
-        reports.append(train_run(f"student-{recipe.name}-twin", twin_dir, config, command,
-                                 teacher_predictions=predictions, extra=extra, **args_for(twin_dir)))
-        finished(reports[1])
-        twin_report = reports[1]
-    else:
-        twin_report = matching_twin(twin_dir, reports[0])
-    if twin_report is not None:
-        gain = reports[0]["evaluation"]["test"]["top1"] - twin_report["evaluation"]["test"]["top1"]
-        reports[0]["gain_over_twin"] = gain
-        reports[0]["twin"] = str(twin_dir)
-        write_atomic(student_dir / "report.json", json.dumps(reports[0], indent=2) + "\n")
-        write_atomic(student_dir / "report.md", markdown(reports[0]))
-    return reports

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from timm.optim import create_optimizer_v2
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 import distill.nets  # noqa: F401 - registers the networks with timm
@@ -75,7 +75,8 @@ class Classifier(L.LightningModule):
                  weight_decay: float = 0.05, warmup: float = 0.1, optimizer: str = "adamw",
                  compile: bool = False) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["teacher", "teacher_logits", "validation_logits"])
+        self.save_hyperparameters(ignore=["teacher", "teacher_logits", "validation_logits",
+                                          "method"])
         self.model = timm.create_model(model, num_classes=NUM_CLASSES, **(model_kwargs or {}))
         # The compiled wrapper is kept out of the module tree, so checkpoints and weights files
         # hold the plain network's parameter names.
@@ -87,13 +88,21 @@ class Classifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self._forward_model(x)
 
-    def loss(self, logits: Tensor, labels: Tensor, batch: tuple) -> Tensor:
-        return F.cross_entropy(logits, labels)
-
-    def training_step(self, batch: tuple, batch_idx: int) -> Tensor:
+    def losses(self, batch: tuple, batch_idx: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """The logits of a training batch and the loss terms, summed into the loss."""
         x, y = batch[:2]
         logits = self(x)
-        loss = self.loss(logits, y, batch)
+        return logits, {"ce": F.cross_entropy(logits, y)}
+
+    def validation_losses(self, x: Tensor, labels: Tensor, batch_idx: int
+                          ) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self(x)
+        return logits, {"ce": F.cross_entropy(logits, labels)}
+
+    def training_step(self, batch: tuple, batch_idx: int) -> Tensor:
+        y = batch[1]
+        logits, terms = self.losses(batch, batch_idx)
+        loss = sum(terms.values())
         # Reading the loss forces a device sync, so it is checked every few steps only; a NaN
         # stays in the weights once there, so it is still caught, a few steps late at most.
         if self.global_step % FINITE_CHECK_EVERY == 0 and not torch.isfinite(loss):
@@ -102,18 +111,17 @@ class Classifier(L.LightningModule):
         self.train_acc(logits, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(y))
+        if len(terms) > 1:
+            for name, term in terms.items():
+                self.log(f"loss/{name}", term, on_step=False, on_epoch=True, batch_size=len(y))
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
-    def validation_loss(self, x: Tensor, logits: Tensor, labels: Tensor, batch_idx: int) -> Tensor:
-        return F.cross_entropy(logits, labels)
-
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         x, y = batch[:2]
-        logits = self(x)
+        logits, terms = self.validation_losses(x, y, batch_idx)
         self.val_acc(logits, y)
-        self.log("val_loss", self.validation_loss(x, logits, y, batch_idx), prog_bar=True,
-                 batch_size=len(y))
+        self.log("val_loss", sum(terms.values()), prog_bar=True, batch_size=len(y))
         self.log("val_acc", self.val_acc, prog_bar=True, batch_size=len(y))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -131,8 +139,12 @@ class Classifier(L.LightningModule):
             torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self) -> dict:
-        # timm's factory leaves norms and biases out of weight decay.
-        optimizer = create_optimizer_v2(self.model, self.hparams.optimizer, lr=self.hparams.lr,
+        # timm's factory leaves norms and biases out of weight decay. A distillation method's
+        # own trainable parts (an adapter) are optimized with the network.
+        method = getattr(self, "method", None)
+        trained = (self.model if method is None or not any(True for _ in method.parameters())
+                   else nn.ModuleDict({"model": self.model, "method": method}))
+        optimizer = create_optimizer_v2(trained, self.hparams.optimizer, lr=self.hparams.lr,
                                         weight_decay=self.hparams.weight_decay)
         schedule = warmup_cosine(optimizer, self.hparams.lr, self.trainer.estimated_stepping_batches,
                                  self.hparams.warmup)

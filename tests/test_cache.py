@@ -5,6 +5,9 @@ from distill import cache
 from distill.cache import teacher_clean_logits, teacher_logits_table
 from distill.data import EVAL_BATCH, load_split, validation_images
 from distill.errors import DistillError
+from distill.methods.dkd import DKDParams
+from distill.methods.function_matching import FunctionMatchingParams
+from distill.methods.kd import KDParams
 from distill.nets import DigitNet
 from distill.recipes import Distillation
 from distill.report import predict_logits
@@ -19,33 +22,56 @@ def small_teacher():
     return DigitNet(dims=(8, 8, 8, 8), depths=(1, 1, 1, 1)).eval()
 
 
-def distill_once(tmp_path, name, teacher, logits, data_dir, validation_logits=None, **config_args):
+KD = Distillation("kd", KDParams(4.0, 0.9))
+
+
+def distill_once(tmp_path, name, teacher, logits, data_dir, validation_logits=None,
+                 distillation=KD, **config_args):
     config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64, lr=0.01, **config_args)
     train_run(name, tmp_path / name, config, "test", data_dir, LIMITS, progress=False,
-              teacher=teacher, distillation=Distillation(4.0, 0.9), teacher_logits=logits,
+              teacher=teacher, distillation=distillation, teacher_logits=logits,
               validation_logits=validation_logits)
     return torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
 
 
+LOGIT_METHODS = [KD, Distillation("dkd", DKDParams(warmup=0.5)),
+                 Distillation("function_matching", FunctionMatchingParams(mixup_alpha=0.4))]
+
+
+@pytest.mark.parametrize("distillation", LOGIT_METHODS, ids=lambda d: d.method)
 def test_cached_teacher_logits_train_the_same_student_as_the_online_teacher(tmp_path, data_dir,
-                                                                            monkeypatch):
+                                                                            monkeypatch,
+                                                                            distillation):
     teacher = small_teacher()
     config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64)
+    method = distillation.build(config.seed)
     table = teacher_logits_table(teacher, config, LIMITS, tmp_path / "cache", data_dir,
-                                 progress=False)
+                                 progress=False, method=method)
     assert table.shape == (2, 60_000, 10) and table.abs().sum() > 0
     val_images = validation_images(data_dir)[: LIMITS.val_batches * EVAL_BATCH]
     validation = teacher_clean_logits(teacher, val_images, tmp_path / "cache")
-    online = distill_once(tmp_path, "online", teacher, None, data_dir)
+    online = distill_once(tmp_path, "online", teacher, None, data_dir, distillation=distillation)
     calls = []
     monkeypatch.setattr(teacher, "forward", lambda x: calls.append(len(x)))
-    cached = distill_once(tmp_path, "cached", teacher, table, data_dir, validation)
+    cached = distill_once(tmp_path, "cached", teacher, table, data_dir, validation,
+                          distillation=distillation)
     assert calls == []  # from the cache, a student run never runs the teacher
     for key, value in online["state_dict"].items():
         assert torch.equal(value, cached["state_dict"][key]), key
     online_metrics, cached_metrics = ((tmp_path / name / "logs" / "metrics.csv").read_text()
                                       for name in ("online", "cached"))
     assert "val_loss" in online_metrics and cached_metrics == online_metrics
+
+
+def test_mixed_up_views_have_a_cache_of_their_own(tmp_path, data_dir):
+    teacher = small_teacher()
+    config = TrainConfig(model="convnet_micro", epochs=1, batch_size=64)
+    plain = teacher_logits_table(teacher, config, LIMITS, tmp_path, data_dir, progress=False)
+    fm = Distillation("function_matching", FunctionMatchingParams()).build(0)
+    mixed = teacher_logits_table(teacher, config, LIMITS, tmp_path, data_dir, progress=False,
+                                 method=fm)
+    assert len(list(tmp_path.glob("teacher-logits-*"))) == 2
+    assert not torch.equal(plain, mixed)
 
 
 def test_the_cache_is_reused_and_keyed_by_the_teacher(tmp_path, data_dir):
@@ -136,5 +162,6 @@ def test_batch_augmentation_is_refused_for_a_student(tmp_path, data_dir):
     config = TrainConfig(model="convnet_micro", epochs=1, batch_size=64, views=2)
     with pytest.raises(DistillError, match="views"):
         train_run("student", tmp_path / "student", config, "test", data_dir, LIMITS,
-                  progress=False, teacher=small_teacher(), distillation=Distillation(4.0, 0.9))
+                  progress=False, teacher=small_teacher(),
+                  distillation=KD)
     assert not (tmp_path / "student").exists()

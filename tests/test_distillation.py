@@ -4,12 +4,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.distillation import Distiller, distillation_loss
+from distill.distillation import Distiller
+from distill.methods.kd import KD, KDParams
 from distill.nets import DigitNet
 
 STUDENT = torch.tensor([[2.0, 1.0, 0.1], [0.5, 0.2, 3.0]])
 TEACHER = torch.tensor([[3.0, 0.5, 0.0], [0.0, 1.0, 2.0]])
 LABELS = torch.tensor([0, 2])
+
+
+def distillation_loss(student, teacher, labels, temperature, alpha):
+    """The kd method's loss: the sum of its terms."""
+    from distill.methods import Outputs
+
+    terms = KD(KDParams(temperature, alpha)).terms(Outputs(student), Outputs(teacher), labels, 0.0)
+    return sum(terms.values())
 
 
 def softmax(row, t):
@@ -41,15 +50,15 @@ def test_the_soft_loss_vanishes_when_student_equals_teacher():
 
 def make_distiller():
     teacher = DigitNet(dims=(8, 8, 8, 8), depths=(1, 1, 1, 1))
-    return Distiller(teacher, "convnet_micro", temperature=4.0, alpha=0.9)
+    return Distiller(teacher, "convnet_micro", KD(KDParams(temperature=4.0, alpha=0.9)))
 
 
 def test_gradients_reach_only_the_student():
     module = make_distiller()
     module.train()
     x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
-    loss = module.loss(module(x), y, (x, y, torch.arange(4), 0))
-    loss.backward()
+    _, terms = module.losses((x, y, torch.arange(4), 0), batch_idx=0)
+    sum(terms.values()).backward()
     assert all(p.grad is None for p in module.teacher.parameters())
     assert all(p.grad is not None for p in module.model.parameters())
 
@@ -74,7 +83,10 @@ def test_a_student_is_validated_on_its_distillation_objective():
     with torch.no_grad():
         logits = module(x)
         expected = distillation_loss(logits, module.teacher(x), y, 4.0, 0.9)
-        assert torch.allclose(module.validation_loss(x, logits, y, batch_idx=0), expected)
+        _, terms = module.validation_losses(x, y, batch_idx=0)
+        assert torch.allclose(sum(terms.values()), expected)
         # The teacher's answers on a validation batch are kept: the same batch index reuses them.
-        assert torch.allclose(module.validation_loss(torch.zeros_like(x), logits, y, 0), expected)
+        module.model.forward = lambda _: logits
+        _, terms = module.validation_losses(torch.zeros_like(x), y, 0)
+        assert torch.allclose(sum(terms.values()), expected)
         assert not torch.allclose(expected, F.cross_entropy(logits, y))

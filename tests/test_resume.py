@@ -60,10 +60,10 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, capsys, monkeypatch):
 
 def test_a_resumed_run_continues_from_its_last_epoch_not_its_best(tmp_path, capsys,
                                                                    monkeypatch):
-    def worse_every_epoch(self, x, logits, labels, batch_idx):
-        return torch.tensor(float(self.current_epoch))
+    def worse_every_epoch(self, x, labels, batch_idx):
+        return self(x), {"ce": torch.tensor(float(self.current_epoch))}
 
-    monkeypatch.setattr(training.Classifier, "validation_loss", worse_every_epoch)
+    monkeypatch.setattr(training.Classifier, "validation_losses", worse_every_epoch)
     interrupt_once_in_epoch(monkeypatch, epoch=3)
     with pytest.raises(SystemExit):
         main(["teacher", "--out", str(tmp_path / "t"), *ARGS])

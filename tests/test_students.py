@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from distill.cli import main
+from distill.pipeline import load_teacher
 from distill.recipes import load_recipe
-from distill.runs import load_teacher, train_run
+from distill.runs import train_run
 from distill.training import Limits
 
 from .conftest import QUICK
@@ -22,7 +23,7 @@ def test_distill_student_writes_the_student_and_its_twin(teacher_run, tmp_path, 
     student = json.loads((runs / "student-tiny" / "report.json").read_text())
     twin = json.loads((runs / "student-tiny-twin" / "report.json").read_text())
     assert student["kind"] == "student" and twin["kind"] == "twin"
-    assert student["distillation"] == {"temperature": 4.0, "alpha": 0.9}
+    assert student["distillation"] == {"method": "kd", "temperature": 4.0, "alpha": 0.9}
     assert 0 <= student["evaluation"]["teacher_agreement"] <= 1
     gain = student["evaluation"]["test"]["top1"] - twin["evaluation"]["test"]["top1"]
     assert student["gain_over_twin"] == pytest.approx(gain)
@@ -108,7 +109,8 @@ def test_several_recipes_in_one_command_share_the_teachers_logits(teacher_run, t
     out = capsys.readouterr().out
     # Both recipes augment, batch and seed alike: the second reads the first one's teacher logits.
     assert out.count("Teacher logits for") == 1
-    assert "over the twin (recipe mlp)" in out and "over the twin (recipe micro)" in out
+    assert "over the twin (recipe mlp, seed 0)" in out
+    assert "over the twin (recipe micro, seed 0)" in out
     assert f"distill report {runs}" in out
 
     # Run again, the finished recipes are refused unless kept with --resume, which trains nothing.

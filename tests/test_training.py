@@ -63,13 +63,14 @@ def test_a_diverging_loss_stops_the_run_naming_the_step(tmp_path, capsys, monkey
     from distill import training
 
     monkeypatch.setattr(training, "FINITE_CHECK_EVERY", 1)
-    real_loss = training.Classifier.loss
+    real_losses = training.Classifier.losses
 
-    def loss_that_diverges(self, logits, labels, batch):
-        loss = real_loss(self, logits, labels, batch)
-        return loss * float("nan") if self.global_step == 2 else loss
+    def loss_that_diverges(self, batch, batch_idx):
+        logits, terms = real_losses(self, batch, batch_idx)
+        return logits, {k: v * float("nan") if self.global_step == 2 else v
+                        for k, v in terms.items()}
 
-    monkeypatch.setattr(training.Classifier, "loss", loss_that_diverges)
+    monkeypatch.setattr(training.Classifier, "losses", loss_that_diverges)
     with pytest.raises(SystemExit) as exit_:
         main(["teacher", "--out", str(tmp_path / "t"), "--epochs", "1", "--train-batches", "5",
               "--val-batches", "1", "--no-progress"])

@@ -1,0 +1,184 @@
+"""Distilling a recipe: its teachers, the student, the student's twin, over one or more seeds.
+
+Every distilled student has a twin: the same network, recipe settings, seed and data order,
+trained on labels alone, so a report can say what distillation itself bought. Twins are shared:
+recipes that differ only in their method (tiny and tiny-dkd) compare against the same twin.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from distill.cache import teacher_clean_logits, teacher_logits_table
+from distill.data import EVAL_BATCH, load_split, validation_images
+from distill.distillation import Ensemble, has_features
+from distill.errors import DistillError
+from distill.export import load_model
+from distill.files import write_atomic
+from distill.nets import NETWORK_CLASSES, released_weights
+from distill.recipes import Recipe
+from distill.report import markdown, predict_logits
+from distill.runs import FINISHED_MARKER, check_run_dir, environment, train_run
+from distill.training import Limits, describe
+
+
+def default_teacher(runs_dir: Path) -> Path:
+    """The local teacher run if there is one, else the released teacher in models/."""
+    local = runs_dir / "teacher"
+    if (local / FINISHED_MARKER).is_file() or not released_weights("digitnet").is_file():
+        return local
+    return released_weights("digitnet")
+
+
+def load_teacher(path: Path) -> nn.Module:
+    """The teacher of a run folder or weights file; a clear error for anything else."""
+    weights = path / "weights.safetensors" if path.is_dir() else path
+    if not weights.exists():
+        raise DistillError(f"No teacher at {path}. Train one first with `distill teacher`, or "
+                           "point --teacher at a teacher run folder or weights file.")
+    model, architecture = load_model(path)
+    if architecture != "digitnet":
+        raise DistillError(f"{path} holds a {architecture}, not a teacher (digitnet). Point "
+                           "--teacher at the folder written by `distill teacher`.")
+    return model
+
+
+def load_teachers(paths: list[Path]) -> nn.Module:
+    """One teacher as it is; several as an `Ensemble` (the mean of their logits)."""
+    teachers = [load_teacher(path) for path in paths]
+    classes = {path: getattr(t, "num_classes", None) for path, t in zip(paths, teachers)}
+    if len(set(classes.values())) > 1:
+        listed = ", ".join(f"{path} ({count})" for path, count in classes.items())
+        raise DistillError(f"The teachers answer with different numbers of classes: {listed}. "
+                           "Give teachers of one dataset.")
+    return teachers[0] if len(teachers) == 1 else Ensemble(teachers)
+
+
+def student_dirs(recipe: Recipe, runs_dir: Path) -> tuple[Path, Path]:
+    """The run folders of a recipe's student and of its twin."""
+    return runs_dir / f"student-{recipe.name}", runs_dir / f"student-{recipe.name}-twin"
+
+
+def check_student_dirs(recipe: Recipe, runs_dir: Path, twin: bool, overwrite: bool = False,
+                       resume: bool = False) -> None:
+    """Refuse, before any training, runs that would clobber finished or unfinished ones."""
+    student_dir, twin_dir = student_dirs(recipe, runs_dir)
+    for out in (student_dir, twin_dir) if twin else (student_dir,):
+        check_run_dir(out, overwrite, resume)
+
+
+def find_twin(runs_dir: Path, config: dict, test_images: int) -> tuple[Path, dict] | None:
+    """A finished twin in `runs_dir` trained with exactly these settings, if there is one."""
+    for path in sorted(runs_dir.glob(f"*/{FINISHED_MARKER}")):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (report.get("kind") == "twin" and report.get("config") == config
+                and report["evaluation"]["test_images"] == test_images):
+            return path.parent, report
+    return None
+
+
+def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, command: str,
+                  twin: bool = True, teacher_cache: bool = True,
+                  finished: Callable[[dict], None] | None = None, **run_args) -> list[dict]:
+    """Distill the recipe's student from its teachers and train its twin, unless one trained the
+    same way is already in `runs_dir` (or `twin` is False). Returns the reports written.
+
+    With `teacher_cache`, the teachers' logits come from runs_dir/.cache (computed there once);
+    a method that needs the teachers' features runs them on every batch instead.
+    `finished` is called with each run's report as soon as that run is done.
+    """
+    environment()  # the commit is taken before the teacher's logits, which may take long
+    teacher = load_teachers(teacher_paths)
+    method = recipe.distillation.build(recipe.seed)
+    if method.needs_features:  # refused before any folder is made
+        for network, role in ((NETWORK_CLASSES[recipe.student], "student"), (teacher, "teacher")):
+            if not has_features(network):
+                raise DistillError(f"Method {method.name} needs the {role}'s feature maps, and "
+                                   f"{getattr(network, '__name__', type(network).__name__)} has "
+                                   "none: choose a CNN student and a single teacher, or a logit "
+                                   "method.")
+    student_dir, twin_dir = student_dirs(recipe, runs_dir)
+    overwrite, resume = run_args.get("overwrite", False), run_args.get("resume", False)
+    check_student_dirs(recipe, runs_dir, twin, overwrite, resume)  # before the teacher's logits
+    config = recipe.train_config()
+    limits = run_args.get("limits") or Limits()
+    data_dir = run_args.get("data_dir")
+    test_images = load_split("test", data_dir)[0][: limits.test_size]
+    extra = {"recipe": recipe.name, "teacher": ", ".join(map(str, teacher_paths))}
+    cache = runs_dir / ".cache"
+    predictions = (teacher_clean_logits(teacher, test_images, cache) if teacher_cache
+                   else predict_logits(teacher, test_images)).argmax(-1)
+
+    def args_for(out: Path) -> dict:  # --resume also starts the run an interruption came before
+        started = (out / "logs").is_dir() or (out / FINISHED_MARKER).is_file()
+        return {**run_args, "resume": resume and started}
+
+    # A student kept by --resume needs no teacher logits: with several recipes, or a cleared
+    # cache, that can be a whole teacher pass saved.
+    logits = validation_logits = None
+    if teacher_cache and not method.needs_features and not (
+            resume and (student_dir / FINISHED_MARKER).is_file()):
+        logits = teacher_logits_table(teacher, config, limits, cache, data_dir,
+                                      progress=run_args.get("progress", True), method=method)
+        validation_logits = teacher_clean_logits(teacher, validation_slice(data_dir, limits),
+                                                 cache)
+    elif method.needs_features:
+        print(f"Method {method.name} reads the teacher's feature maps: the teacher runs on every "
+              "batch (no logits cache).", flush=True)
+    finished = finished or (lambda report: None)
+    student = train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
+                        distillation=recipe.distillation, teacher_logits=logits,
+                        validation_logits=validation_logits, teacher_predictions=predictions,
+                        extra=extra, **args_for(student_dir))
+    finished(student)
+    reports = [student]
+    # --overwrite retrains the twin too, unless --no-twin keeps it.
+    shared = None if overwrite and twin else find_twin(runs_dir, describe(config), len(test_images))
+    if twin and shared is None:
+        reports.append(train_run(f"student-{recipe.name}-twin", twin_dir, config, command,
+                                 teacher_predictions=predictions, extra=extra,
+                                 **args_for(twin_dir)))
+        finished(reports[1])
+        shared = twin_dir, reports[1]
+    if shared is not None:
+        record_gain(student, student_dir, *shared)
+    return reports
+
+
+def validation_slice(data_dir: Path | str | None, limits: Limits) -> Tensor:
+    images = validation_images(data_dir)
+    return images if limits.val_batches is None else images[: limits.val_batches * EVAL_BATCH]
+
+
+def record_gain(student: dict, student_dir: Path, twin_dir: Path, twin: dict) -> None:
+    """Add the gain over the twin to the student's report, on disk too."""
+    student["gain_over_twin"] = (student["evaluation"]["test"]["top1"]
+                                 - twin["evaluation"]["test"]["top1"])
+    student["twin"] = str(twin_dir)
+    write_atomic(student_dir / "report.json", json.dumps(student, indent=2) + "\n")
+    write_atomic(student_dir / "report.md", markdown(student))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' or '0,2,5' (or both, '0-2,7') as a list of seeds."""
+    from distill.bounds import MAX_SEED
+
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            seeds += range(int(first), int(last or first) + 1)
+    except ValueError:
+        raise DistillError(f"--seeds {text[:40]!r} is not a list of seeds: write e.g. 0-4 or "
+                           "0,2,5.") from None
+    if not seeds or len(seeds) > 100 or not all(0 <= s <= MAX_SEED for s in seeds):
+        raise DistillError(f"--seeds {text[:40]!r}: give between 1 and 100 seeds, each from 0 to "
+                           f"{MAX_SEED}.")
+    return list(dict.fromkeys(seeds))
