@@ -257,13 +257,11 @@ def report(
     # typer keeps the line breaks of this paragraph: its lines fit an 80-column terminal.
     from rich.table import Table
 
+    from distill.compare import GAIN_COLUMNS, gain_rows, gains_over_twins
     from distill.errors import DistillError
     from distill.report import (
         COLUMNS,
-        GAIN_COLUMNS,
         collect_reports,
-        gain_rows,
-        gains_over_twins,
         remeasure_speed,
         table_rows,
         write_comparison,
@@ -290,7 +288,8 @@ def report(
 
     print_table("Teacher and students on MNIST", COLUMNS, table_rows(reports))
     if gains := gains_over_twins(reports):
-        print_table("Gain over the twin, by seed (test top-1, points)", GAIN_COLUMNS,
+        print_table("Gain over the twin (test top-1, points; mean ± sd over seeds, 95% t-interval)",
+                    GAIN_COLUMNS,
                     gain_rows(gains))
     target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("runs"))
     paths = write_comparison(reports, target)

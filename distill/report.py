@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import json
 import math
 import os
@@ -372,8 +371,8 @@ def collect_reports(paths: list[Path]) -> list[dict]:
     for path in paths:
         if (path / "report.json").is_file():
             found.append(path / "report.json")
-        elif path.is_dir():
-            found += sorted(path.glob("*/report.json"))
+        elif path.is_dir():  # run folders, and run folders of seeds (`--seeds`: seedN/RUN)
+            found += sorted(path.glob("*/report.json")) + sorted(path.glob("seed*/*/report.json"))
     unique: dict[Path, Path] = {}  # a run named twice (runs and runs/student-tiny) shown once
     for file in found:
         unique.setdefault(file.resolve(), file)
@@ -456,94 +455,6 @@ def table_rows(reports: list[dict]) -> list[list[str]]:
     return rows
 
 
-def flat_settings(report: dict) -> dict[str, Any]:
-    """A run's training and distillation settings but the seed, nested keys joined by dots."""
-    flat: dict[str, Any] = {}
-
-    def add(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for name, inner in value.items():
-                add(f"{prefix}.{name}" if prefix else name, inner)
-        else:
-            flat[prefix] = value
-
-    add("", {**{k: v for k, v in report["config"].items() if k != "seed"},
-             **(report.get("distillation") or {})})
-    return flat
-
-
-@functools.cache
-def teacher_identity(named: str) -> str:
-    """The same teacher under any name (a relative or an absolute path, a copied run folder): the
-    digest of its weights file; the name itself where the file cannot be read."""
-    path = Path(named)
-    weights = path / "weights.safetensors" if path.is_dir() else path
-    try:
-        return hashlib.sha256(weights.read_bytes()).hexdigest()
-    except OSError:
-        return named
-
-
-def gains_over_twins(reports: list[dict]) -> list[dict]:
-    """Each recipe's gain over its twin on every seed it was run with, the runs grouped by recipe,
-    teacher and settings. On MNIST one seed's gain is within the spread between seeds (about 0.1
-    point), so it takes several seeds to tell what distillation buys."""
-    groups: dict[tuple, list[dict]] = {}
-    teacher_names: dict[str | None, str | None] = {}
-    for r in reports:
-        if r.get("kind") != "student" or r.get("gain_over_twin") is None:
-            continue
-        settings = {key: value for key, value in r["config"].items() if key != "seed"}
-        teacher = r.get("teacher")
-        identity = teacher_identity(teacher) if teacher else None
-        teacher_names.setdefault(identity, teacher)  # each teacher shown by its first name
-        key = (r.get("recipe") or r["name"], identity,
-               json.dumps([r.get("distillation"), settings], sort_keys=True))
-        groups.setdefault(key, []).append(r)
-    teachers = {key[1] for key in groups}
-    labels = {key: key[0] if len(teachers) == 1 else f"{key[0]} (teacher {teacher_names[key[1]]})"
-              for key in groups}
-    for label in set(labels.values()):
-        same_label = [key for key in groups if labels[key] == label]
-        if len(same_label) > 1:  # one recipe run with other settings: name what differs
-            settings = {key: flat_settings(groups[key][0]) for key in same_label}
-            differ = sorted({name for flat in settings.values() for name in flat
-                             if len({repr(other.get(name)) for other in settings.values()}) > 1})
-            for key in same_label:
-                shown = ", ".join(f"{name} {settings[key].get(name, '-')}" for name in differ)
-                labels[key] = f"{label} ({shown})"
-    rows = []
-    for key, runs in groups.items():
-        runs.sort(key=lambda r: r["config"]["seed"])
-        # Rounded: accuracies are float32, so equal ones can differ by 1e-7.
-        gains = [round(r["gain_over_twin"], 6) for r in runs]
-        students = [r["evaluation"]["test"]["top1"] for r in runs]
-        rows.append({"recipe": labels[key],
-                     "teacher": teacher_names[key[1]], "seeds": [r["config"]["seed"] for r in runs],
-                     "student_top1": students,
-                     "twin_top1": [s - g for s, g in zip(students, gains)],
-                     "gains": gains, "mean_gain": round(statistics.mean(gains), 6),
-                     "seeds_not_worse": sum(g >= 0 for g in gains)})
-    return sorted(rows, key=lambda row: row["recipe"])
-
-
-GAIN_COLUMNS = ["recipe", "seeds", "student top-1", "twin top-1", "gain per seed", "mean gain",
-                "student >= twin"]
-
-
-def gain_rows(gains: list[dict]) -> list[list[str]]:
-    def points(values: list[float]) -> str:
-        return ", ".join(f"{100 * v + 0.0:+.2f}" for v in values)  # + 0.0: no "-0.00"
-
-    def accuracies(values: list[float]) -> str:
-        return ", ".join(f"{100 * v:.2f}" for v in values)
-
-    return [[g["recipe"], ", ".join(map(str, g["seeds"])), accuracies(g["student_top1"]),
-             accuracies(g["twin_top1"]), points(g["gains"]), points([g["mean_gain"]]),
-             f"{g['seeds_not_worse']} of {len(g['seeds'])} seed{'s' * (len(g['seeds']) > 1)}"]
-            for g in gains]
-
-
 def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -551,9 +462,12 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
 
 
 def comparison_markdown(reports: list[dict]) -> str:
+    from distill.compare import GAIN_COLUMNS, gain_rows, gains_over_twins
+
     text = markdown_table(COLUMNS, table_rows(reports))
     if gains := gains_over_twins(reports):
-        text += ("\n## Gain over the twin, by seed (test top-1, points)\n\n"
+        text += ("\n## Gain over the twin (test top-1, points; mean ± sd over seeds, 95% "
+                 "t-interval)\n\n"
                  + markdown_table(GAIN_COLUMNS, gain_rows(gains)))
     return text
 
@@ -601,6 +515,8 @@ def write_comparison(reports: list[dict], out_dir: Path) -> dict[str, Path]:
              "gains": out_dir / "gains.json", "plot": out_dir / "accuracy_vs_size.png"}
     write_atomic(paths["markdown"], "# Teacher and students\n\n" + comparison_markdown(reports))
     write_atomic(paths["json"], json.dumps(reports, indent=2) + "\n")
+    from distill.compare import gains_over_twins
+
     write_atomic(paths["gains"], json.dumps(gains_over_twins(reports), indent=2) + "\n")
     plot_accuracy_vs_size(reports, paths["plot"])
     return paths

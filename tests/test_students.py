@@ -198,15 +198,19 @@ def test_distill_report_sums_up_the_gain_over_the_twin_across_seeds(tmp_path, ca
     assert three["twin_top1"] == pytest.approx([0.9940, 0.9947, 0.9950])
     assert three["mean_gain"] == 0  # exactly: no "-0.00" from float noise
     markdown = (tmp_path / "comparison.md").read_text()
-    assert ("| tiny (epochs 10) | 0, 1, 2 | 99.45, 99.42, 99.50 | 99.40, 99.47, 99.50 | "
-            "+0.05, -0.05, +0.00 | +0.00 | 2 of 3 seeds |") in markdown
+    assert ("| tiny (epochs 10) | kd | 0, 1, 2 | 99.46 ± 0.04 (99.45, 99.42, 99.50) | "
+            "99.46 ± 0.05 (99.40, 99.47, 99.50) | +0.05, -0.05, +0.00 | +0.00 [-0.12, +0.12] | "
+            "2 of 3 seeds |") in markdown
+    # The interval: mean +- t(0.975, 2) * sd / sqrt(3), with t = 4.303.
+    assert three["gain_interval"] == pytest.approx([-4.303 * 0.0005 / 3**0.5,
+                                                    4.303 * 0.0005 / 3**0.5])
     # Runs of the same name in several folders are told apart by their folders; a run given twice
     # (in its folder and by itself) is one row.
     table = json.loads((tmp_path / "comparison.json").read_text())
     names = [r["name"] for r in table]
     assert len(names) == len(set(names)) == 7
     assert any(name.endswith("seed1/student-tiny") for name in names)
-    assert "Gain over the twin, by seed" in capsys.readouterr().out
+    assert "Gain over the twin (test top-1" in capsys.readouterr().out
 
 
 def test_the_gains_group_students_by_their_teachers_weights_not_by_how_it_was_named(

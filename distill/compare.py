@@ -1,0 +1,142 @@
+"""Across runs: each recipe's gain over its twin, seed by seed, with its 95% interval.
+
+On MNIST one seed's gain is within the spread between seeds (about 0.1 point), so a gain is
+claimed over seeds: the mean paired difference (student minus its own twin, same seed) and its
+t-interval.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def flat_settings(report: dict) -> dict[str, Any]:
+    """A run's training and distillation settings but the seed, nested keys joined by dots."""
+    flat: dict[str, Any] = {}
+
+    def add(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                add(f"{prefix}.{name}" if prefix else name, inner)
+        else:
+            flat[prefix] = value
+
+    add("", {**{k: v for k, v in report["config"].items() if k != "seed"},
+             **(report.get("distillation") or {})})
+    return flat
+
+
+@functools.cache
+def teacher_identity(named: str) -> str:
+    """The same teacher under any name (a relative or an absolute path, a copied run folder): the
+    digest of its weights file; the name itself where the file cannot be read."""
+    path = Path(named)
+    weights = path / "weights.safetensors" if path.is_dir() else path
+    try:
+        return hashlib.sha256(weights.read_bytes()).hexdigest()
+    except OSError:
+        return named
+
+
+def gains_over_twins(reports: list[dict]) -> list[dict]:
+    """Each recipe's gain over its twin on every seed it was run with, the runs grouped by recipe,
+    teacher and settings. On MNIST one seed's gain is within the spread between seeds (about 0.1
+    point), so it takes several seeds to tell what distillation buys."""
+    groups: dict[tuple, list[dict]] = {}
+    teacher_names: dict[str | None, str | None] = {}
+    for r in reports:
+        if r.get("kind") != "student" or r.get("gain_over_twin") is None:
+            continue
+        settings = {key: value for key, value in r["config"].items() if key != "seed"}
+        teacher = r.get("teacher")
+        identity = teacher_identity(teacher) if teacher else None
+        teacher_names.setdefault(identity, teacher)  # each teacher shown by its first name
+        key = (r.get("recipe") or r["name"], identity,
+               json.dumps([{"method": "kd", **r["distillation"]}, settings], sort_keys=True))
+        groups.setdefault(key, []).append(r)
+    teachers = {key[1] for key in groups}
+    labels = {key: key[0] if len(teachers) == 1 else f"{key[0]} (teacher {teacher_names[key[1]]})"
+              for key in groups}
+    for label in set(labels.values()):
+        same_label = [key for key in groups if labels[key] == label]
+        if len(same_label) > 1:  # one recipe run with other settings: name what differs
+            settings = {key: flat_settings(groups[key][0]) for key in same_label}
+            differ = sorted({name for flat in settings.values() for name in flat
+                             if len({repr(other.get(name)) for other in settings.values()}) > 1})
+            for key in same_label:
+                shown = ", ".join(f"{name} {settings[key].get(name, '-')}" for name in differ)
+                labels[key] = f"{label} ({shown})"
+    rows = []
+    for key, runs in groups.items():
+        runs.sort(key=lambda r: r["config"]["seed"])
+        # Rounded: accuracies are float32, so equal ones can differ by 1e-7.
+        gains = [round(r["gain_over_twin"], 6) for r in runs]
+        students = [r["evaluation"]["test"]["top1"] for r in runs]
+        twins = [s - g for s, g in zip(students, gains)]
+        rows.append({"recipe": labels[key], "method": (runs[0].get("distillation") or {}).get(
+                         "method", "kd"), "model": runs[0]["model"],
+                     "teacher": teacher_names[key[1]], "seeds": [r["config"]["seed"] for r in runs],
+                     "student_top1": students, "twin_top1": twins,
+                     "student_mean": statistics.mean(students), "student_sd": sd(students),
+                     "twin_mean": statistics.mean(twins), "twin_sd": sd(twins),
+                     "gains": gains, "mean_gain": round(statistics.mean(gains), 6),
+                     "gain_interval": t_interval(gains),
+                     "seeds_not_worse": sum(g >= 0 for g in gains)})
+    return sorted(rows, key=lambda row: row["recipe"])
+
+
+# Two-sided 95% quantiles of Student's t for 1 to 30 degrees of freedom, from the standard table:
+# one constant table rather than scipy (tens of MB) for a single function.
+T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def sd(values: list[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def t_interval(values: list[float]) -> tuple[float, float] | None:
+    """The 95% confidence interval of the mean (t-interval over seeds); None for one value."""
+    if len(values) < 2:
+        return None
+    mean, df = statistics.mean(values), len(values) - 1
+    half = (T_975[df - 1] if df <= len(T_975) else 1.96) * statistics.stdev(values) / math.sqrt(
+        len(values))
+    return mean - half, mean + half
+
+
+GAIN_COLUMNS = ["recipe", "method", "seeds", "student top-1", "twin top-1", "gain per seed",
+                "mean gain [95% CI]", "student >= twin"]
+
+
+def gain_rows(gains: list[dict]) -> list[list[str]]:
+    def points(values: list[float]) -> str:
+        return ", ".join(f"{100 * v + 0.0:+.2f}" for v in values)  # + 0.0: no "-0.00"
+
+    def accuracies(values: list[float]) -> str:
+        return ", ".join(f"{100 * v:.2f}" for v in values)
+
+    def spread(values: list[float], mean: float, sd: float | None) -> str:
+        if sd is None:
+            return accuracies(values)
+        listed = f" ({accuracies(values)})" if len(values) <= 5 else ""
+        return f"{100 * mean:.2f} ± {100 * sd:.2f}{listed}"
+
+    def interval(g: dict) -> str:
+        low_high = g["gain_interval"]
+        return points([g["mean_gain"]]) + (
+            f" [{points([low_high[0]])}, {points([low_high[1]])}]" if low_high else "")
+
+    return [[g["recipe"], g.get("method", "kd"), ", ".join(map(str, g["seeds"])),
+             spread(g["student_top1"], g["student_mean"], g["student_sd"]),
+             spread(g["twin_top1"], g["twin_mean"], g["twin_sd"]), points(g["gains"]),
+             interval(g),
+             f"{g['seeds_not_worse']} of {len(g['seeds'])} seed{'s' * (len(g['seeds']) > 1)}"]
+            for g in gains]
