@@ -29,6 +29,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 REPOSITORY = PACKAGE_ROOT.parent
 
 
+def package_data(name: str) -> Path:
+    """A folder of package data: inside the package where a wheel installed it, else at the
+    repository's top level (a checkout, an editable install)."""
+    installed = PACKAGE_ROOT / name
+    return installed if installed.is_dir() else REPOSITORY / name
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed over `path` only if the block ends

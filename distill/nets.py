@@ -23,6 +23,7 @@ from timm.models.convnext import ConvNeXtBlock
 from torch import Tensor, nn
 
 from distill.data import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from distill.files import package_data
 
 
 class FastGlobalResponseNorm(GlobalResponseNorm):
@@ -233,7 +234,7 @@ class MLP(nn.Module):
 
 # Released weights, written by `distill publish`: `timm.create_model(name, pretrained=True)`
 # loads models/NAME/weights.safetensors.
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = package_data("models")
 
 
 def released_weights(name: str) -> Path:

@@ -26,12 +26,13 @@ from distill.bounds import (
 )
 from distill.data import Augment
 from distill.errors import DistillError
+from distill.files import package_data
 from distill.methods import METHODS, Method
 from distill.methods.kd import KDParams
 from distill.nets import NETWORKS
 from distill.training import TrainConfig
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = package_data("recipes")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
 

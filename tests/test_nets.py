@@ -87,3 +87,24 @@ def test_global_max_pool_reads_the_largest_activation():
 
 def test_convnet_micro_stays_under_a_thousand_parameters():
     assert sum(p.numel() for p in timm.create_model("convnet_micro").parameters()) < 1000
+
+
+@pytest.mark.parametrize("imports", ["import timm, distill", "import distill, timm"])
+def test_import_distill_registers_the_networks_with_timm_in_either_order(imports):
+    import subprocess
+    import sys
+
+    code = f"{imports}; print(type(timm.create_model('digitnet')).__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "DigitNet", done.stderr
+
+
+def test_import_distill_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, distill, distill.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "False", done.stderr

@@ -1,0 +1,66 @@
+"""`pip install .` gives a working tool: recipes and released models travel in the wheel."""
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A fresh virtual environment with the wheel of this checkout; torch and the other
+    dependencies come from the environment running the tests (a .pth file), not a download."""
+    root = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(REPO),
+                    "-w", str(root / "dist")], check=True, capture_output=True)
+    [wheel] = (root / "dist").glob("distill-*.whl")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+                    "--no-deps", str(wheel)], check=True, capture_output=True)
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], check=True, capture_output=True, text=True)
+    Path(site.stdout.strip(), "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return venv, root
+
+
+def run(venv: Path, cwd: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_the_wheel_holds_recipes_and_releases(installed):
+    venv, root = installed
+    out = run(venv, root, str(venv / "bin" / "python"), "-c",
+              "import distill, distill.recipes as r, distill.nets as n; "
+              "print(distill.__file__); print(sorted(r.available_recipes())); print(n.MODELS_DIR)")
+    file, recipes, models = out.strip().split("\n")
+    assert str(venv) in file and "tiny" in recipes and str(venv) in models
+
+
+def test_the_installed_tool_lists_recipes_and_distills(installed, data_dir):
+    venv, root = installed
+    work = root / "elsewhere"
+    work.mkdir()
+    assert "convnet_tiny" in run(venv, work, str(venv / "bin" / "distill"), "recipes")
+    out = run(venv, work, str(venv / "bin" / "distill"), "student", "--recipe", "tiny",
+              "--no-twin", "--epochs", "1", "--train-batches", "2", "--val-batches", "1",
+              "--test-images", "100", "--no-progress", "--data-dir", str(data_dir))
+    assert "distilling the released teacher" in out and (work / "runs" / "student-tiny" /
+                                                         "report.json").is_file()
+
+
+def test_timm_loads_the_released_weights_after_import_distill(installed):
+    venv, root = installed
+    out = run(venv, root, str(venv / "bin" / "python"), "-c",
+              "import timm, distill; m = timm.create_model('convnet_tiny', pretrained=True); "
+              "print(sum(p.numel() for p in m.parameters()))")
+    assert out.strip() == "9042"
