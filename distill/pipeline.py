@@ -14,6 +14,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from distill.cache import teacher_clean_logits, teacher_logits_table
+from distill.compare import teacher_identity
 from distill.data import EVAL_BATCH, load_split, validation_images
 from distill.distillation import Ensemble, has_features
 from distill.errors import DistillError
@@ -111,7 +112,10 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     limits = run_args.get("limits") or Limits()
     data_dir = run_args.get("data_dir")
     test_images = load_split("test", data_dir)[0][: limits.test_size]
-    extra = {"recipe": recipe.name, "teacher": ", ".join(map(str, teacher_paths))}
+    # The teachers' digests name them for good: a path like runs/teacher may hold another
+    # teacher on another day.
+    extra = {"recipe": recipe.name, "teacher": ", ".join(map(str, teacher_paths)),
+             "teacher_sha256": ", ".join(teacher_identity(str(path)) for path in teacher_paths)}
     cache = runs_dir / ".cache"
     predictions = (teacher_clean_logits(teacher, test_images, cache) if teacher_cache
                    else predict_logits(teacher, test_images)).argmax(-1)

@@ -411,6 +411,8 @@ def missing_teachers(reports: list[dict]) -> list[dict]:
     """The reports of the teachers the students were distilled from that are not among the runs
     (a student of the released teacher names models/digitnet), so the table shows each student's
     own teacher as its reference, also beside another teacher."""
+    from distill.compare import teacher_identity
+
     present = {Path(r["run"]).resolve() for r in reports}
     teachers = []
     for named in dict.fromkeys(r["teacher"] for r in reports if r.get("teacher")):
@@ -418,6 +420,9 @@ def missing_teachers(reports: list[dict]) -> list[dict]:
         if folder.resolve() in present:
             continue
         report = read_run_report(folder)
+        digests = {r.get("teacher_sha256") for r in reports if r.get("teacher") == named}
+        if None not in digests and teacher_identity(str(folder)) not in digests:
+            continue  # the folder now holds another teacher than the one the students had
         if report and report.get("kind") == "teacher":
             report["name"] = f"teacher ({shown_path(folder)})"
             teachers.append(report)
