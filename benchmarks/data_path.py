@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 import distill.nets  # noqa: F401 - registers the students with timm
-from distill.data import MNIST_MEAN, MNIST_STD, NUM_CLASSES, MNISTDataModule, load_split
+from distill.data import MNIST_MEAN, MNIST_STD, NUM_CLASSES, DataModule, load_split
 
 
 class PerImage(Dataset):
@@ -61,7 +61,7 @@ def main() -> None:
         for _ in baseline_batches():
             pass
 
-    datamodule = MNISTDataModule(batch_size=args.batch_size, train_size=args.images)
+    datamodule = DataModule(batch_size=args.batch_size, train_size=args.images)
     datamodule.setup("fit")
     datamodule.train_split = [t.to(device) for t in datamodule.train_split]
     ours = datamodule.train_dataloader()

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from common import median_seconds, print_table
 from timm.optim import create_optimizer_v2
 
-from distill.data import MNISTDataModule
+from distill.data import DataModule
 from distill.training import Classifier, Limits, TrainConfig, make_trainer
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     config = TrainConfig(model=args.model, epochs=1, batch_size=args.batch_size)
 
     def datamodule():
-        dm = MNISTDataModule(batch_size=args.batch_size, seed=0)
+        dm = DataModule(batch_size=args.batch_size, seed=0)
         dm.setup("fit")
         return dm
 

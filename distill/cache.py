@@ -20,11 +20,12 @@ from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from distill.data import UNIFORMS_ROWS, MNISTDataModule
+from distill.data import UNIFORMS_ROWS, DataModule
+from distill.datasets import Dataset, get_dataset
 from distill.errors import DistillError
 from distill.files import atomic_path
 from distill.methods import Method
-from distill.report import predict_logits
+from distill.metrics import predict_logits
 from distill.training import Limits, TrainConfig
 
 # Part of every key: raise it when a code change alters the teacher's numerics (2: channels-last
@@ -47,6 +48,8 @@ def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits,
                 "augment": asdict(config.augment) if config.augment else None,
                 "seed": config.seed, "batch_size": config.batch_size,
                 "train_size": limits.train_size, "train_batches": limits.train_batches}
+    if config.dataset != "mnist":  # MNIST's keys stay as they were before datasets were named
+        settings["dataset"] = [config.dataset, config.image_size]
     if method is not None and method.view_key() is not None:  # kd's keys stay as they were
         settings["view"] = {"method": method.name, **method.view_key()}
     digest.update(json.dumps(settings, sort_keys=True).encode())
@@ -54,7 +57,7 @@ def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits,
 
 
 @torch.inference_mode()
-def compute_epochs(teacher: nn.Module, datamodule: MNISTDataModule, epochs: list[int],
+def compute_epochs(teacher: nn.Module, datamodule: DataModule, epochs: list[int],
                    batches_per_epoch: int | None, device: torch.device, progress: bool,
                    done: Callable[[int, Tensor], None], method: Method | None = None) -> None:
     """Hand each epoch's (60000, classes) logits to `done` as soon as it is computed; rows of
@@ -76,7 +79,7 @@ def compute_epochs(teacher: nn.Module, datamodule: MNISTDataModule, epochs: list
                     x = method.view(x, positions, epoch)
                 logits = teacher(x).float()
                 if table is None:
-                    table = torch.zeros(UNIFORMS_ROWS, logits.shape[-1])
+                    table = torch.zeros(max(UNIFORMS_ROWS, datamodule.rows), logits.shape[-1])
                 table[positions.cpu()] = logits.cpu()
                 bar.advance(task)
             done(epoch, table)
@@ -116,8 +119,9 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
                  f"{len(missing)} epochs")
         print(f"Teacher logits for {which} of {epochs}: computed once, kept in {folder}",
               flush=True)
-        datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
-                                     limits.train_size)
+        datamodule = DataModule(data_dir, config.batch_size, config.augment, config.seed,
+                                limits.train_size,
+                                dataset=get_dataset(config.dataset, config.image_size))
         datamodule.setup("fit")
 
         def done(epoch: int, table: Tensor) -> None:
@@ -137,17 +141,20 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
     return stacked if augmented else stacked.expand(config.epochs, -1, -1)
 
 
-def teacher_clean_logits(teacher: nn.Module, images: Tensor, cache_dir: Path) -> Tensor:
+def teacher_clean_logits(teacher: nn.Module, images: Tensor, cache_dir: Path,
+                         dataset: Dataset | None = None) -> Tensor:
     """The teacher's logits on these unaugmented images (validation or test), computed once."""
     key = weights_digest(teacher)
     key.update(f"{CACHE_FORMAT}".encode() + images.numpy().tobytes())
+    if dataset is not None and dataset.name != "mnist":  # its normalisation
+        key.update(json.dumps([dataset.name, dataset.mean, dataset.std]).encode())
     path = cache_dir / f"teacher-clean-{key.hexdigest()[:16]}.safetensors"
     if path.is_file():
         try:
             return load_file(str(path))["logits"]
         except Exception:  # noqa: BLE001, S110 - a damaged cache is recomputed below, not fatal
             pass
-    logits = predict_logits(teacher, images)
+    logits = predict_logits(teacher, images, dataset=dataset)
     save_atomic(path, {"logits": logits})
     return logits
 

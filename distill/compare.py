@@ -15,6 +15,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from distill.training import normalized
+
 
 def flat_settings(report: dict) -> dict[str, Any]:
     """A run's training and distillation settings but the seed, nested keys joined by dots."""
@@ -53,7 +55,7 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
     for r in reports:
         if r.get("kind") != "student" or r.get("gain_over_twin") is None:
             continue
-        settings = {key: value for key, value in r["config"].items() if key != "seed"}
+        settings = {key: value for key, value in normalized(r["config"]).items() if key != "seed"}
         teacher = r.get("teacher")
         identity = teacher_identity(teacher) if teacher else None
         teacher_names.setdefault(identity, teacher)  # each teacher shown by its first name

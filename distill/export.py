@@ -15,15 +15,37 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 import distill.nets  # noqa: F401 - registers the networks with timm
+from distill.datasets import Dataset
 from distill.errors import DistillError
 from distill.files import atomic_path
 
 
-def save_weights(model: nn.Module, architecture: str, kwargs: dict, path: Path) -> None:
-    """Write the weights with their architecture in the metadata, atomically."""
+def save_weights(model: nn.Module, architecture: str, kwargs: dict, path: Path,
+                 dataset: Dataset | None = None) -> None:
+    """Write the weights with their architecture (and dataset, classes) in the metadata,
+    atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"architecture": architecture, "kwargs": json.dumps(kwargs)}
+    if dataset is not None:
+        metadata |= {"dataset": dataset.name, "classes": json.dumps(list(dataset.classes))}
     with atomic_path(path) as tmp:
-        save_file(state, tmp, metadata={"architecture": architecture, "kwargs": json.dumps(kwargs)})
+        save_file(state, tmp, metadata=metadata)
+
+
+def weights_metadata(path: Path | str) -> dict[str, str]:
+    """A weights file's metadata (of a run folder's weights too); {} where it has none."""
+    path = Path(path)
+    path = path / "weights.safetensors" if path.is_dir() else path
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return {}
+
+
+def dataset_of(path: Path | str) -> str:
+    """The dataset a network was trained on (MNIST for files from before datasets were named)."""
+    return weights_metadata(path).get("dataset", "mnist")
 
 
 def load_model(path: Path | str) -> tuple[nn.Module, str]:
@@ -144,27 +166,32 @@ def export_target(weights: Path, architecture: str, out: Path | None) -> Path:
     return target
 
 
-def export_onnx(model: nn.Module, path: Path) -> None:
-    """ONNX with a dynamic batch axis: input `image` (B, 1, 28, 28) normalized, output `logits`."""
+def export_onnx(model: nn.Module, path: Path, dataset: Dataset | None = None) -> None:
+    """ONNX with a dynamic batch axis: input `image` (B, C, H, W) normalized as the dataset's
+    images (MNIST's by default: (B, 1, 28, 28)), output `logits`."""
     import warnings
+
+    from distill.metrics import input_shape
 
     with warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(2, 1, 28, 28),), str(tmp),
+        torch.onnx.export(model.eval(), (torch.zeros(2, *input_shape(dataset)),), str(tmp),
                           input_names=["image"], output_names=["logits"],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
                           verbose=False, external_data=False)
 
 
-def onnx_logits(path: Path, images: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+def onnx_logits(path: Path, images: torch.Tensor, batch: int = 1000,
+                dataset: Dataset | None = None) -> torch.Tensor:
     """Logits of an ONNX model for uint8 test images, through onnxruntime on the CPU."""
     import onnxruntime
 
     from distill.data import prepare
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = [torch.from_numpy(session.run(None, {"image": prepare(images[i: i + batch]).numpy()})[0])
-           for i in range(0, len(images), batch)]
+    out = [torch.from_numpy(session.run(
+        None, {"image": prepare(images[i: i + batch], dataset=dataset).numpy()})[0])
+        for i in range(0, len(images), batch)]
     return torch.cat(out)
 
 
@@ -184,12 +211,13 @@ def quantize_int8(path: Path, out: Path) -> None:
         root.setLevel(level)
 
 
-def parity(model: nn.Module, onnx_path: Path, images: torch.Tensor, labels: torch.Tensor) -> dict:
+def parity(model: nn.Module, onnx_path: Path, images: torch.Tensor, labels: torch.Tensor,
+           dataset: Dataset | None = None) -> dict:
     """ONNX against PyTorch on the same images: largest logit difference, prediction agreement."""
-    from distill.report import predict_logits
+    from distill.metrics import predict_logits
 
-    reference = predict_logits(model, images)
-    exported = onnx_logits(onnx_path, images)
+    reference = predict_logits(model, images, dataset=dataset)
+    exported = onnx_logits(onnx_path, images, dataset=dataset)
     return {"images": len(images),
             "max_abs_logit_diff": float((reference - exported).abs().max()),
             "same_predictions": int((reference.argmax(-1) == exported.argmax(-1)).sum()),

@@ -22,7 +22,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.convnext import ConvNeXtBlock
 from torch import Tensor, nn
 
-from distill.data import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from distill.data import IMAGE_SIZE, NUM_CLASSES
+from distill.datasets.mnist import MNIST as MNIST_DATASET
 from distill.files import package_data
 
 
@@ -88,12 +89,14 @@ class DigitNet(nn.Module):
         accuracy stays below validation accuracy), so it needs no further regularization.
     num_classes: outputs of the head.
     in_chans: input channels.
+    img_size: input size (any works: the network ends in global pooling).
     """
 
     def __init__(self, dims: Sequence[int] = (24, 48, 96, 128), depths: Sequence[int] = (1, 1, 3, 1),
                  stem: str = "conv3x3", stem_stride: int = 2, strides: Sequence[int] = (1, 2, 2, 2),
                  kernel_sizes: int | Sequence[int] = (7, 7, 3, 3), mlp_ratio: float = 4,
-                 drop_path_rate: float = 0.0, num_classes: int = 10, in_chans: int = 1) -> None:
+                 drop_path_rate: float = 0.0, num_classes: int = 10, in_chans: int = 1,
+                 img_size: int = 28) -> None:
         super().__init__()
         self.num_classes = num_classes
         if stem == "conv3x3":
@@ -173,7 +176,7 @@ class ConvNet(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (8, 16, 32), convs_per_stage: int | Sequence[int] = 1,
                  separable: bool = False, residual: bool = False, global_pool: str = "avg",
-                 num_classes: int = 10, in_chans: int = 1) -> None:
+                 num_classes: int = 10, in_chans: int = 1, img_size: int = 28) -> None:
         super().__init__()
         self.num_classes = num_classes
         layers, width = [], in_chans
@@ -218,10 +221,10 @@ class MLP(nn.Module):
     """
 
     def __init__(self, hidden: Sequence[int] = (800, 800), drop_rate: float = 0.0,
-                 num_classes: int = 10, in_chans: int = 1) -> None:
+                 num_classes: int = 10, in_chans: int = 1, img_size: int = IMAGE_SIZE) -> None:
         super().__init__()
         self.num_classes = num_classes
-        layers, width = [nn.Flatten()], in_chans * IMAGE_SIZE * IMAGE_SIZE
+        layers, width = [nn.Flatten()], in_chans * img_size * img_size
         for out in hidden:
             layers += [nn.Linear(width, out), nn.ReLU(inplace=True), nn.Dropout(drop_rate)]
             width = out
@@ -243,7 +246,7 @@ def released_weights(name: str) -> Path:
 
 def _cfg(name: str, **kwargs) -> dict:
     return {"url": "", "file": str(released_weights(name)), "num_classes": NUM_CLASSES,
-            "input_size": (1, IMAGE_SIZE, IMAGE_SIZE), "mean": (MNIST_MEAN,), "std": (MNIST_STD,),
+            "input_size": (1, IMAGE_SIZE, IMAGE_SIZE), "mean": MNIST_DATASET.mean, "std": MNIST_DATASET.std,
             "first_conv": "stem.0",
             "classifier": "head.fc", "license": "mit", **kwargs}
 

@@ -15,16 +15,24 @@ from torch import Tensor, nn
 
 from distill.cache import teacher_clean_logits, teacher_logits_table
 from distill.compare import teacher_identity
-from distill.data import EVAL_BATCH, load_split, validation_images
+from distill.data import EVAL_BATCH, validation_images
+from distill.datasets import Dataset, get_dataset
 from distill.distillation import Ensemble, has_features
 from distill.errors import DistillError
-from distill.export import load_model
+from distill.export import dataset_of, load_model
 from distill.files import write_atomic
+from distill.metrics import predict_logits
 from distill.nets import NETWORK_CLASSES, released_weights
 from distill.recipes import Recipe
-from distill.report import markdown, predict_logits
-from distill.runs import FINISHED_MARKER, check_run_dir, environment, train_run
-from distill.training import Limits, describe
+from distill.report import markdown
+from distill.runs import (
+    FINISHED_MARKER,
+    check_batch_size,
+    check_run_dir,
+    environment,
+    train_run,
+)
+from distill.training import Limits, describe, normalized
 
 
 def default_teacher(runs_dir: Path) -> Path:
@@ -79,7 +87,7 @@ def find_twin(runs_dir: Path, config: dict, test_images: int) -> tuple[Path, dic
             report = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if (report.get("kind") == "twin" and report.get("config") == config
+        if (report.get("kind") == "twin" and normalized(report.get("config", {})) == config
                 and report["evaluation"]["test_images"] == test_images):
             return path.parent, report
     return None
@@ -109,16 +117,24 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     overwrite, resume = run_args.get("overwrite", False), run_args.get("resume", False)
     check_student_dirs(recipe, runs_dir, twin, overwrite, resume)  # before the teacher's logits
     config = recipe.train_config()
+    dataset = get_dataset(config.dataset, config.image_size)
+    for path in teacher_paths:
+        if (taught := dataset_of(path)) != dataset.name:
+            raise DistillError(f"The teacher {path} was trained on {taught}, and the recipe "
+                               f"{recipe.name} distills on {dataset.name}: give a teacher of "
+                               f"{dataset.name} (distill teacher --dataset {dataset.name}).")
     limits = run_args.get("limits") or Limits()
     data_dir = run_args.get("data_dir")
-    test_images = load_split("test", data_dir)[0][: limits.test_size]
+    train_images = len(dataset.load("train", data_dir)[0]) - dataset.validation_size
+    check_batch_size(config.batch_size, limits, train_images)  # before the teacher's logits
+    test_images = dataset.load("test", data_dir)[0][: limits.test_size]
     # The teachers' digests name them for good: a path like runs/teacher may hold another
     # teacher on another day.
     extra = {"recipe": recipe.name, "teacher": ", ".join(map(str, teacher_paths)),
              "teacher_sha256": ", ".join(teacher_identity(str(path)) for path in teacher_paths)}
     cache = runs_dir / ".cache"
-    predictions = (teacher_clean_logits(teacher, test_images, cache) if teacher_cache
-                   else predict_logits(teacher, test_images)).argmax(-1)
+    predictions = (teacher_clean_logits(teacher, test_images, cache, dataset) if teacher_cache
+                   else predict_logits(teacher, test_images, dataset=dataset)).argmax(-1)
 
     def args_for(out: Path) -> dict:  # --resume also starts the run an interruption came before
         started = (out / "logs").is_dir() or (out / FINISHED_MARKER).is_file()
@@ -131,8 +147,8 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
             resume and (student_dir / FINISHED_MARKER).is_file()):
         logits = teacher_logits_table(teacher, config, limits, cache, data_dir,
                                       progress=run_args.get("progress", True), method=method)
-        validation_logits = teacher_clean_logits(teacher, validation_slice(data_dir, limits),
-                                                 cache)
+        validation_logits = teacher_clean_logits(
+            teacher, validation_slice(data_dir, limits, dataset), cache, dataset)
     elif method.needs_features:
         print(f"Method {method.name} reads the teacher's feature maps: the teacher runs on every "
               "batch (no logits cache).", flush=True)
@@ -156,8 +172,8 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     return reports
 
 
-def validation_slice(data_dir: Path | str | None, limits: Limits) -> Tensor:
-    images = validation_images(data_dir)
+def validation_slice(data_dir: Path | str | None, limits: Limits, dataset: Dataset) -> Tensor:
+    images = validation_images(data_dir, dataset)
     return images if limits.val_batches is None else images[: limits.val_batches * EVAL_BATCH]
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.data import IMAGE_SIZE, normalize
+from distill.datasets import Dataset
 from distill.errors import DistillError
 
 DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
@@ -103,10 +104,25 @@ def preprocess(gray: np.ndarray | Tensor) -> Prepared:
     return Prepared(canvas, inverted)
 
 
+def load_resized(path: Path, dataset: Dataset) -> Tensor:
+    """An image resized to the dataset's size and channels, in [0, 1]: (H, W) or (C, H, W)."""
+    from PIL import Image
+
+    gray = load_image(path)  # the checks: readable, within the pixel budget
+    if dataset.channels == 1:
+        image = Image.fromarray((gray * 255).astype(np.uint8))
+        return torch.from_numpy(np.asarray(image.resize((dataset.size, dataset.size)),
+                                           dtype=np.float32) / 255)
+    with Image.open(path) as image:
+        rgb = image.convert("RGB").resize((dataset.size, dataset.size))
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)
+
+
 @torch.inference_mode()
-def probabilities(model: nn.Module, images: Tensor) -> Tensor:
-    """Class probabilities for (B, 28, 28) images in [0, 1]."""
-    return model.eval()(normalize(images.unsqueeze(1))).float().softmax(-1)
+def probabilities(model: nn.Module, images: Tensor, dataset: Dataset | None = None) -> Tensor:
+    """Class probabilities for (B, H, W) or (B, C, H, W) images in [0, 1]."""
+    x = images.unsqueeze(1) if images.dim() == 3 else images
+    return model.eval()(normalize(x, dataset)).float().softmax(-1)
 
 
 def top_classes(probs: Tensor, k: int = 2) -> list[tuple[int, float]]:

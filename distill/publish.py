@@ -16,8 +16,19 @@ from distill.report import human, percent
 CARD_IMAGES = ("curves.png", "confusion.png", "examples.png")
 
 
+# The datasets' names on the Hugging Face hub, for the card's front matter.
+HUB_DATASETS = {"mnist": ("ylecun/mnist", "MNIST"),
+                "fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST")}
+
+
+LICENSES = {"mnist": "MNIST by Yann LeCun and Corinna Cortes (CC BY-SA 3.0).",
+            "fashion-mnist": "Fashion-MNIST by Zalando SE (MIT)."}
+
+
 def model_card(report: dict) -> str:
     ev, c, t = report["evaluation"], report["cost"], report["training"]
+    dataset = report.get("dataset", "mnist")
+    hub, shown = HUB_DATASETS.get(dataset, (dataset, dataset))
     metrics = [
         {"type": "accuracy", "name": "top-1 accuracy (test set)", "value": round(ev["test"]["top1"], 4)},
         {"type": "accuracy", "name": "top-2 accuracy (test set)", "value": round(ev["test"]["top2"], 4)},
@@ -27,10 +38,10 @@ def model_card(report: dict) -> str:
          "value": round(ev["augmented_test"]["top2"], 4)},
     ]
     front = {"license": "mit", "library_name": "timm", "pipeline_tag": "image-classification",
-             "datasets": ["ylecun/mnist"], "tags": ["distill", "mnist", report["kind"]],
+             "datasets": [hub], "tags": ["distill", dataset, report["kind"]],
              "model-index": [{"name": report["model"], "results": [{
                  "task": {"type": "image-classification"},
-                 "dataset": {"type": "ylecun/mnist", "name": "MNIST", "split": "test"},
+                 "dataset": {"type": hub, "name": shown, "split": "test"},
                  "metrics": metrics}]}]}
     role = {"teacher": "the DigitNet teacher (ConvNeXt-V2 blocks, stages 1-1-3-1, trained with "
                        "cross-entropy without label smoothing)",
@@ -46,7 +57,7 @@ def model_card(report: dict) -> str:
         "| --- | --- | --- | --- | --- |",
         f"| {c['parameters']:,} | {c['bytes']:,} | {human(c['flops'])} | {c['latency_ms']:.2f} ms "
         f"| {c['throughput']:,.0f} img/s |", "",
-        "| MNIST | top-1 | top-2 |", "| --- | --- | --- |",
+        f"| {shown} | top-1 | top-2 |", "| --- | --- | --- |",
         f"| test set | {percent(ev['test']['top1'])} | {percent(ev['test']['top2'])} |",
         f"| heavily augmented test set | {percent(ev['augmented_test']['top1'])} | "
         f"{percent(ev['augmented_test']['top2'])} |", "",
@@ -58,18 +69,21 @@ def model_card(report: dict) -> str:
         lines += [f"Distillation gained {100 * report['gain_over_twin']:+.2f} points of test top-1 "
                   "over the same network trained on labels alone.", ""]
     lines += [
-        "## Use", "", "```python", "import timm", "import distill.nets  # registers the networks with timm",
+        "## Use", "", "```python", "import timm", "import distill  # registers the networks with timm",
         "", f'model = timm.create_model("{report["model"]}", pretrained=True).eval()', "```", "",
-        f"or `distill predict models/{report['model']}/weights.safetensors digit.png`. Inputs are "
-        "28x28 MNIST-style images (white digit on black), normalized with mean 0.1307 and "
-        "standard deviation 0.3081.", "",
+        f"or `distill predict models/{report['model']} image.png`. "
+        + (f"Inputs are {shown} images normalized as the dataset's training images were; its "
+           f"classes, in order: {', '.join(report['classes'])}." if report.get("classes")
+           and dataset != "mnist" else
+           "Inputs are 28x28 MNIST-style images (white digit on black), normalized with mean "
+           "0.1307 and standard deviation 0.3081."), "",
         "## Training", "",
         f"Trained with `{report['command']}`{at_commit(report)} on {t['device']}: "
         f"{t['epochs_run']} epochs in "
         f"{t['seconds']:.0f} s (best epoch {t['best_epoch'] + 1}, seed {t.get('seed')}).", "",
         "![training curves](curves.png)", "", "![confusion matrix](confusion.png)", "",
         "![test digits and predictions](examples.png)", "",
-        "## License", "", "MIT. MNIST by Yann LeCun and Corinna Cortes (CC BY-SA 3.0).", "",
+        "## License", "", "MIT. " + LICENSES.get(dataset, ""), "",
     ]
     return "\n".join(lines)
 

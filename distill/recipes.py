@@ -25,6 +25,7 @@ from distill.bounds import (
     MAX_SEED,
 )
 from distill.data import Augment
+from distill.datasets import get_dataset
 from distill.errors import DistillError
 from distill.files import package_data
 from distill.methods import METHODS, Method
@@ -84,6 +85,7 @@ class Augmentation:
     translate: float = 0.1
     scale: float = 0.1
     random_magnitude: bool = False
+    hflip: bool = False  # mirror half the images left to right
 
 
 @dataclass(frozen=True)
@@ -93,22 +95,28 @@ class Recipe:
     distillation: Distillation = field(default_factory=Distillation)
     optimizer: Optimizer = field(default_factory=Optimizer)
     schedule: Schedule = field(default_factory=Schedule)
-    augmentation: Augmentation = field(default_factory=Augmentation)
+    # None: the dataset's default augmentation (e.g. flips for clothes, none for digits).
+    augmentation: Augmentation | None = None
     batch_size: int = 128
     seed: int = 0
     # Teacher run folders or weights files; several distill from the mean of their logits.
     # Empty: the command's --teacher, else its default teacher.
     teachers: tuple[str, ...] = ()
+    # A name in distill.datasets (mnist, fashion-mnist) or a folder of class subfolders.
+    dataset: str = "mnist"
+    image_size: int = 28  # a folder's images are decoded at this size
     name: str = field(default="", metadata={"set_from": "file name"})
 
     def train_config(self) -> TrainConfig:
         a = self.augmentation
+        augment = (get_dataset(self.dataset, self.image_size).augment if a is None else
+                   Augment(a.degrees, a.translate, a.scale, a.random_magnitude, a.hflip))
         return TrainConfig(model=self.student, epochs=self.schedule.epochs,
                            batch_size=self.batch_size, optimizer=self.optimizer.name,
                            lr=self.optimizer.lr, weight_decay=self.optimizer.weight_decay,
                            warmup=self.schedule.warmup, patience=self.schedule.patience,
-                           augment=Augment(a.degrees, a.translate, a.scale, a.random_magnitude),
-                           seed=self.seed,
+                           augment=augment, seed=self.seed, dataset=self.dataset,
+                           image_size=self.image_size,
                            ema_decay=self.optimizer.ema_decay)
 
 
@@ -125,6 +133,7 @@ RANGES = [
     ("augmentation.translate", lambda v: 0 <= v <= 0.5, "between 0 and 0.5"),
     ("augmentation.scale", lambda v: 0 <= v < 1, "between 0 and 1"),
     ("batch_size", lambda v: 1 <= v <= MAX_BATCH, f"between 1 and {MAX_BATCH:,}"),
+    ("image_size", lambda v: 8 <= v <= 256, "between 8 and 256"),
     ("seed", lambda v: 0 <= v <= MAX_SEED, f"between 0 and {MAX_SEED}"),
     ("student", lambda v: v in NETWORKS, f"one of distill's networks: {', '.join(NETWORKS)}"),
 ]
@@ -147,6 +156,8 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
                 f" Valid keys: {', '.join(fields)}."
             raise DistillError(f"{source}: unknown key '{prefix}{key}'.{hint}")
         kind = hints[key]
+        if isinstance(kind, types.UnionType):  # an optional section: `X | None`
+            kind = next(k for k in typing.get_args(kind) if k is not type(None))
         if kind is Distillation:
             values[key] = _build_distillation(value, source)
         elif dataclasses.is_dataclass(kind):
@@ -218,7 +229,7 @@ def shown(value: Any) -> str:
 def _lookup(recipe: Recipe, path: str) -> Any:
     value = recipe
     for part in path.split("."):
-        value = getattr(value, part)
+        value = getattr(value, part) if value is not None else None
     return value
 
 
@@ -236,6 +247,8 @@ def parse_recipe(text: str, name: str, source: str) -> Recipe:
     recipe = _build(Recipe, data if data is not None else {}, "", source)
     for path, check, must in RANGES:
         value = _lookup(recipe, path)
+        if value is None and path.startswith("augmentation."):
+            continue  # no augmentation section: the dataset's
         if not check(value):
             raise DistillError(f"{source}: '{path}' is {shown(value)}; it must be {must}.")
     return dataclasses.replace(recipe, name=name)

@@ -14,7 +14,8 @@ import timm
 import torch
 from torch import nn
 
-from distill.data import MNISTDataModule, load_split
+from distill.data import DataModule
+from distill.datasets import Dataset, get_dataset
 from distill.distillation import Distiller
 from distill.errors import DistillError
 from distill.export import save_weights
@@ -26,14 +27,9 @@ from distill.files import (
     run_lock,
     set_aside,
 )
+from distill.metrics import agreement, cost, evaluate
 from distill.recipes import Distillation
-from distill.report import (
-    agreement,
-    cost,
-    evaluate,
-    public_report,
-    write_run_report,
-)
+from distill.report import public_report, write_run_report
 from distill.training import Classifier, Limits, TrainConfig, describe, fit, make_trainer
 
 FINISHED_MARKER = "report.json"
@@ -171,25 +167,26 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
         return json.loads((out / FINISHED_MARKER).read_text())
     check_run_dir(out, overwrite, resume)
     started_with = environment()
-    for split in ("train", "test"):  # bad data fails here, before a run folder exists
-        load_split(split, data_dir)
-    check_batch_size(config.batch_size, limits)
+    dataset = get_dataset(config.dataset, config.image_size)
+    # Bad data fails here, before a run folder exists: both splits are read and checked.
+    train_images = len(dataset.load("train", data_dir)[0])
+    dataset.load("test", data_dir)
+    check_batch_size(config.batch_size, limits, train_images - dataset.validation_size)
     with run_lock(out):
         check_run_dir(out, overwrite, resume)  # again: another process may have been first
         resume_from = prepare_run_dir(out, overwrite, resume)
         try:
             return _train_and_report(name, out, config, command, data_dir, limits, accelerator,
                                      progress, resume_from, teacher, distillation, teacher_logits,
-                                     validation_logits, teacher_predictions, extra, started_with)
+                                     validation_logits, teacher_predictions, extra, started_with,
+                                     dataset)
         except BaseException:
             restore_aside(out)  # a replaced run comes back if no epoch of the new one finished
             raise
 
 
-def check_batch_size(batch_size: int, limits: Limits) -> None:
-    from distill.data import TRAIN_SIZE
-
-    images = min(TRAIN_SIZE, limits.train_size or TRAIN_SIZE)
+def check_batch_size(batch_size: int, limits: Limits, train_size: int = 55_000) -> None:
+    images = min(train_size, limits.train_size or train_size)
     if batch_size > images:
         raise DistillError(f"The batch size {batch_size} is larger than the {images:,} training "
                            "images: lower --batch-size (128 is the default).")
@@ -201,11 +198,12 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
                       distillation: Distillation | None, teacher_logits: torch.Tensor | None,
                       validation_logits: torch.Tensor | None,
                       teacher_predictions: torch.Tensor | None, extra: dict | None,
-                      started_with: dict) -> dict:
+                      started_with: dict, dataset: Dataset) -> dict:
     L.seed_everything(config.seed, verbose=False)
-    datamodule = MNISTDataModule(data_dir, config.batch_size, config.augment, config.seed,
-                                 limits.train_size, config.views)
-    args = dict(model_kwargs=config.model_kwargs, lr=config.lr, weight_decay=config.weight_decay,
+    datamodule = DataModule(data_dir, config.batch_size, config.augment, config.seed,
+                            limits.train_size, config.views, dataset)
+    model_kwargs = {**config.model_kwargs, **dataset.network_kwargs()}
+    args = dict(model_kwargs=model_kwargs, lr=config.lr, weight_decay=config.weight_decay,
                 warmup=config.warmup, optimizer=config.optimizer, compile=config.compile)
     if distillation is not None:
         module = Distiller(teacher, config.model, distillation.build(config.seed), teacher_logits,
@@ -217,8 +215,8 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
     merge_metrics_back(out)
     model = module.model.eval()
     weights = out / "weights.safetensors"
-    save_weights(model, config.model, config.model_kwargs, weights)
-    evaluation = evaluate(model, data_dir, limits.test_size, module.device)
+    save_weights(model, config.model, model_kwargs, weights, dataset)
+    evaluation = evaluate(model, data_dir, limits.test_size, module.device, dataset)
     if teacher_predictions is not None:
         evaluation["teacher_agreement"] = agreement(evaluation["_logits"], teacher_predictions)
     kind = "student" if distillation else "twin" if teacher_predictions is not None else "teacher"
@@ -228,6 +226,8 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
         "model": config.model,
         "kind": kind,
         "command": command,
+        "dataset": dataset.name,
+        "classes": list(dataset.classes),
         "config": describe(config),
         "distillation": distillation.describe() if distillation else None,
         "training": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
@@ -235,7 +235,7 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
                      "epoch_seconds": result.epoch_seconds, "images_per_epoch": result.train_images,
                      "seed": config.seed},
         "evaluation": evaluation,
-        "cost": cost(model, weights),
+        "cost": cost(model, weights, dataset),
         "environment": started_with,
         **(extra or {}),
     }

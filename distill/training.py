@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 import distill.nets  # noqa: F401 - registers the networks with timm
-from distill.data import NUM_CLASSES, Augment, MNISTDataModule
+from distill.data import NUM_CLASSES, Augment, DataModule
 from distill.errors import DistillError
 from distill.files import drop_aside
 
@@ -38,6 +38,8 @@ class TrainConfig:
 
     model: str = "digitnet"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist"  # a name in distill.datasets.DATASETS, or folder:PATH
+    image_size: int = 28  # a folder's images are decoded at this size
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "adamw"
@@ -77,13 +79,14 @@ class Classifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["teacher", "teacher_logits", "validation_logits",
                                           "method"])
-        self.model = timm.create_model(model, num_classes=NUM_CLASSES, **(model_kwargs or {}))
+        kwargs = {"num_classes": NUM_CLASSES, **(model_kwargs or {})}  # the dataset's classes
+        self.model = timm.create_model(model, **kwargs)
         # The compiled wrapper is kept out of the module tree, so checkpoints and weights files
         # hold the plain network's parameter names.
         object.__setattr__(self, "_forward_model", torch.compile(self.model) if compile else
                            self.model)
-        self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
-        self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.train_acc = MulticlassAccuracy(kwargs["num_classes"], average="micro")
+        self.val_acc = MulticlassAccuracy(kwargs["num_classes"], average="micro")
 
     def forward(self, x: Tensor) -> Tensor:
         return self._forward_model(x)
@@ -283,7 +286,7 @@ class FitResult:
     device: str
 
 
-def fit(module: L.LightningModule, datamodule: MNISTDataModule, trainer: L.Trainer,
+def fit(module: L.LightningModule, datamodule: DataModule, trainer: L.Trainer,
         resume_from: Path | None = None) -> FitResult:
     """Train (or continue from a checkpoint), then load the best epoch's weights into `module`."""
     started = time.perf_counter()
@@ -322,3 +325,12 @@ def device_name(device: torch.device) -> str:
 def describe(config: TrainConfig) -> dict:
     """The config as plain JSON-ready data."""
     return json.loads(json.dumps(asdict(config)))
+
+
+# Settings added to TrainConfig after runs were recorded, with the value those runs had.
+ADDED_SETTINGS = {"dataset": "mnist", "image_size": 28}
+
+
+def normalized(config: dict) -> dict:
+    """A recorded config with the settings added since, so that old and new runs compare."""
+    return {**ADDED_SETTINGS, **config}

@@ -8,9 +8,9 @@ from distill.errors import DistillError
 from distill.methods.dkd import DKDParams
 from distill.methods.function_matching import FunctionMatchingParams
 from distill.methods.kd import KDParams
+from distill.metrics import predict_logits
 from distill.nets import DigitNet
 from distill.recipes import Distillation
-from distill.report import predict_logits
 from distill.runs import train_run
 from distill.training import Limits, TrainConfig
 

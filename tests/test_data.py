@@ -6,8 +6,8 @@ import torch
 
 from distill.data import (
     Augment,
+    DataModule,
     IndexBatches,
-    MNISTDataModule,
     augment,
     augmentation_uniforms,
     load_split,
@@ -131,7 +131,7 @@ def test_ranks_take_disjoint_shards():
 
 
 def test_datamodule_yields_normalized_batches(data_dir):
-    dm = MNISTDataModule(data_dir, batch_size=32, train_size=256)
+    dm = DataModule(data_dir, batch_size=32, train_size=256)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     x, y, positions, epoch = dm.on_after_batch_transfer(batch, 0)
@@ -142,7 +142,7 @@ def test_datamodule_yields_normalized_batches(data_dir):
 def test_the_batched_data_path_gives_the_batches_of_the_image_by_image_path(data_dir):
     """The device path (gather by index, augment the batch) against the straightforward one
     (take each image of the epoch's permutation, augment it alone)."""
-    dm = MNISTDataModule(data_dir, batch_size=16, train_size=64, seed=5)
+    dm = DataModule(data_dir, batch_size=16, train_size=64, seed=5)
     dm.setup("fit")
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(3)
@@ -160,7 +160,7 @@ def test_the_batched_data_path_gives_the_batches_of_the_image_by_image_path(data
 
 
 def test_batch_augmentation_stacks_differently_augmented_copies_of_the_batch(data_dir):
-    one, two = (MNISTDataModule(data_dir, batch_size=16, train_size=64, seed=5, views=views)
+    one, two = (DataModule(data_dir, batch_size=16, train_size=64, seed=5, views=views)
                 for views in (1, 2))
     for dm in (one, two):
         dm.setup("fit")
@@ -177,7 +177,7 @@ def test_batch_augmentation_stacks_differently_augmented_copies_of_the_batch(dat
 
 def test_the_second_view_spans_the_full_ranges_of_a_random_magnitude_augmentation(data_dir):
     spec = Augment(random_magnitude=True).scaled(2)
-    dm = MNISTDataModule(data_dir, batch_size=16, train_size=64, seed=5, augment=spec, views=2)
+    dm = DataModule(data_dir, batch_size=16, train_size=64, seed=5, augment=spec, views=2)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     x, _, positions, _ = dm.model_input(batch, training=True)

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from distill.cli import main
-from distill.data import SPLITS, load_split, read_idx
+from distill.data import load_split, read_idx
+from distill.datasets import get_dataset
 from distill.errors import DistillError
 from distill.export import load_model, save_weights
 from distill.nets import DigitNet
@@ -31,7 +32,7 @@ def run_cli(args, capsys):
 
 
 def test_a_folder_that_does_not_exist_names_it_and_the_files(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("distill.data.download_mnist", lambda folder: None)
+    monkeypatch.setattr("distill.datasets.idx.download_idx", lambda dataset, folder: None)
     code, out = run_cli(["teacher", "--data-dir", str(tmp_path / "nowhere"), "--out",
                          str(tmp_path / "run"), "--no-progress"], capsys)
     assert code == 1
@@ -72,7 +73,7 @@ def test_image_and_label_counts_that_disagree_are_a_clear_error(copied_test_spli
     path.write_bytes(gzip.compress(bytes(shortened)))
     with pytest.raises(DistillError, match="10000 images and 9999 labels"):
         load_split("test", copied_test_split, download=False)
-    assert SPLITS["test"][2] == 10_000
+    assert get_dataset("mnist").counts["test"] == 10_000
 
 
 def test_a_missing_weights_file_is_a_clear_error(tmp_path):

@@ -294,7 +294,7 @@ def test_the_demo_on_a_port_in_use_is_one_line(capsys):
 
 
 def test_data_files_are_all_checked_before_training(data_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("distill.data.download_mnist", lambda folder: None)  # no network here
+    monkeypatch.setattr("distill.datasets.idx.download_idx", lambda dataset, folder: None)  # no network here
     for name in os.listdir(data_dir):
         if name.startswith("train"):
             (tmp_path / "data").mkdir(exist_ok=True)

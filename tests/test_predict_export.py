@@ -9,8 +9,8 @@ from distill.cli import main
 from distill.data import load_split
 from distill.errors import DistillError
 from distill.export import load_model
+from distill.metrics import predict_logits
 from distill.predict import preprocess
-from distill.report import predict_logits
 
 from .conftest import REPO
 
@@ -57,7 +57,7 @@ def test_predict_classifies_png_files_of_any_size_and_polarity(teacher_run, firs
     main(["predict", str(teacher_run), str(plain), str(inverted), "--json"])
     results = json.loads(capsys.readouterr().out)
     assert [r["inverted"] for r in results] == [False, True]
-    assert results[0]["top2"][0]["digit"] == results[1]["top2"][0]["digit"]
+    assert results[0]["top2"][0]["class"] == results[1]["top2"][0]["class"]
     assert all(0 <= r["top2"][1]["probability"] <= r["top2"][0]["probability"] <= 1
                for r in results)
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from distill import training
 from distill.cli import main
-from distill.report import read_metrics
+from distill.plots import read_metrics
 
 ARGS = ["--epochs", "3", "--train-batches", "4", "--val-batches", "1", "--test-images", "200",
         "--no-progress"]

@@ -210,7 +210,7 @@ def test_distill_report_sums_up_the_gain_over_the_twin_across_seeds(tmp_path, ca
     names = [r["name"] for r in table]
     assert len(names) == len(set(names)) == 7
     assert any(name.endswith("seed1/student-tiny") for name in names)
-    assert "Gain over the twin (test top-1" in capsys.readouterr().out
+    assert "Gain over the twin on mnist (test top-1" in capsys.readouterr().out
 
 
 def test_the_gains_group_students_by_their_teachers_weights_not_by_how_it_was_named(

@@ -7,7 +7,7 @@ import pytest
 
 from distill import training
 from distill.cli import main
-from distill.report import curves_figure
+from distill.plots import curves_figure
 from distill.runs import code_version, train_run
 from distill.training import Limits, TrainConfig, warmup_cosine
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from distill.data import UNIFORMS_ROWS
+from distill.augment import UNIFORMS_ROWS
 from distill.methods.base import Method, Outputs
 from distill.methods.kd import soft_kl
 
@@ -31,10 +31,11 @@ class FunctionMatchingParams:
     mixup_alpha: float = 1.0
 
 
-def mixing_weights(seed: int, epoch: int, alpha: float) -> Tensor:
-    """(60000,) weights of each image against its partner, row i for split index i."""
+def mixing_weights(seed: int, epoch: int, alpha: float, rows: int = UNIFORMS_ROWS) -> Tensor:
+    """(rows,) weights of each image against its partner, row i for split index i. numpy fills
+    the rows in order, so a longer draw starts with the same weights."""
     rng = np.random.default_rng([seed, epoch, MIXUP_STREAM])
-    return torch.from_numpy(rng.beta(alpha, alpha, UNIFORMS_ROWS).astype(np.float32))
+    return torch.from_numpy(rng.beta(alpha, alpha, max(rows, UNIFORMS_ROWS)).astype(np.float32))
 
 
 class FunctionMatching(Method):
@@ -53,8 +54,9 @@ class FunctionMatching(Method):
     def view(self, x: Tensor, positions: Tensor, epoch: int) -> Tensor:
         if self.params.mixup_alpha == 0:
             return x
-        if self._weights is None or self._weights[0] != epoch:
-            self._weights = epoch, mixing_weights(self.seed, epoch, self.params.mixup_alpha)
+        rows = int(positions.max()) + 1
+        if self._weights is None or self._weights[0] != epoch or len(self._weights[1]) < rows:
+            self._weights = epoch, mixing_weights(self.seed, epoch, self.params.mixup_alpha, rows)
         lam = self._weights[1].to(x.device)[positions].view(-1, *[1] * (x.dim() - 1))
         return lam * x + (1 - lam) * x.roll(1, dims=0)
 

@@ -1,0 +1,89 @@
+"""Augmentation as whole batches on the training device: random affine transforms (and flips)
+drawn per image from a table of uniforms that depends only on (seed, epoch, index)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random affine augmentation, drawn per image.
+
+    With `random_magnitude` (as in TrivialAugment), an image's rotation, shift and zoom are
+    further scaled by a magnitude of its own: most images change a little, a few span the full
+    ranges, so a network can learn the extremes without losing the look of undistorted digits.
+
+    degrees: rotation drawn from [-degrees, degrees].
+    translate: shift in each axis drawn from [-translate, translate], as a fraction of the size.
+    scale: zoom drawn from [1 - scale, 1 + scale].
+    """
+
+    degrees: float = 15.0
+    translate: float = 0.1
+    scale: float = 0.1
+    random_magnitude: bool = False  # each image's ranges times its own uniform draw from [0, 1]
+    hflip: bool = False  # mirror half the images left to right (clothes, not digits)
+
+    def scaled(self, strength: float) -> Augment:
+        return replace(self, degrees=self.degrees * strength, translate=self.translate * strength,
+                       scale=self.scale * strength)
+
+    @property
+    def at_full_range(self) -> Augment:
+        """The same ranges with every image drawn across them, no magnitude of its own."""
+        return replace(self, random_magnitude=False)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.degrees == 0 and self.translate == 0 and self.scale == 0 and not self.hflip
+
+
+# The "heavily augmented" test set: twice the default training ranges (30 degrees, 20% shifts,
+# zoom 0.8-1.2), drawn with a fixed seed so that every model is scored on the same images.
+HEAVY_AUGMENT = Augment(degrees=30.0, translate=0.2, scale=0.2)
+HEAVY_AUGMENT_SEED = 1_234
+
+
+# One row per image of the largest split, so that a row depends on nothing but (seed, epoch, index).
+UNIFORMS_ROWS = 60_000
+
+
+def augmentation_uniforms(seed: int, epoch: int, device: torch.device | str = "cpu",
+                          view: int = 0, rows: int = UNIFORMS_ROWS) -> Tensor:
+    """(rows, 6) uniforms, row i for split index i: rotation, shift x, shift y, zoom in [-1, 1],
+    then the magnitude and the flip in [0, 1]. `view` numbers the extra copies of batch
+    augmentation. At least 60,000 rows: MNIST's, whatever the split's size."""
+    generator = torch.Generator().manual_seed((seed + 1000 * view) * 100_003 + epoch)
+    rows = max(rows, UNIFORMS_ROWS)
+    # Each column drawn after the ones before, so that adding it left every earlier run's
+    # augmentation as it was.
+    signed = torch.rand(rows, 4, generator=generator) * 2 - 1
+    magnitude = torch.rand(rows, 1, generator=generator)
+    flip = torch.rand(rows, 1, generator=generator)
+    return torch.cat([signed, magnitude, flip], dim=1).to(device)
+
+
+def augment(images: Tensor, uniforms: Tensor, spec: Augment) -> Tensor:
+    """Rotate, shift and zoom each image of a (B, 1, H, W) float batch by its own row of uniforms."""
+    if spec.is_identity:
+        return images
+    signed = uniforms[:, :4] * uniforms[:, 4:5] if spec.random_magnitude else uniforms[:, :4]
+    angle = signed[:, 0] * math.radians(spec.degrees)
+    shift = signed[:, 1:3] * spec.translate * 2  # grid coordinates span [-1, 1]
+    zoom = 1 + signed[:, 3] * spec.scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # affine_grid maps output to input coordinates, so this is the inverse of "zoom, rotate, shift".
+    rotation = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)
+    if spec.hflip:  # a mirrored image reads its input from the other side: x -> -x
+        mirror = torch.where(uniforms[:, 5] < 0.5, -1.0, 1.0).to(rotation.dtype)
+        rotation = rotation * torch.stack([mirror, torch.ones_like(mirror)], -1).unsqueeze(-2)
+    offset = -(rotation @ shift.unsqueeze(-1))
+    theta = torch.cat([rotation, offset], dim=-1).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

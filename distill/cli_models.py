@@ -1,0 +1,220 @@
+"""`distill evaluate`, `export`, `predict`, `publish` and `demo`: the commands that use trained
+networks (run folders, weights files, releases), registered on the `distill` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from distill.cli import DataDir, TestImages, app, console
+from distill.errors import DistillError
+
+
+@app.command()
+def evaluate(
+    weights: Annotated[list[Path], typer.Argument(
+        help="Run folders or weights.safetensors files (e.g. models/convnet_tiny).")],
+    teacher: Annotated[Path | None, typer.Option(
+        help="Also say how often each network agrees with this teacher (run folder or weights "
+             "file).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
+    data_dir: DataDir = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="The dataset to score on (default: the one each network was trained "
+                          "on, as its weights file says).", show_default=False)] = None,
+    test_images: TestImages = None,
+) -> None:
+    """Score trained networks on their test set and its heavily augmented copy."""
+    import json
+
+    from rich.table import Table
+
+    from distill.datasets import get_dataset
+    from distill.export import dataset_of, load_model
+    from distill.metrics import predict_logits, scorecard
+    from distill.pipeline import load_teacher
+    from distill.report import human, percent
+
+    names = {dataset or dataset_of(path) for path in weights}
+    if len(names) > 1:
+        raise DistillError(f"These networks were trained on different datasets ({', '.join(names)})"
+                           ": evaluate each dataset's networks apart.")
+    scored_on = get_dataset(names.pop())
+    images = scored_on.load("test", data_dir)[0][:test_images]  # bad data fails first
+    models = [(path, *load_model(path)) for path in weights]
+    answers = None
+    if teacher is not None:
+        answers = predict_logits(load_teacher(teacher), images, dataset=scored_on).argmax(-1)
+    results = []
+    with console.status("Scoring on the test set and its augmented copy") as status:
+        for path, model, architecture in models:
+            status.update(f"Scoring {path}")
+            results.append({"weights": str(path), "model": architecture,
+                            "dataset": scored_on.name,
+                            **scorecard(model, data_dir, test_images, answers, scored_on)})
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    table = Table(title=f"{scored_on.name}, {results[0]['test_images']:,} test images"
+                  + (f"; agreement with {teacher}" if teacher else ""))
+    columns = ["weights", "model", "params", "FLOPs", "top-1", "top-2", "aug top-1", "aug top-2",
+               "ECE", *(["agree"] if teacher else []), "most confused"]
+    for column in columns:
+        table.add_column(column, overflow="fold", justify="left" if column in (
+            "weights", "model", "most confused") else "right")
+    for r in results:
+        classes = scored_on.classes
+        confused = ", ".join(f"{classes[c['true']]} as {classes[c['predicted']]} ({c['count']})"
+                             for c in r["most_confused"][:3])
+        table.add_row(r["weights"], r["model"], f"{r['parameters']:,}", human(r["flops"]),
+                      percent(r["test"]["top1"]), percent(r["test"]["top2"]),
+                      percent(r["augmented_test"]["top1"]), percent(r["augmented_test"]["top2"]),
+                      f"{r['test']['ece']:.4f}",
+                      *([percent(r["teacher_agreement"])] if teacher else []), confused or "-")
+    console.print(table)
+
+
+@app.command()
+def export(
+    weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.")],
+    format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    out: Annotated[Path | None, typer.Option(
+        help="File to write, ending in .onnx (default: model.onnx beside the weights; for a "
+             "release in models/, NAME.onnx in the current folder).", show_default=False)] = None,
+    quantize: Annotated[bool, typer.Option(
+        help="Also write an int8 model (onnxruntime dynamic quantization) and score it.")] = False,
+    data_dir: DataDir = None,
+    test_images: TestImages = None,
+) -> None:
+    """Export a network to ONNX and check it against PyTorch on its test set."""
+    from rich.table import Table
+
+    from distill.datasets import get_dataset
+    from distill.export import (
+        dataset_of,
+        export_onnx,
+        export_target,
+        load_model,
+        parity,
+        quantize_int8,
+    )
+    from distill.report import percent
+
+    if format != "onnx":
+        raise DistillError(f"Unknown format {format!r}: only onnx is supported.")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as error:
+        raise DistillError("ONNX export needs the onnx extra: pip install -e \".[onnx]\"") from error
+    model, architecture = load_model(weights)
+    dataset = get_dataset(dataset_of(weights))
+    images, labels = dataset.load("test", data_dir)  # bad data fails before anything is written
+    images, labels = images[:test_images], labels[:test_images]
+    target = export_target(weights, architecture, out)
+    with console.status(f"Exporting {architecture} to ONNX"):
+        export_onnx(model, target, dataset)
+    rows = [("ONNX float32", target, parity(model, target, images, labels, dataset))]
+    if quantize:
+        int8 = target.with_name(target.stem + "-int8.onnx")
+        quantize_int8(target, int8)
+        rows.append(("ONNX int8", int8, parity(model, int8, images, labels, dataset)))
+    table = Table(title=f"{architecture}: ONNX against PyTorch on {len(labels)} test images")
+    for column in ("model", "bytes", "top-1", "PyTorch top-1", "same predictions",
+                   "max |logit diff|"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, _, p in rows:
+        table.add_row(name, f"{p['bytes']:,}", percent(p["onnx_top1"]), percent(p["pytorch_top1"]),
+                      f"{p['same_predictions']:,}/{p['images']:,}", f"{p['max_abs_logit_diff']:.2e}")
+    console.print(table)
+    if rows[0][2]["same_predictions"] != rows[0][2]["images"]:
+        raise DistillError(f"The float32 ONNX model disagrees with PyTorch on "
+                           f"{rows[0][2]['images'] - rows[0][2]['same_predictions']} images.")
+    console.print("Wrote " + ", ".join(str(path) for _, path, _ in rows))
+
+
+@app.command()
+def predict(
+    weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.")],
+    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, one object each.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
+) -> None:
+    """Classify image files: the top-2 classes with their probabilities.
+
+    For MNIST networks, a digit of any size and either polarity is centred as
+    MNIST's digits are; other images are resized to the dataset's size.
+    """
+    import json
+
+    import torch
+
+    from distill.datasets import get_dataset
+    from distill.export import dataset_of, load_model
+    from distill.predict import load_image, load_resized, preprocess, probabilities, top_classes
+
+    dataset = get_dataset(dataset_of(weights))
+    model, architecture = load_model(weights)
+    if dataset.name == "mnist":
+        prepared = [preprocess(load_image(path)) for path in images]
+        batch, inverted = torch.stack([p.image for p in prepared]), [p.inverted for p in prepared]
+    else:
+        batch, inverted = torch.stack([load_resized(path, dataset) for path in images]), None
+    probs = probabilities(model, batch, dataset)
+    results = [{"image": str(path),
+                "top2": [{"class": dataset.classes[c], "index": c, "probability": round(v, 4)}
+                         for c, v in top_classes(row)],
+                **({"inverted": inverted[i]} if inverted else {})}
+               for i, (path, row) in enumerate(zip(images, probs))]
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    for r in results:
+        (first, second) = r["top2"]
+        note = " (dark on light paper: inverted)" if r.get("inverted") else ""
+        console.print(Text.assemble(
+            f"{r['image']}: ", (first["class"], "bold"),
+            f" {100 * first['probability']:.1f}%, then {second['class']} "
+            f"{100 * second['probability']:.1f}%{note}"))
+
+
+@app.command()
+def publish(
+    run: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    target: Annotated[Path, typer.Argument(
+        help="Folder to write, models/ARCHITECTURE (where timm's pretrained=True looks).")],
+    assets: Annotated[Path | None, typer.Option(
+        help="Also copy the run's examples.png and confusion matrix (as cm.png) here, for the "
+             "README.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace the release already in TARGET.")] = False,
+) -> None:
+    """Release a run's weights with a model card (front matter, figures, images)."""
+    from distill.publish import publish as publish_run
+
+    written = publish_run(run, target, overwrite, assets)
+    console.print("Wrote " + ", ".join(map(str, written)))
+
+
+@app.command()
+def demo(
+    models: Annotated[list[Path] | None, typer.Option(
+        "--models", help="Run folders or weights files to show (repeatable; default: the released "
+                         "models in models/).", show_default=False)] = None,
+    host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 7860,
+    share: Annotated[bool, typer.Option(help="Also serve through a public Gradio link.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """A local web page: draw a digit, the teacher and its students answer side by side."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError as error:
+        raise DistillError('The demo needs the demo extra: pip install -e ".[demo]"') from error
+    from distill.demo import check_port, load_demo_models, serve
+
+    check_port(host, port)
+    loaded = load_demo_models(models)
+    console.print(f"Serving {len(loaded)} models at http://{host}:{port} (Ctrl-C to stop)")
+    serve(loaded, host, port, share, data_dir)

@@ -1,0 +1,37 @@
+"""Datasets by name: MNIST (the default), Fashion-MNIST, or a folder of your own images.
+
+Adding a dataset is one small module defining a `Dataset` and one entry in `DATASETS`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from distill.datasets.base import Dataset
+from distill.datasets.fashion_mnist import FASHION_MNIST
+from distill.datasets.folder import folder_dataset
+from distill.datasets.mnist import MNIST
+from distill.errors import DistillError
+
+DATASETS: dict[str, Dataset] = {d.name: d for d in (MNIST, FASHION_MNIST)}
+FOLDER_PREFIX = "folder:"
+
+
+def get_dataset(name: str = "mnist", image_size: int = 28) -> Dataset:
+    """A registered dataset by name, or the folder a path names (`folder:PATH` as reports write
+    it, or the path itself)."""
+    if name in DATASETS:
+        return DATASETS[name]
+    path = Path(name.removeprefix(FOLDER_PREFIX))
+    if name.startswith(FOLDER_PREFIX) or path.is_dir() or "/" in name:
+        if not 8 <= image_size <= 256:
+            raise DistillError(f"--image-size {image_size}: give a size from 8 to 256 pixels.")
+        return folder_dataset(path, image_size)
+    close = difflib.get_close_matches(name[:60], DATASETS, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise DistillError(f"Unknown dataset {name[:60]!r}.{hint} Give one of {', '.join(DATASETS)}, "
+                       "or the path of a folder of class subfolders.")
+
+
+__all__ = ["DATASETS", "Dataset", "get_dataset"]

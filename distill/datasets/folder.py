@@ -1,0 +1,148 @@
+"""A folder of your own images, in torchvision's ImageFolder layout: one subfolder per class,
+either under `train/` and `test/`, or in a single tree from which a fixed, seeded share is held
+out as the test set. Every image (any size, any mode) is decoded once into one uint8 tensor at a
+fixed size, in grayscale or RGB, so the batched data path and the teacher-logits cache work as
+they do for MNIST."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from distill.augment import Augment
+from distill.datasets.base import Dataset
+from distill.errors import DistillError
+
+TEST_SHARE = 1 / 6  # MNIST's 10,000 of 70,000
+SPLIT_SEED = 20_261_201  # the held-out test images are the same on every run
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+MAX_IMAGES = 1_000_000
+
+
+def class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def check_layout(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]] | None]:
+    """The class folders of the training tree and of the test tree (None: held out)."""
+    if not root.is_dir():
+        raise DistillError(f"No folder at {root}: --dataset takes mnist, fashion-mnist or a "
+                           "folder of class subfolders.")
+    trees = {"train": root / "train", "test": root / "test"}
+    split = all(tree.is_dir() for tree in trees.values())
+    found = {}
+    for split_name, tree in (trees.items() if split else [("train", root)]):
+        classes = class_folders(tree)
+        if not classes:
+            raise DistillError(f"{tree} has no class subfolders: put each class's images in a "
+                               "folder of its own (e.g. cats/, dogs/).")
+        files = {c.name: image_files(c) for c in classes}
+        if empty := [name for name, paths in files.items() if not paths]:
+            raise DistillError(f"{tree}: the class folder {empty[0]}/ holds no image.")
+        found[split_name] = files
+    if split and list(found["train"]) != list(found["test"]):
+        raise DistillError(f"{root}: train/ and test/ have different classes ("
+                           f"{', '.join(found['train'])} against {', '.join(found['test'])}).")
+    return found["train"], found.get("test")
+
+
+@dataclass(frozen=True)
+class FolderDataset(Dataset):
+    """root: the folder; read by `decode_tree` at `size` x `size`."""
+
+    root: str = ""
+
+    def load(self, split: str, data_dir: Path | str | None = None, download: bool = True
+             ) -> tuple[Tensor, Tensor]:
+        images, labels, test = decoded(Path(self.root), self.size, self.channels)
+        return (images[~test], labels[~test]) if split == "train" else (images[test],
+                                                                          labels[test])
+
+
+def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
+    """The dataset of a folder: classes from its subfolders, channels from its images' modes,
+    mean and standard deviation from its training images."""
+    root = root.expanduser().resolve()
+    train, test = check_layout(root)
+    channels = 1 if all(mode_of(path) in GRAY_MODES for paths in train.values()
+                        for path in paths[:20]) else 3
+    images, labels, held_out = decoded(root, size, channels)
+    pixels = images[~held_out].float().div(255)
+    pixels = pixels.unsqueeze(1) if pixels.dim() == 3 else pixels
+    mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+    train_count = int((~held_out).sum())
+    return FolderDataset(name=f"folder:{root}", classes=tuple(train), mean=mean, std=std,
+                         channels=channels, size=size,
+                         augment=Augment(degrees=10.0, translate=0.1, scale=0.1),
+                         teacher_augment=Augment(15.0, 0.1, 0.1, random_magnitude=True),
+                         heavy_augment=Augment(degrees=20.0, translate=0.15, scale=0.15),
+                         validation_size=max(1, train_count // 10), root=str(root))
+
+
+def mode_of(path: Path) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.mode
+    except Exception:  # noqa: BLE001 - an unreadable image is reported when decoding
+        return None
+
+
+@lru_cache(maxsize=4)
+def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Every image of the folder at size x size, its label, and whether it is a test image."""
+    from PIL import Image
+
+    from distill.predict import MAX_PIXELS
+
+    train, test = check_layout(root)
+    entries = [(path, label, False) for label, paths in enumerate(train.values()) for path in paths]
+    if test is not None:
+        entries += [(path, label, True) for label, paths in enumerate(test.values())
+                    for path in paths]
+    if len(entries) > MAX_IMAGES:
+        raise DistillError(f"{root} holds {len(entries):,} files, over the {MAX_IMAGES:,} distill "
+                           "decodes into memory.")
+    images, labels, is_test, skipped = [], [], [], []
+    for path, label, in_test in entries:
+        try:
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise ValueError("too many pixels")
+                image = image.convert("L" if channels == 1 else "RGB").resize(
+                    (size, size), Image.BILINEAR)
+                images.append(np.asarray(image, dtype=np.uint8))
+        except Exception:  # noqa: BLE001 - any unreadable file is skipped, and counted below
+            skipped.append(path)
+            continue
+        labels.append(label)
+        is_test.append(in_test)
+    if skipped:
+        warnings.warn(f"{len(skipped)} file(s) in {root} are not readable images and were skipped "
+                      f"(e.g. {skipped[0]}).", stacklevel=2)
+    if not images:
+        raise DistillError(f"{root}: none of its files is a readable image.")
+    stacked = torch.from_numpy(np.stack(images))
+    if channels == 3:
+        stacked = stacked.permute(0, 3, 1, 2).contiguous()
+    held_out = torch.tensor(is_test)
+    if test is None:  # a fixed share of every class held out as the test set
+        generator = torch.Generator().manual_seed(SPLIT_SEED)
+        label_tensor = torch.tensor(labels)
+        for label in label_tensor.unique():
+            members = (label_tensor == label).nonzero().flatten()
+            chosen = members[torch.randperm(len(members), generator=generator)]
+            held_out[chosen[: max(1, round(len(members) * TEST_SHARE))]] = True
+    return stacked, torch.tensor(labels, dtype=torch.long), held_out

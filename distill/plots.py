@@ -1,0 +1,183 @@
+"""The plots: a run's curves, confusion matrix and examples; accuracy against size across runs."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def read_metrics(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch series from Lightning's CSV log: name -> [(epoch, value)]."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    if not csv_path.is_file():
+        return series
+    with csv_path.open() as f:
+        for row in csv.DictReader(f):
+            if not row.get("epoch"):  # the learning-rate monitor's rows carry a step only
+                continue
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in ("", None):
+                    series.setdefault(key, []).append((int(row["epoch"]), float(value)))
+    return series
+
+
+def plain_tick(value: float, _position: int, scale: float = 1, unit: str = "",
+               every: bool = False) -> str:
+    """A label at 1, 2, 3 and 5 times a power of ten, none elsewhere (unless `every`):
+    matplotlib's default minor labels ("5x10^-2") outgrow the margin, and one at every tick
+    overlap when the axis spans decades."""
+    leading = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
+    return f"{value * scale:g}{unit}" if every or leading in (1, 2, 3, 5) else ""
+
+
+def plot_curves(csv_path: Path, out: Path, kept_epoch: int | None = None) -> None:
+    fig = curves_figure(read_metrics(csv_path), kept_epoch)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def curves_figure(series: dict[str, list[tuple[int, float]]],
+                  kept_epoch: int | None = None) -> plt.Figure:
+    """Loss and error rate per epoch, both on log axes: on MNIST the error falls from tens of
+    percent to under one, and a log axis shows the first epoch and the last tenths of a point
+    in one frame. `kept_epoch` (counted from 0, as in report.json) marks the epoch whose
+    weights the run kept."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8),
+                             gridspec_kw=dict(left=0.07, right=0.99, bottom=0.13, top=0.92))
+    epochs_run = max((e for points in series.values() for e, _ in points), default=0) + 1
+    panels = ((axes[0], "loss", "Loss (log scale)", lambda v: v, 1, ""),
+              (axes[1], "acc", "Error rate (log scale)", lambda v: 1 - v, 100, "%"))
+    for ax, metric, title, shown, scale, unit in panels:
+        for split, marker in (("train", "o"), ("val", "s")):
+            if points := series.get(f"{split}_{metric}", []):
+                epochs, values = zip(*points)
+                # Long runs: no markers, they merge into a band.
+                ax.plot([e + 1 for e in epochs], [shown(v) for v in values],
+                        "-" + marker * (epochs_run <= 30), label=split, markersize=4)
+        if kept_epoch is not None and ax.lines:
+            ax.axvline(kept_epoch + 1, color="0.4", linestyle=":", linewidth=1.2,
+                       label=f"kept: epoch {kept_epoch + 1}")
+        # A perfect epoch (error 0) has no place on a log axis: it is left out, not drawn at a
+        # made-up floor.
+        ax.set_yscale("log", nonpositive="mask")
+        low, high = ax.get_ylim()
+        # Within a factor of 4 (a short trial, an error rate from 60% to 40%), the 1-2-3-5 labels
+        # would leave one label or none: then every tick is labelled.
+        tick = functools.partial(plain_tick, scale=scale, unit=unit, every=high < 4 * low)
+        ax.yaxis.set_major_formatter(FuncFormatter(tick))
+        ax.yaxis.set_minor_formatter(FuncFormatter(tick))
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if epochs_run <= 2:  # else the locator labels fractions of an epoch around the points
+            ax.set_xticks(range(1, epochs_run + 1))
+            ax.set_xlim(0.5, epochs_run + 0.5)
+    return fig
+
+
+def plot_confusion(matrix: Tensor, out: Path, title: str = "Confusion matrix (test set)") -> None:
+    fig, ax = plt.subplots(figsize=(5.4, 5.4), gridspec_kw=dict(left=0.1, right=0.98, bottom=0.1,
+                                                              top=0.94))
+    # Log colours: the diagonal holds ~1000 per class and the mistakes a handful.
+    shown = matrix.float().clamp(min=0.5).log10()
+    ax.imshow(shown, cmap="Blues")
+    dark = shown.min() + 0.6 * (shown.max() - shown.min())  # white text from here on, to stay legible
+    classes = len(matrix)
+    for i in range(classes):
+        for j in range(classes):
+            value = int(matrix[i, j])
+            if value:
+                ax.text(j, i, value, ha="center", va="center", fontsize=8,
+                        color="white" if shown[i, j] > dark else "black")
+    ax.set(xticks=range(classes), yticks=range(classes), xlabel="predicted", ylabel="true",
+           title=title)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def plot_examples(images: Tensor, logits: Tensor, labels: Tensor, out: Path, count: int = 32,
+                  mistakes: int = 8) -> None:
+    """A grid of test digits (uint8, as read) with predictions: the first ones, then mistakes,
+    framed in red."""
+    predicted = logits.argmax(-1)
+    wrong = (predicted != labels).nonzero().flatten()[:mistakes].tolist()
+    right = (predicted == labels).nonzero().flatten()[: count - len(wrong)].tolist()
+    shown = right + wrong
+    cols, pad, label = 8, 3, 10  # pixels around each digit and above it for its label
+    rows = math.ceil(len(shown) / cols)
+    # One image of all the digits on one axes, not an axes per digit: matplotlib spends ~0.1 s
+    # on each axes, which made this plot the slowest part of a short run's report.
+    images = images.unsqueeze(1) if images.dim() == 3 else images  # (N, C, H, W)
+    size = images.shape[-1]
+    width, height = size + 2 * pad, label + size + 2 * pad
+    grid = torch.ones(rows * height, cols * width, 3)
+    for k, i in enumerate(shown):
+        top, left = (k // cols) * height + label, (k % cols) * width
+        if predicted[i] != labels[i]:
+            grid[top + 1:top + width - 1, left + 1:left + width - 1] = torch.tensor([0.85, 0.1, 0.1])
+        image = images[i].float().div(255).permute(1, 2, 0)  # (H, W, C)
+        # One channel: dark ink on white paper, as digits are read; colour images as they are.
+        grid[top + pad:top + pad + size, left + pad:left + pad + size] = (
+            1 - image if image.shape[-1] == 1 else image)
+    title = 0.3  # inches
+    fig = plt.figure(figsize=(cols * 1.1, rows * 1.1 * height / width + title))
+    ax = fig.add_axes((0, 0, 1, 1 - title / fig.get_figheight()))
+    ax.imshow(grid.numpy(), interpolation="nearest", aspect="auto")
+    ax.axis("off")
+    for k, i in enumerate(shown):
+        ok = bool(predicted[i] == labels[i])
+        ax.text((k % cols + 0.5) * width - 0.5, (k // cols) * height + label - 1.5,
+                f"{int(predicted[i])}" if ok else f"{int(predicted[i])} (true {int(labels[i])})",
+                ha="center", va="bottom", fontsize=9, color="black" if ok else "red")
+    fig.suptitle("Test digits and predictions (mistakes framed in red)", fontsize=10, y=0.995)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
+    """Test top-1 against parameters (log axis): students and twins in different marks."""
+    fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
+    marks = {"student": ("o", "tab:blue", "distilled student"),
+             "twin": ("x", "tab:orange", "twin (labels only)"),
+             "teacher": ("*", "tab:red", "teacher")}
+    for kind, (marker, colour, label) in marks.items():
+        chosen = [r for r in reports if r.get("kind", "teacher") == kind]
+        if not chosen:
+            continue
+        xs = [r["cost"]["parameters"] for r in chosen]
+        ys = [100 * r["evaluation"]["test"]["top1"] for r in chosen]
+        ax.scatter(xs, ys, marker=marker, color=colour, s=140 if kind == "teacher" else 60,
+                   label=label, zorder=3)
+        if kind == "teacher":
+            ax.axhline(ys[0], color=colour, linestyle=":", linewidth=1, zorder=1)
+        if kind == "twin":
+            continue
+        # One label a recipe, at its best run: the runs of several seeds would stack their labels.
+        labelled = set()
+        for r, x, y in sorted(zip(chosen, xs, ys), key=lambda point: -point[2]):
+            label = r.get("recipe") or r["name"]
+            if label not in labelled:
+                labelled.add(label)
+                ax.annotate(label, (x, y), textcoords="offset points",
+                            xytext=(6, -10 if kind == "teacher" else 5), fontsize=8)
+    ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.08)  # room for the labels above the points
+    ax.set(xlabel="parameters (log scale)", ylabel="test top-1 accuracy (%)",
+           title="Accuracy against size on MNIST")
+    ax.grid(alpha=0.3, which="both")
+    # Below the axes: inside, any corner can hide a run's points.
+    fig.legend(loc="outside lower center", ncols=3, frameon=False)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,129 @@
+"""The dataset registry: MNIST, Fashion-MNIST and a folder of images, end to end."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distill.augment import Augment, augment
+from distill.cli import main
+from distill.datasets import get_dataset
+from distill.errors import DistillError
+
+from .conftest import QUICK, REPO
+
+SHARED_FASHION = REPO.parent / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    if not (SHARED_FASHION / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"The Fashion-MNIST tests need its files in {SHARED_FASHION}.")
+    return SHARED_FASHION
+
+
+def test_fashion_mnist_is_read_and_checked_by_its_uncompressed_bytes(fashion_dir):
+    dataset = get_dataset("fashion-mnist")
+    images, labels = dataset.load("train", fashion_dir, download=False)
+    assert images.shape == (60_000, 28, 28) and images.dtype == torch.uint8
+    assert torch.bincount(labels).tolist() == [6000] * 10
+    assert dataset.classes[7] == "Sneaker" and dataset.augment.hflip
+
+
+def test_an_unknown_dataset_suggests_the_closest(tmp_path):
+    with pytest.raises(DistillError, match="Did you mean 'fashion-mnist'"):
+        get_dataset("fashion-mnsit")
+
+
+def test_a_horizontal_flip_mirrors_exactly_half_the_draws():
+    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(2, 1, 1, 1)
+    uniforms = torch.zeros(2, 6)
+    uniforms[0, 5], uniforms[1, 5] = 0.2, 0.8  # below 0.5: mirrored
+    out = augment(x, uniforms, Augment(0, 0, 0, hflip=True))
+    assert torch.allclose(out[0], x[0].flip(-1), atol=1e-5)
+    assert torch.allclose(out[1], x[1], atol=1e-5)
+
+
+def write_folder(root: Path, data_dir: Path, per_class: int = 24, classes=(0, 1, 7)) -> Path:
+    """PNGs of real MNIST test digits in class subfolders, some bigger and in colour, one broken."""
+    from distill.data import load_split
+
+    images, labels = load_split("test", data_dir)
+    for name in classes:
+        folder = root / f"digit-{name}"
+        folder.mkdir(parents=True)
+        picked = (labels == name).nonzero().flatten()[:per_class]
+        for k, i in enumerate(picked.tolist()):
+            image = Image.fromarray(images[i].numpy())
+            if k % 3 == 1:
+                image = image.convert("RGB").resize((40, 40))
+            image.save(folder / f"{k}.png")
+    (root / f"digit-{classes[0]}" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tmp_path, capsys):
+    root = write_folder(tmp_path / "digits", data_dir)
+    with pytest.warns(UserWarning, match="1 file"):
+        dataset = get_dataset(str(root))
+    # Some images are in colour: the whole folder is decoded as RGB.
+    assert dataset.classes == ("digit-0", "digit-1", "digit-7") and dataset.channels == 3
+    train, test = dataset.load("train"), dataset.load("test")
+    assert len(train[0]) + len(test[0]) == 72 and train[0].shape[1:] == (3, 28, 28)
+    runs = tmp_path / "runs"
+    args = ["--dataset", str(root), "--epochs", "1", "--test-images", "20", "--no-progress"]
+    main(["teacher", "--out", str(runs / "teacher"), "--batch-size", "16", *args])
+    recipe = tmp_path / "small-batches.yaml"
+    recipe.write_text("student: convnet_tiny\nbatch_size: 16\n")
+    main(["student", "--recipe", str(recipe), "--teacher", str(runs / "teacher"), "--runs",
+          str(runs), *args])
+    main(["report", str(runs), "--no-measure"])
+    out = capsys.readouterr().out
+    assert f"Teacher and students on folder:{root}" in out
+    student = json.loads((runs / "student-small-batches" / "report.json").read_text())
+    assert student["dataset"] == f"folder:{root}" and student["classes"][2] == "digit-7"
+    assert len(student["evaluation"]["per_class_accuracy"]) == 3
+
+
+def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_path, capsys,
+                                                  monkeypatch):
+    monkeypatch.setenv("DISTILL_FASHION_MNIST_DIR", str(fashion_dir))
+    with pytest.raises(SystemExit) as exit_:
+        main(["student", "--recipe", "tiny", "--dataset", "fashion-mnist", "--teacher",
+              str(teacher_run), "--runs", str(tmp_path / "runs"), *QUICK])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 1 and "trained on mnist" in out and "fashion-mnist" in out
+    assert not (tmp_path / "runs" / "student-tiny").exists()
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("flat", "has no class subfolders"),
+    ("empty", "holds no image"),
+    ("mismatch", "different classes"),
+])
+def test_a_bad_folder_is_one_line(data_dir, tmp_path, layout, message):
+    root = tmp_path / "data"
+    root.mkdir()
+    if layout == "flat":
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(root / "a.png")
+    elif layout == "empty":
+        write_folder(root, data_dir, per_class=2)
+        (root / "digit-9").mkdir()
+    else:
+        write_folder(root / "train", data_dir, per_class=2)
+        write_folder(root / "test", data_dir, per_class=2, classes=(0, 1, 8))
+    with pytest.raises(DistillError, match=message):
+        get_dataset(str(root))
+    shutil.rmtree(root)
+
+
+def test_a_batch_larger_than_a_folder_is_one_line_before_any_teacher_pass(data_dir, tmp_path,
+                                                                         teacher_run, capsys):
+    root = write_folder(tmp_path / "digits", data_dir, per_class=10)
+    with pytest.raises(SystemExit):
+        main(["teacher", "--dataset", str(root), "--out", str(tmp_path / "t"), *QUICK])
+    assert "larger than the" in " ".join(capsys.readouterr().out.split())
