@@ -154,3 +154,11 @@ def test_a_feature_method_on_a_network_without_features_is_one_line(teacher_run,
     out = " ".join(capsys.readouterr().out.split())
     assert exit_.value.code == 1 and "needs the student's feature maps" in out
     assert not (tmp_path / "runs" / "student-f").exists()
+
+
+def test_self_distillation_is_a_recipe(teacher_run, tmp_path):
+    runs = tmp_path / "runs"
+    main(["student", "--recipe", "self", "--teacher", str(teacher_run), "--teacher",
+          str(teacher_run), "--runs", str(runs), "--no-twin", *QUICK])
+    report = json.loads((runs / "student-self" / "report.json").read_text())
+    assert report["model"] == "digitnet" and report["kind"] == "student"
