@@ -33,8 +33,20 @@ class Ensemble(nn.Module):
         return torch.stack([member(x).float() for member in self.members]).mean(0)
 
 
-def has_features(model: nn.Module) -> bool:
-    return callable(getattr(model, "forward_features", None))
+def has_features(network: nn.Module | type) -> bool:
+    return callable(getattr(network, "forward_features", None))
+
+
+def check_features(method: Method, student: nn.Module | type, teacher: nn.Module) -> None:
+    """A method that reads feature maps needs networks that have them (a CNN, one teacher)."""
+    if not method.needs_features:
+        return
+    for network, role in ((student, "student"), (teacher, "teacher")):
+        if not has_features(network):
+            name = getattr(network, "__name__", type(network).__name__)
+            raise DistillError(f"Method {method.name} needs the {role}'s feature maps, and "
+                               f"{name} has none: choose a CNN student and a single teacher, "
+                               "or a logit method.")
 
 
 class Distiller(Classifier):
@@ -57,12 +69,8 @@ class Distiller(Classifier):
         super().__init__(model, **classifier_args)
         self.teacher = teacher.eval().requires_grad_(False)
         self.method = method
+        check_features(method, self.model, teacher)
         if method.needs_features:
-            for network, role in ((self.model, "student"), (teacher, "teacher")):
-                if not has_features(network):
-                    raise DistillError(f"Method {method.name} needs the {role}'s feature maps, "
-                                       f"and a {type(network).__name__} has none: choose a CNN "
-                                       "student and a single teacher, or a logit method.")
             was_training = self.model.training
             method.setup(self.model.eval(), teacher, torch.zeros(2, 1, 28, 28))
             self.model.train(was_training)

@@ -17,7 +17,7 @@ from distill.cache import teacher_clean_logits, teacher_logits_table
 from distill.compare import teacher_identity
 from distill.data import EVAL_BATCH, validation_images
 from distill.datasets import Dataset, get_dataset
-from distill.distillation import Ensemble, has_features
+from distill.distillation import Ensemble, check_features
 from distill.errors import DistillError
 from distill.export import dataset_of, load_model
 from distill.files import write_atomic
@@ -106,13 +106,7 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     environment()  # the commit is taken before the teacher's logits, which may take long
     teacher = load_teachers(teacher_paths)
     method = recipe.distillation.build(recipe.seed)
-    if method.needs_features:  # refused before any folder is made
-        for network, role in ((NETWORK_CLASSES[recipe.student], "student"), (teacher, "teacher")):
-            if not has_features(network):
-                raise DistillError(f"Method {method.name} needs the {role}'s feature maps, and "
-                                   f"{getattr(network, '__name__', type(network).__name__)} has "
-                                   "none: choose a CNN student and a single teacher, or a logit "
-                                   "method.")
+    check_features(method, NETWORK_CLASSES[recipe.student], teacher)  # before any folder is made
     student_dir, twin_dir = student_dirs(recipe, runs_dir)
     overwrite, resume = run_args.get("overwrite", False), run_args.get("resume", False)
     check_student_dirs(recipe, runs_dir, twin, overwrite, resume)  # before the teacher's logits
