@@ -175,7 +175,7 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
     ax.set_xscale("log")
     ax.margins(x=0.12, y=0.08)  # room for the labels above the points
     ax.set(xlabel="parameters (log scale)", ylabel="test top-1 accuracy (%)",
-           title="Accuracy against size on MNIST")
+           title=f"Accuracy against size on {reports[0].get('dataset', 'mnist')}")
     ax.grid(alpha=0.3, which="both")
     # Below the axes: inside, any corner can hide a run's points.
     fig.legend(loc="outside lower center", ncols=3, frameon=False)
