@@ -31,10 +31,9 @@ class FastGlobalResponseNorm(GlobalResponseNorm):
     """timm's GRN (channels-last), rewritten for speed on the CPU; the same function and parameters.
 
     timm computes `x + (bias + weight * (x * x_n))` with `Tensor.norm` over the two spatial
-    dims; on a 2-core CPU that norm is ~30x slower than `square().sum()`, and the three full-size
-    products cost three passes over the activations. `x * (1 + weight * x_n) + bias` is the same
-    value in one full-size `addcmul`. Forward and backward are 3-5x faster than timm's on the
-    teacher's activations (batch 128, 2-core CPU).
+    dims, much slower on the CPU than `square().sum()`, and its three full-size products cost
+    three passes over the activations. `x * (1 + weight * x_n) + bias` is the same value in one
+    full-size `addcmul` (benchmarks/digitnet_step.py measures it).
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -46,11 +45,9 @@ class FastGlobalResponseNorm(GlobalResponseNorm):
         return torch.addcmul(self.bias.view(self.wb_shape), x, scale)
 
 
-# Convolution weights are kept channels-last, the layout GPUs prefer. On this project's 2-core CPU
-# (`python benchmarks/memory_format.py`, batch 128) it runs the CNN students' inference 1.5-2x
-# faster, and with one thread (how the runs and the sweep benchmark are made) their training
-# steps 1.4-1.5x and DigitNet's 1.1x; with two threads training is mixed (convnet_micro 0.7x).
-# Activations follow the weights' layout; saved weights are written contiguous.
+# Convolution weights are kept channels-last, the layout GPUs prefer and the faster one for the
+# CNN students on this project's CPU too (benchmarks/memory_format.py, figures in
+# benchmarks/README.md). Activations follow the weights' layout; saved weights are contiguous.
 CONV_MEMORY_FORMAT = torch.channels_last
 
 
@@ -77,13 +74,11 @@ class DigitNet(nn.Module):
     mlp_ratio: expansion of the blocks' inverted-bottleneck MLP.
     stem: "conv3x3": a 3x3 conv at the input's resolution, LayerNorm, GELU, then a conv of
         kernel and stride `stem_stride`, LayerNorm. "patchify": one conv of kernel
-        2 * `stem_stride` and stride `stem_stride`, LayerNorm, as in ConvNeXt. For the teacher
-        (10 epochs), conv3x3 (+2,208 parameters, +8% FLOPs) gave 99.40% and 99.57% test top-1
-        (two initializations of seed 0) and 99.54% (seed 1), against 99.48% and 99.40% (seeds 0
-        and 1) with patchify, and 98.04-98.22% against 97.85-97.88% on the augmented test set.
+        2 * `stem_stride` and stride `stem_stride`, LayerNorm, as in ConvNeXt. conv3x3 is the
+        teacher's: more accurate and more robust to rotated, shifted and zoomed digits, for 8%
+        more FLOPs (docs/results.md, the teacher's table).
     stem_stride: total stride of the stem. 2 runs the stages at 14, 7, 4 and 2 pixels a side; 4
-        (stages at 7, 4, 2, 1) trains ~1.7x faster on a 2-core CPU but reached 96.8% test top-1
-        after a one-epoch schedule against 97.8% for stride 2, and stayed behind over 10 epochs.
+        trains faster but less accurately (docs/results.md).
     drop_path_rate: stochastic depth of the last block, rising linearly from 0 at the first. 0 by
         default: in 10 epochs the teacher underfits its augmented training data (training
         accuracy stays below validation accuracy), so it needs no further regularization.
@@ -276,8 +271,7 @@ def digitnet(pretrained: bool = False, **kwargs) -> DigitNet:
 def digitnet_small(pretrained: bool = False, **kwargs) -> DigitNet:
     """DigitNet scaled down to ~54k parameters: narrower, MLP ratio 2.
 
-    3x3 kernels (PyTorch's fast depthwise path on the CPU): with 5x5 kernels and stages
-    16-24-32-48 (43k parameters) its epochs took 44 s against 30 s now, at the same accuracy.
+    3x3 kernels: PyTorch's fast depthwise path on the CPU, at the same accuracy as 5x5 ones.
     """
     args = dict(dims=(16, 32, 40, 48), stem="patchify", stem_stride=2, kernel_sizes=3, mlp_ratio=2,
                 drop_path_rate=0.0)
@@ -303,15 +297,8 @@ def convnet_tiny(pretrained: bool = False, **kwargs) -> ConvNet:
 def convnet_micro(pretrained: bool = False, **kwargs) -> ConvNet:
     """A CNN of 962 parameters: a 3x3 conv, then depthwise-separable convs, widths 8-12-12 with
     two convs at 14x14, shortcuts around the convs that keep their width, global max pooling.
-
-    Trials on labels alone, 10 epochs, the micro recipe's augmentation (test top-1, seed 0):
-    without shortcuts and with average pooling 97.30%; shortcuts alone 97.42%; max pooling alone
-    97.42%; both 97.91% (seed 1: 97.88%). With both: one conv at 14x14 and two at 7x7 97.95%
-    (seed 1: 97.63%); a fourth separable conv at widths 7-10-10 96.59%; the first separable
-    conv at 28x28 96.70%. Earlier, without either, 6 epochs at half the augmentation: the two
-    convs at 7x7 96.7% against 96.9%; one conv a stage at widths 8-16-18 96.3%; the same at
-    8-16-16 with BN-ReLU after each depthwise conv 96.0%; plain (not separable) designs of widths
-    4-6-10 and 4-8-8 below 94% after 3 epochs.
+    Each of the shortcuts and the max pooling made the 10-epoch twin more accurate at the same
+    size; the trials are in docs/results.md (the micro recipe).
     """
     args = dict(channels=(8, 12, 12), convs_per_stage=(1, 2, 1), separable=True, residual=True,
                 global_pool="max")
