@@ -44,8 +44,10 @@ def weights_digest(teacher: nn.Module):  # a hashlib sha256 object, to extend wi
 def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits,
               method: Method | None = None) -> str:
     digest = weights_digest(teacher)
-    settings = {"format": CACHE_FORMAT,
-                "augment": asdict(config.augment) if config.augment else None,
+    augment = asdict(config.augment) if config.augment else None
+    if augment and not augment["hflip"]:  # keys from before flips existed stay as they were
+        del augment["hflip"]
+    settings = {"format": CACHE_FORMAT, "augment": augment,
                 "seed": config.seed, "batch_size": config.batch_size,
                 "train_size": limits.train_size, "train_batches": limits.train_batches}
     if config.dataset != "mnist":  # MNIST's keys stay as they were before datasets were named

@@ -333,4 +333,7 @@ ADDED_SETTINGS = {"dataset": "mnist", "image_size": 28}
 
 def normalized(config: dict) -> dict:
     """A recorded config with the settings added since, so that old and new runs compare."""
-    return {**ADDED_SETTINGS, **config}
+    config = {**ADDED_SETTINGS, **config}
+    if isinstance(config.get("augment"), dict):  # augment.hflip came with Fashion-MNIST
+        config["augment"] = {"hflip": False, **config["augment"]}
+    return config

@@ -165,3 +165,21 @@ def test_batch_augmentation_is_refused_for_a_student(tmp_path, data_dir):
                   progress=False, teacher=small_teacher(),
                   distillation=KD)
     assert not (tmp_path / "student").exists()
+
+
+def test_mnist_cache_keys_are_those_of_runs_before_datasets_and_flips(tmp_path):
+    """A cache computed before datasets and flips existed still serves MNIST runs: the key is
+    the one the earlier formula gives."""
+    import json
+    from dataclasses import asdict
+
+    from distill.cache import CACHE_FORMAT, cache_key, weights_digest
+
+    teacher = small_teacher()
+    config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64)
+    earlier = weights_digest(teacher)
+    augment = {k: v for k, v in asdict(config.augment).items() if k != "hflip"}
+    earlier.update(json.dumps({"format": CACHE_FORMAT, "augment": augment, "seed": config.seed,
+                               "batch_size": config.batch_size, "train_size": LIMITS.train_size,
+                               "train_batches": LIMITS.train_batches}, sort_keys=True).encode())
+    assert cache_key(teacher, config, LIMITS) == earlier.hexdigest()[:16]

@@ -162,3 +162,17 @@ def test_self_distillation_is_a_recipe(teacher_run, tmp_path):
           str(teacher_run), "--runs", str(runs), "--no-twin", *QUICK])
     report = json.loads((runs / "student-self" / "report.json").read_text())
     assert report["model"] == "digitnet" and report["kind"] == "student"
+
+
+def test_a_twin_recorded_before_datasets_and_flips_is_still_found(tmp_path):
+    from distill.pipeline import find_twin
+    from distill.recipes import load_recipe
+    from distill.training import describe
+
+    config = describe(load_recipe("tiny").train_config())
+    old = {k: v for k, v in config.items() if k not in ("dataset", "image_size")}
+    old["augment"] = {k: v for k, v in old["augment"].items() if k != "hflip"}
+    (tmp_path / "student-tiny-twin").mkdir()
+    (tmp_path / "student-tiny-twin" / "report.json").write_text(json.dumps(
+        {"kind": "twin", "config": old, "evaluation": {"test_images": 10_000}}))
+    assert find_twin(tmp_path, config, 10_000)[0] == tmp_path / "student-tiny-twin"
