@@ -108,9 +108,12 @@ def plot_confusion(matrix: Tensor, out: Path, title: str = "Confusion matrix (te
 
 
 def plot_examples(images: Tensor, logits: Tensor, labels: Tensor, out: Path, count: int = 32,
-                  mistakes: int = 8) -> None:
-    """A grid of test digits (uint8, as read) with predictions: the first ones, then mistakes,
-    framed in red."""
+                  mistakes: int = 8, classes: list[str] | None = None) -> None:
+    """A grid of test images (uint8, as read) with predictions, by class name where given: the
+    first ones, then mistakes, framed in red."""
+    def name(index: int) -> str:
+        return classes[index][:11] if classes else str(index)
+
     predicted = logits.argmax(-1)
     wrong = (predicted != labels).nonzero().flatten()[:mistakes].tolist()
     right = (predicted == labels).nonzero().flatten()[: count - len(wrong)].tolist()
@@ -139,9 +142,11 @@ def plot_examples(images: Tensor, logits: Tensor, labels: Tensor, out: Path, cou
     for k, i in enumerate(shown):
         ok = bool(predicted[i] == labels[i])
         ax.text((k % cols + 0.5) * width - 0.5, (k // cols) * height + label - 1.5,
-                f"{int(predicted[i])}" if ok else f"{int(predicted[i])} (true {int(labels[i])})",
-                ha="center", va="bottom", fontsize=9, color="black" if ok else "red")
-    fig.suptitle("Test digits and predictions (mistakes framed in red)", fontsize=10, y=0.995)
+                name(int(predicted[i])) if ok else
+                f"{name(int(predicted[i]))}{chr(10) if classes else ' '}(true {name(int(labels[i]))})",
+                ha="center", va="bottom", fontsize=9 if not classes or ok else 7,
+                color="black" if ok else "red")
+    fig.suptitle("Test images and predictions (mistakes framed in red)", fontsize=10, y=0.995)
     fig.savefig(out, dpi=120)
     plt.close(fig)
 

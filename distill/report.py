@@ -103,7 +103,9 @@ def write_run_report(out: Path, report: dict) -> None:
     plot_curves(out / "logs" / "metrics.csv", out / "curves.png",
                 report.get("training", {}).get("best_epoch"))
     plot_confusion(torch.tensor(ev["confusion_matrix"]), out / "confusion.png")
-    plot_examples(ev["_images"], ev["_logits"], ev["_labels"], out / "examples.png")
+    classes = report.get("classes")  # digits are their own names
+    plot_examples(ev["_images"], ev["_logits"], ev["_labels"], out / "examples.png",
+                  classes=None if classes == list("0123456789") else classes)
     clean = public_report(report)
     write_atomic(out / "report.md", markdown(clean))
     write_atomic(out / "report.json", json.dumps(clean, indent=2) + "\n")
