@@ -35,8 +35,10 @@ class DemoModel:
 
 
 def released_model_paths() -> list[Path]:
-    """The released models, teacher first, then students from largest to smallest."""
-    paths = sorted(MODELS_DIR.glob("*/weights.safetensors"))
+    """The released MNIST models (the demo reads digits), teacher first, then students from
+    largest to smallest. Releases of other datasets carry a tag: digitnet.fashion_mnist."""
+    paths = [p for p in sorted(MODELS_DIR.glob("*/weights.safetensors"))
+             if "." not in p.parent.name]
     teacher = [p for p in paths if p.parent.name == "digitnet"]
     return teacher + sorted((p for p in paths if p not in teacher),
                             key=lambda p: -p.stat().st_size)

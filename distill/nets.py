@@ -23,6 +23,7 @@ from timm.models.convnext import ConvNeXtBlock
 from torch import Tensor, nn
 
 from distill.data import IMAGE_SIZE, NUM_CLASSES
+from distill.datasets.fashion_mnist import FASHION_MNIST
 from distill.datasets.mnist import MNIST as MNIST_DATASET
 from distill.files import package_data
 
@@ -246,18 +247,32 @@ def _cfg(name: str, **kwargs) -> dict:
             "classifier": "head.fc", "license": "mit", **kwargs}
 
 
-# One entry per registered network; the weights of released models are filled in by `publish`.
+def release_name(network: str, dataset: str = "mnist") -> str:
+    """The folder in models/, and timm's name, of a release: `convnet_tiny` for MNIST, a
+    pretrained tag for another dataset (`convnet_tiny.fashion_mnist`)."""
+    if dataset == "mnist":
+        return network
+    return f"{network}.{Path(dataset.removeprefix('folder:')).name.replace('-', '_')}"
+
+
+# One entry per registered network and dataset with releases; `distill publish` writes the
+# weights. `timm.create_model("digitnet.fashion_mnist", pretrained=True)` reads its tag's file.
 STUDENTS = ("digitnet_small", "digitnet_tiny", "convnet_tiny", "convnet_micro", "mlp_800")
 NETWORKS = ("digitnet", *STUDENTS)
-default_cfgs = generate_default_cfgs({name: _cfg(name) for name in ("digitnet", *STUDENTS)})
+FASHION_TAG = release_name("", "fashion-mnist")
+default_cfgs = generate_default_cfgs({
+    **{name: _cfg(name) for name in NETWORKS},
+    **{name + FASHION_TAG: _cfg(name + FASHION_TAG, mean=FASHION_MNIST.mean, std=FASHION_MNIST.std)
+       for name in NETWORKS}})
 
 
 def _create(cls: type[nn.Module], variant: str, pretrained: bool, **kwargs) -> nn.Module:
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
-    if pretrained and "file" not in overlay and not released_weights(variant).is_file():
-        raise FileNotFoundError(f"No released weights for {variant}: {released_weights(variant)} is "
-                                "missing. Make them with `distill publish RUN models/"
-                                f"{variant}`.")
+    file = Path(overlay.get("file") or getattr(kwargs.get("pretrained_cfg"), "file", None)
+                or released_weights(variant))
+    if pretrained and not file.is_file():
+        raise FileNotFoundError(f"No released weights at {file}: make them with `distill publish "
+                                f"RUN models/{file.parent.name}`.")
     return build_model_with_cfg(cls, variant, pretrained, **kwargs)
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from distill.errors import DistillError
 from distill.files import atomic_path, write_atomic
+from distill.nets import release_name
 from distill.report import human, percent
 
 CARD_IMAGES = ("curves.png", "confusion.png", "examples.png")
@@ -29,6 +30,7 @@ def model_card(report: dict) -> str:
     ev, c, t = report["evaluation"], report["cost"], report["training"]
     dataset = report.get("dataset", "mnist")
     hub, shown = HUB_DATASETS.get(dataset, (dataset, dataset))
+    name = release_name(report["model"], dataset)
     metrics = [
         {"type": "accuracy", "name": "top-1 accuracy (test set)", "value": round(ev["test"]["top1"], 4)},
         {"type": "accuracy", "name": "top-2 accuracy (test set)", "value": round(ev["test"]["top2"], 4)},
@@ -70,8 +72,8 @@ def model_card(report: dict) -> str:
                   "over the same network trained on labels alone.", ""]
     lines += [
         "## Use", "", "```python", "import timm", "import distill  # registers the networks with timm",
-        "", f'model = timm.create_model("{report["model"]}", pretrained=True).eval()', "```", "",
-        f"or `distill predict models/{report['model']} image.png`. "
+        "", f'model = timm.create_model("{name}", pretrained=True).eval()', "```", "",
+        f"or `distill predict models/{name} image.png`. "
         + (f"Inputs are {shown} images normalized as the dataset's training images were; its "
            f"classes, in order: {', '.join(report['classes'])}." if report.get("classes")
            and dataset != "mnist" else
@@ -113,9 +115,11 @@ def publish(run: Path, target: Path, overwrite: bool = False,
         raise DistillError(f"{run} is not a finished run (no report.json). Give the folder that "
                            "`distill teacher` or `distill student` wrote.")
     report = json.loads(report_path.read_text())
-    if target.name != report["model"]:
-        raise DistillError(f"{run} holds a {report['model']}: publish it to models/"
-                           f"{report['model']}, the folder timm's pretrained=True reads.")
+    expected = release_name(report["model"], report.get("dataset", "mnist"))
+    if target.name != expected:
+        raise DistillError(f"{run} holds a {report['model']} of {report.get('dataset', 'mnist')}: "
+                           f"publish it to models/{expected}, the folder timm's pretrained=True "
+                           "reads.")
     if missing := [name for name in RELEASE_FILES[1:] if not (run / name).is_file()]:
         raise DistillError(f"{run} lacks {', '.join(missing)}: it is not a complete run. Train it "
                            "again (or with --resume) before publishing.")
