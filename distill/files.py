@@ -106,6 +106,14 @@ def check_run_folder(out: Path, replacing: bool) -> None:
     if foreign and replacing:
         raise DistillError(f"{out} holds files distill did not write ({shown(foreign)}): move "
                            "them out first; distill never deletes them.")
+    # Without the marker (a run of an older distill), only a finished run or one with a
+    # checkpoint is known to be distill's: a bare logs/ folder may be anyone's.
+    known = any((out / name).exists() for name in (RUN_MARKER, "report.json",
+                                                     "checkpoints/last.ckpt"))
+    if replacing and any(out.iterdir()) and not known:
+        raise DistillError(f"{out} does not look like a run distill made (no {RUN_MARKER}, no "
+                           "report.json, no checkpoint): distill does not replace it. Choose "
+                           "another folder.")
 
 
 def shown(names: list[str]) -> str:

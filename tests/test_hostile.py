@@ -56,6 +56,14 @@ def test_a_folder_distill_did_not_make_is_never_replaced(tmp_path, capsys, flag)
     assert (folder / "notes").read_text() == "keep"
 
 
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
+def test_a_folder_with_a_bare_logs_folder_is_not_taken_for_a_run(tmp_path, capsys, flag):
+    (tmp_path / "x" / "logs").mkdir(parents=True)
+    (tmp_path / "x" / "logs" / "mine.txt").write_text("keep")
+    out = refused(["teacher", "--out", str(tmp_path / "x"), flag, *QUICK], capsys, tmp_path)
+    assert "does not look like a run distill made" in out
+
+
 def test_a_stray_file_in_a_run_folder_is_not_deleted_by_overwrite(teacher_run, tmp_path, capsys):
     run = tmp_path / "teacher"
     subprocess.run(["cp", "-a", str(teacher_run), str(run)], check=True)
