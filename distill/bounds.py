@@ -5,5 +5,4 @@ MAX_EPOCHS = 1_000
 MAX_BATCH = 55_000  # the training images: 60,000 less the validation slice
 MAX_LR = 10.0
 MAX_SEED = 2**32 - 1
-MAX_TEMPERATURE = 100.0
 MAX_RECIPE_BYTES = 100_000

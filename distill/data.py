@@ -34,7 +34,6 @@ from distill.datasets.idx import SPLITS, read_idx  # noqa: F401
 # MNIST's shape: the default dataset's, for the code that needs no other (the digit demo).
 NUM_CLASSES = 10
 IMAGE_SIZE = 28
-TRAIN_SIZE = 55_000  # MNIST's training images less its validation slice
 # Validation and test images go through a network in batches of this size. The teacher's cached
 # validation logits are computed in the same batches, so they equal those of the online path.
 # On a CPU, batches of 1000 take the teacher over twice as long per image as batches of 128, whose

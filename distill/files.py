@@ -100,11 +100,11 @@ def check_run_folder(out: Path, replacing: bool) -> None:
         return
     foreign = foreign_entries(out)
     if foreign and not (out / RUN_MARKER).is_file():
-        raise DistillError(f"{out} is a folder distill did not make (it holds {shown(foreign)}): "
+        raise DistillError(f"{out} is a folder distill did not make (it holds {listed(foreign)}): "
                            "distill never writes into or replaces it. Choose a new or empty "
                            "folder.")
     if foreign and replacing:
-        raise DistillError(f"{out} holds files distill did not write ({shown(foreign)}): move "
+        raise DistillError(f"{out} holds files distill did not write ({listed(foreign)}): move "
                            "them out first; distill never deletes them.")
     # Without the marker (a run of an older distill), only a finished run or one with a
     # checkpoint is known to be distill's: a bare logs/ folder may be anyone's.
@@ -116,7 +116,7 @@ def check_run_folder(out: Path, replacing: bool) -> None:
                            "another folder.")
 
 
-def shown(names: list[str]) -> str:
+def listed(names: list[str]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
