@@ -52,6 +52,8 @@ def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits,
                 "train_size": limits.train_size, "train_batches": limits.train_batches}
     if config.dataset != "mnist":  # MNIST's keys stay as they were before datasets were named
         settings["dataset"] = [config.dataset, config.image_size]
+    if config.exclude_classes:  # other batches (a labeled fraction changes no batch)
+        settings["exclude_classes"] = sorted(config.exclude_classes)
     if method is not None and method.view_key() is not None:  # kd's keys stay as they were
         settings["view"] = {"method": method.name, **method.view_key()}
     digest.update(json.dumps(settings, sort_keys=True).encode())
@@ -121,9 +123,9 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
                  f"{len(missing)} epochs")
         print(f"Teacher logits for {which} of {epochs}: computed once, kept in {folder}",
               flush=True)
-        datamodule = DataModule(data_dir, config.batch_size, config.augment, config.seed,
-                                limits.train_size,
-                                dataset=get_dataset(config.dataset, config.image_size))
+        datamodule = DataModule.for_run(config, data_dir, limits.train_size,
+                                        get_dataset(config.dataset, config.image_size),
+                                        distilled=True)
         datamodule.setup("fit")
 
         def done(epoch: int, table: Tensor) -> None:

@@ -286,10 +286,12 @@ def report(
     from distill.compare import GAIN_COLUMNS, gain_rows, gains_over_twins
     from distill.errors import DistillError
     from distill.report import (
-        COLUMNS,
+        OMITTED_COLUMNS,
         by_dataset,
         collect_reports,
+        omitted_rows,
         remeasure_speed,
+        table_columns,
         table_rows,
         write_comparison,
     )
@@ -314,14 +316,20 @@ def report(
         console.print(table)
 
     for dataset, runs_of_dataset in by_dataset(reports).items():
-        print_table(f"Teacher and students on {dataset}", COLUMNS, table_rows(runs_of_dataset))
+        print_table(f"Teacher and students on {dataset}", table_columns(runs_of_dataset),
+                    table_rows(runs_of_dataset))
+        if omitted := omitted_rows(runs_of_dataset):
+            print_table(f"Classes never seen in training, on {dataset} (test top-1 before and "
+                        "after a bias on their logits)", OMITTED_COLUMNS, omitted)
         if gains := gains_over_twins(runs_of_dataset):
             print_table(f"Gain over the twin on {dataset} (test top-1, points; mean ± sd over "
                         "seeds, 95% t-interval)", GAIN_COLUMNS, gain_rows(gains))
     target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("runs"))
     paths = write_comparison(reports, target)
-    console.print(f"Wrote {paths['markdown']}, {paths['json']}, {paths['gains']} and "
-                  f"{paths['plot']}")
+    listed = [paths["markdown"], paths["json"], paths["gains"], paths["plot"]]
+    if "labels curve" in paths:
+        listed.append(paths["labels curve"])
+    console.print(f"Wrote {', '.join(map(str, listed[:-1]))} and {listed[-1]}")
 
 
 def show_progress(asked: bool | None) -> bool:

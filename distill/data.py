@@ -30,6 +30,8 @@ from distill.augment import (  # noqa: F401 - the data path's names, in one plac
 )
 from distill.datasets import Dataset, get_dataset
 from distill.datasets.idx import SPLITS, read_idx  # noqa: F401
+from distill.errors import DistillError
+from distill.transfer import UNLABELED, kept_classes, labeled_mask
 
 # MNIST's shape: the default dataset's, for the code that needs no other (the digit demo).
 NUM_CLASSES = 10
@@ -164,16 +166,34 @@ class DataModule(L.LightningDataModule):
         Hoffer et al. 2019): a step sees batch_size x views samples, an epoch as many steps.
         The first copy is drawn with `augment` as it is, the others `at_full_range`: with a
         random magnitude, one copy stays close to a clean digit and the next spans the ranges.
+    labeled_fraction, exclude_classes: the transfer set (`distill.transfer`). The excluded
+        classes' images leave training and validation. Images beyond the labeled fraction are
+        kept as UNLABELED where `keep_unlabeled` (a distilled student: the teacher labels them);
+        otherwise training takes the labeled images alone, repeated to fill an epoch of the
+        same number of steps (a twin), each repeat with an augmentation of its own.
     """
 
     def __init__(self, data_dir: Path | str | None = None, batch_size: int = 128,
                  augment: Augment | None = Augment(), seed: int = 0,
                  train_size: int | None = None, views: int = 1,
-                 dataset: Dataset | None = None) -> None:
+                 dataset: Dataset | None = None, labeled_fraction: float = 1.0,
+                 exclude_classes: list[int] | tuple[int, ...] = (),
+                 keep_unlabeled: bool = False) -> None:
         super().__init__()
         self.data_dir, self.batch_size, self.augment, self.seed = data_dir, batch_size, augment, seed
         self.train_size, self.views = train_size, views
         self.dataset = dataset or get_dataset("mnist")
+        self.labeled_fraction, self.exclude_classes = labeled_fraction, list(exclude_classes)
+        self.keep_unlabeled = keep_unlabeled
+
+    @classmethod
+    def for_run(cls, config, data_dir: Path | str | None, train_size: int | None,
+                dataset: Dataset, distilled: bool) -> DataModule:
+        """The data of a run of this `TrainConfig`, as a distilled student or as a network
+        trained on labels (a twin, a teacher)."""
+        return cls(data_dir, config.batch_size, config.augment, config.seed, train_size,
+                   config.views, dataset, config.labeled_fraction, config.exclude_classes,
+                   keep_unlabeled=distilled)
 
     def prepare_data(self) -> None:
         self.dataset.load("train", self.data_dir)
@@ -184,9 +204,31 @@ class DataModule(L.LightningDataModule):
         train_idx, val_idx = train_val_indices(len(images), self.dataset.validation_size)
         if self.train_size is not None:
             train_idx = train_idx[: self.train_size]
+        train_idx = train_idx[kept_classes(labels[train_idx], self.exclude_classes)]
+        val_idx = val_idx[kept_classes(labels[val_idx], self.exclude_classes)]
+        train_labels, val_labels = labels[train_idx], labels[val_idx]
+        positions = train_idx
+        if self.labeled_fraction < 1:
+            labeled = labeled_mask(train_labels, self.labeled_fraction, self.seed)
+            self.labeled_images = int(labeled.sum())
+            val_labels = val_labels.masked_fill(
+                ~labeled_mask(val_labels, self.labeled_fraction, self.seed + 1), UNLABELED)
+            if self.keep_unlabeled:
+                train_labels = train_labels.masked_fill(~labeled, UNLABELED)
+            else:
+                if not labeled.any():
+                    raise DistillError("A network trained on labels needs a labeled fraction "
+                                       "above 0 (data.labeled_fraction).")
+                repeats = math.ceil(len(train_idx) / int(labeled.sum()))
+                train_idx = train_idx[labeled].repeat(repeats)[: len(train_idx)]
+                train_labels = labels[train_idx]
+                # Each repeat has its own row of augmentation parameters.
+                positions = torch.arange(len(train_idx))
+        else:
+            self.labeled_images = len(train_idx)
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        self.train_split = [t.to(device) for t in (images[train_idx], labels[train_idx], train_idx)]
-        self.val_split = [t.to(device) for t in (images[val_idx], labels[val_idx], val_idx)]
+        self.train_split = [t.to(device) for t in (images[train_idx], train_labels, positions)]
+        self.val_split = [t.to(device) for t in (images[val_idx], val_labels, val_idx)]
         self._uniforms: dict[int, tuple[int, Tensor]] = {}  # view: (epoch, uniforms)
 
     def _rank(self) -> tuple[int, int]:

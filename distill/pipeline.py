@@ -33,6 +33,7 @@ from distill.runs import (
     train_run,
 )
 from distill.training import Limits, describe, normalized
+from distill.transfer import bias_correction
 
 
 def default_teacher(runs_dir: Path) -> Path:
@@ -107,6 +108,10 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     teacher = load_teachers(teacher_paths)
     method = recipe.distillation.build(recipe.seed)
     check_features(method, NETWORK_CLASSES[recipe.student], teacher)  # before any folder is made
+    if twin and recipe.data.labeled_fraction == 0:
+        print("No twin: with data.labeled_fraction 0 there is no label to train it on.",
+              flush=True)
+        twin = False
     student_dir, twin_dir = student_dirs(recipe, runs_dir)
     overwrite, resume = run_args.get("overwrite", False), run_args.get("resume", False)
     check_student_dirs(recipe, runs_dir, twin, overwrite, resume)  # before the teacher's logits
@@ -117,6 +122,7 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
             raise DistillError(f"The teacher {path} was trained on {taught}, and the recipe "
                                f"{recipe.name} distills on {dataset.name}: give a teacher of "
                                f"{dataset.name} (distill teacher --dataset {dataset.name}).")
+    check_transfer_set(config.exclude_classes, dataset, recipe.name)
     limits = run_args.get("limits") or Limits()
     data_dir = run_args.get("data_dir")
     train_images = len(dataset.load("train", data_dir)[0]) - dataset.validation_size
@@ -147,18 +153,34 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
         print(f"Method {method.name} reads the teacher's feature maps: the teacher runs on every "
               "batch (no logits cache).", flush=True)
     finished = finished or (lambda report: None)
-    student = train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
+    omitted = config.exclude_classes
+    if omitted:  # what the teacher answers on the validation images, for the bias correction
+        images = validation_slice(data_dir, limits, dataset)
+        teacher_validation = (teacher_clean_logits(teacher, images, cache, dataset)
+                              if teacher_cache else predict_logits(teacher, images,
+                                                                   dataset=dataset))
+        test_labels = dataset.load("test", data_dir)[1][: limits.test_size]
+
+        def with_omitted(report: dict) -> dict:
+            record_omitted(report, Path(report["run_dir"]), images, teacher_validation,
+                           test_images, test_labels, dataset)
+            return report
+    else:
+        def with_omitted(report: dict) -> dict:
+            return report
+
+    student = with_omitted(train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
                         distillation=recipe.distillation, teacher_logits=logits,
                         validation_logits=validation_logits, teacher_predictions=predictions,
-                        extra=extra, **args_for(student_dir))
+                        extra=extra, **args_for(student_dir)))
     finished(student)
     reports = [student]
     # --overwrite retrains the twin too, unless --no-twin keeps it.
     shared = None if overwrite and twin else find_twin(runs_dir, describe(config), len(test_images))
     if twin and shared is None:
-        reports.append(train_run(f"student-{recipe.name}-twin", twin_dir, config, command,
-                                 teacher_predictions=predictions, extra=extra,
-                                 **args_for(twin_dir)))
+        reports.append(with_omitted(train_run(f"student-{recipe.name}-twin", twin_dir, config,
+                                              command, teacher_predictions=predictions,
+                                              extra=extra, **args_for(twin_dir))))
         finished(reports[1])
         shared = twin_dir, reports[1]
     if shared is not None:
@@ -169,6 +191,29 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
 def validation_slice(data_dir: Path | str | None, limits: Limits, dataset: Dataset) -> Tensor:
     images = validation_images(data_dir, dataset)
     return images if limits.val_batches is None else images[: limits.val_batches * EVAL_BATCH]
+
+
+def check_transfer_set(excluded: list[int], dataset: Dataset, recipe: str) -> None:
+    classes = len(dataset.classes)
+    if any(c >= classes for c in excluded) or len(excluded) >= classes:
+        raise DistillError(f"Recipe {recipe}: data.exclude_classes {excluded} must name some "
+                           f"of the {classes} classes of {dataset.name} (0 to {classes - 1}), "
+                           "not all of them.")
+
+
+def record_omitted(report: dict, out: Path, validation: Tensor, teacher_validation: Tensor,
+                   test_images: Tensor, test_labels: Tensor, dataset: Dataset) -> None:
+    """Add the omitted classes' test figures, before and after the bias correction, to a run's
+    report (`transfer.bias_correction`), on disk too."""
+    if "omitted" in report.get("transfer", {}):
+        return  # a run kept by --resume has them
+    model, _ = load_model(out)
+    report["transfer"]["omitted"] = bias_correction(
+        predict_logits(model, test_images, dataset=dataset), test_labels,
+        predict_logits(model, validation, dataset=dataset), teacher_validation,
+        report["transfer"]["excluded_classes"])
+    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "report.md", markdown(report))
 
 
 def record_gain(student: dict, student_dir: Path, twin_dir: Path, twin: dict) -> None:

@@ -1,10 +1,12 @@
-"""The plots: a run's curves, confusion matrix and examples; accuracy against size across runs."""
+"""The plots: a run's curves, confusion matrix and examples; accuracy against size and against
+the number of labels, across runs."""
 
 from __future__ import annotations
 
 import csv
 import functools
 import math
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -186,3 +188,54 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
     fig.legend(loc="outside lower center", ncols=3, frameon=False)
     fig.savefig(out, dpi=120)
     plt.close(fig)
+
+
+def labels_curve_runs(reports: list[dict]) -> list[dict]:
+    """The students and twins that a labels curve shows: runs of every class, with a labeled
+    count, of networks run with at least two different numbers of labels."""
+    runs = [r for r in reports if r.get("kind") in ("student", "twin") and r.get("transfer")
+            and not r["transfer"]["excluded_classes"]]
+    counts: dict[str, set[int]] = {}
+    for r in runs:
+        counts.setdefault(r["model"], set()).add(r["transfer"]["labeled_images"])
+    return [r for r in runs if len(counts[r["model"]]) > 1]
+
+
+def plot_labels_curve(reports: list[dict], out: Path) -> bool:
+    """Test top-1 against the number of labeled images (log axis): the distilled student and its
+    twin as two lines through their means, every seed's run a point. A student that saw no
+    label at all is a dashed level (a log axis has no 0). False where there is no curve to draw."""
+    runs = labels_curve_runs(reports)
+    if not runs:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
+    styles = {"student": ("o", "tab:blue", "distilled student"),
+              "twin": ("x", "tab:orange", "twin (labels only)")}
+    models = sorted({r["model"] for r in runs})
+    for model in models:
+        suffix = f" ({model})" if len(models) > 1 else ""
+        for kind, (marker, colour, label) in styles.items():
+            chosen = [r for r in runs if r["model"] == model and r["kind"] == kind]
+            points = [(r["transfer"]["labeled_images"], 100 * r["evaluation"]["test"]["top1"])
+                      for r in chosen]
+            labeled = [(x, y) for x, y in points if x > 0]
+            if labeled:
+                ax.scatter(*zip(*labeled), marker=marker, color=colour, s=30, alpha=0.6,
+                           zorder=3)
+                xs = sorted({x for x, _ in labeled})
+                means = [statistics.mean(y for x2, y in labeled if x2 == x) for x in xs]
+                ax.plot(xs, means, color=colour, marker=marker, label=label + suffix, zorder=2)
+            if unlabeled := [y for x, y in points if x == 0]:
+                level = statistics.mean(unlabeled)
+                ax.axhline(level, color=colour, linestyle="--", linewidth=1,
+                           label=f"{label}, no labels ({level:.2f}%, {len(unlabeled)} "
+                                 f"seed{'s' * (len(unlabeled) > 1)}){suffix}")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.set(xlabel="labeled training images (log scale)", ylabel="test top-1 accuracy (%)",
+           title=f"What the teacher is worth in labels, on {runs[0].get('dataset', 'mnist')}")
+    ax.grid(alpha=0.3, which="both")
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return True

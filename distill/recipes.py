@@ -89,6 +89,17 @@ class Augmentation:
 
 
 @dataclass(frozen=True)
+class Data:
+    """The transfer set (`distill.transfer`). labeled_fraction: the share of the images (of each
+    class, drawn from the seed) whose labels the student and its twin may use; the student learns
+    from the teacher on every image, the twin from the labeled ones alone; 0: no label at all,
+    and no twin. exclude_classes: classes whose images neither of them ever sees."""
+
+    labeled_fraction: float = 1.0
+    exclude_classes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Recipe:
     student: str
     description: str = ""
@@ -97,6 +108,7 @@ class Recipe:
     schedule: Schedule = field(default_factory=Schedule)
     # None: the dataset's default augmentation (e.g. flips for clothes, none for digits).
     augmentation: Augmentation | None = None
+    data: Data = field(default_factory=Data)
     batch_size: int = 128
     seed: int = 0
     # Teacher run folders or weights files; several distill from the mean of their logits.
@@ -117,7 +129,9 @@ class Recipe:
                            warmup=self.schedule.warmup, patience=self.schedule.patience,
                            augment=augment, seed=self.seed, dataset=self.dataset,
                            image_size=self.image_size,
-                           ema_decay=self.optimizer.ema_decay)
+                           ema_decay=self.optimizer.ema_decay,
+                           labeled_fraction=self.data.labeled_fraction,
+                           exclude_classes=list(self.data.exclude_classes))
 
 
 # (key path, check, what the value must be)
@@ -132,6 +146,9 @@ RANGES = [
     ("augmentation.degrees", lambda v: 0 <= v <= 180, "between 0 and 180"),
     ("augmentation.translate", lambda v: 0 <= v <= 0.5, "between 0 and 0.5"),
     ("augmentation.scale", lambda v: 0 <= v < 1, "between 0 and 1"),
+    ("data.labeled_fraction", lambda v: 0 <= v <= 1, "between 0 and 1"),
+    ("data.exclude_classes", lambda v: len(set(v)) == len(v) and all(0 <= c < 1000 for c in v),
+     "a list of distinct class indices (0 for the first class)"),
     ("batch_size", lambda v: 1 <= v <= MAX_BATCH, f"between 1 and {MAX_BATCH:,}"),
     ("image_size", lambda v: 8 <= v <= 256, "between 8 and 256"),
     ("seed", lambda v: 0 <= v <= MAX_SEED, f"between 0 and {MAX_SEED}"),

@@ -10,7 +10,13 @@ import torch
 
 from distill.files import write_atomic
 from distill.metrics import cpu_speed
-from distill.plots import plot_accuracy_vs_size, plot_confusion, plot_curves, plot_examples
+from distill.plots import (
+    plot_accuracy_vs_size,
+    plot_confusion,
+    plot_curves,
+    plot_examples,
+    plot_labels_curve,
+)
 
 
 def public(report: dict) -> dict:
@@ -90,7 +96,48 @@ def student_lines(report: dict) -> list[str]:
         lines.append(f"Agrees with the teacher on {percent(agreement)} of the test images.")
     if report.get("gain_over_twin") is not None:
         lines.append(f"Gain over its twin (test top-1): {100 * report['gain_over_twin']:+.2f} points.")
+    lines += transfer_lines(report)
     return [*(line for pair in zip(lines, [""] * len(lines)) for line in pair)]
+
+
+def transfer_text(report: dict) -> str:
+    """'550 labels, no 3' for a table; '-' for a run that used every label of every class."""
+    transfer = report.get("transfer")
+    if not transfer:
+        return "all labels"  # a run from before transfer sets
+    parts = [f"{transfer['labeled_images']:,} labels" if transfer["labeled_fraction"] < 1
+             else "all labels"]
+    if transfer["excluded_classes"]:
+        parts.append("no " + ", ".join(map(str, transfer["excluded_classes"])))
+    return ", ".join(parts)
+
+
+def transfer_lines(report: dict) -> list[str]:
+    """The transfer set, and the omitted classes before and after their bias correction."""
+    transfer = report.get("transfer")
+    if not transfer or (transfer["labeled_fraction"] >= 1 and not transfer["excluded_classes"]):
+        return []
+    lines = []
+    if transfer["labeled_fraction"] < 1:
+        whose = "the twin's training images" if report.get("kind") == "twin" else "labels"
+        lines.append(f"Labels: {transfer['labeled_images']:,} ({100 * transfer['labeled_fraction']:g}% "
+                     f"of each class, the validation split's likewise); "
+                     + ("the student learned from the teacher alone, and has no twin."
+                        if transfer["labeled_images"] == 0 else
+                        f"they are {whose}" + (" (the teacher labels every image)."
+                                               if report.get("kind") == "student" else ".")))
+    if (omitted := transfer.get("omitted")) is not None:
+        before, after = omitted["before"], omitted["after"]
+        biases = ", ".join(f"{c}: {b:+.2f}" for c, b in omitted["bias"].items())
+        lines.append(f"Classes never seen in training: {', '.join(map(str, omitted['classes']))}. "
+                     f"Test top-1 on them {percent(before['omitted_top1'])}, "
+                     f"{percent(after['omitted_top1'])} after a bias on their logits ({biases}); "
+                     f"overall {percent(before['top1'])}, {percent(after['top1'])} after. The "
+                     f"bias was chosen on the {omitted['chosen_on']}.")
+    elif transfer["excluded_classes"]:
+        lines.append(f"Classes never seen in training: "
+                     f"{', '.join(map(str, transfer['excluded_classes']))}.")
+    return lines
 
 
 def public_report(report: dict) -> dict:
@@ -191,7 +238,19 @@ COLUMNS = ["run", "model", "params", "bytes", "FLOPs", "latency b1", "img/s b512
            "top-2", "aug top-1", "aug top-2", "agree", "ECE", "gain vs twin"]
 
 
+def partial(report: dict) -> bool:
+    """Whether a run used fewer labels or classes than its dataset has."""
+    transfer = report.get("transfer") or {}
+    return transfer.get("labeled_fraction", 1) < 1 or bool(transfer.get("excluded_classes"))
+
+
+def table_columns(reports: list[dict]) -> list[str]:
+    """The table's columns; "transfer set" among them where a run used few labels or classes."""
+    return COLUMNS[:2] + ["transfer set"] + COLUMNS[2:] if any(map(partial, reports)) else COLUMNS
+
+
 def table_rows(reports: list[dict]) -> list[list[str]]:
+    transfer = any(map(partial, reports))
     rows = []
     for r in reports:
         ev, c = r["evaluation"], r["cost"]
@@ -203,6 +262,26 @@ def table_rows(reports: list[dict]) -> list[list[str]]:
                      percent(ev["augmented_test"]["top1"]), percent(ev["augmented_test"]["top2"]),
                      percent(agree) if agree is not None else "-", f"{ev['test']['ece']:.4f}",
                      f"{100 * gain:+.2f}" if gain is not None else "-"])
+        if transfer:
+            rows[-1].insert(2, transfer_text(r))
+    return rows
+
+
+OMITTED_COLUMNS = ["run", "never seen", "bias (validation, no labels)", "top-1 on them",
+                   "after bias", "top-1 overall", "after bias"]
+
+
+def omitted_rows(reports: list[dict]) -> list[list[str]]:
+    """The classes each run never saw: test top-1 on them and overall, before and after the bias."""
+    rows = []
+    for r in reports:
+        if (omitted := (r.get("transfer") or {}).get("omitted")) is None:
+            continue
+        before, after = omitted["before"], omitted["after"]
+        rows.append([r["name"], ", ".join(map(str, omitted["classes"])),
+                     ", ".join(f"{b:+.2f}" for b in omitted["bias"].values()),
+                     percent(before["omitted_top1"]), percent(after["omitted_top1"]),
+                     percent(before["top1"]), percent(after["top1"])])
     return rows
 
 
@@ -225,7 +304,10 @@ def comparison_markdown(reports: list[dict]) -> str:
 
     sections = []
     for dataset, runs in by_dataset(reports).items():
-        text = f"## {dataset}\n\n" + markdown_table(COLUMNS, table_rows(runs))
+        text = f"## {dataset}\n\n" + markdown_table(table_columns(runs), table_rows(runs))
+        if omitted := omitted_rows(runs):
+            text += ("\n### Classes never seen in training (test top-1 before and after a bias "
+                     "on their logits)\n\n" + markdown_table(OMITTED_COLUMNS, omitted))
         if gains := gains_over_twins(runs):
             text += ("\n### Gain over the twin (test top-1, points; mean ± sd over seeds, 95% "
                      "t-interval)\n\n" + markdown_table(GAIN_COLUMNS, gain_rows(gains)))
@@ -246,4 +328,7 @@ def write_comparison(reports: list[dict], out_dir: Path) -> dict[str, Path]:
         plot = paths["plot"] if dataset == "mnist" else out_dir / (
             f"accuracy_vs_size-{Path(dataset.removeprefix('folder:')).name}.png")
         plot_accuracy_vs_size(runs, plot)
+        curve = plot.with_name(plot.name.replace("accuracy_vs_size", "labels_curve"))
+        if plot_labels_curve(runs, curve):
+            paths["labels curve"] = curve
     return paths

@@ -200,11 +200,13 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
                       teacher_predictions: torch.Tensor | None, extra: dict | None,
                       started_with: dict, dataset: Dataset) -> dict:
     L.seed_everything(config.seed, verbose=False)
-    datamodule = DataModule(data_dir, config.batch_size, config.augment, config.seed,
-                            limits.train_size, config.views, dataset)
+    datamodule = DataModule.for_run(config, data_dir, limits.train_size, dataset,
+                                    distilled=distillation is not None)
     model_kwargs = {**config.model_kwargs, **dataset.network_kwargs()}
     args = dict(model_kwargs=model_kwargs, lr=config.lr, weight_decay=config.weight_decay,
                 warmup=config.warmup, optimizer=config.optimizer, compile=config.compile)
+    if config.labeled_fraction < 1:
+        args["partial_labels"] = True
     if distillation is not None:
         module = Distiller(teacher, config.model, distillation.build(config.seed), teacher_logits,
                            validation_logits, **args)
@@ -235,9 +237,17 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
                      "epoch_seconds": result.epoch_seconds, "images_per_epoch": result.train_images,
                      "seed": config.seed},
         "evaluation": evaluation,
+        **transfer_set(config, datamodule),
         "cost": cost(model, weights, dataset),
         "environment": started_with,
         **(extra or {}),
     }
     write_run_report(out, report)
     return public_report(report)
+
+
+def transfer_set(config: TrainConfig, datamodule: DataModule) -> dict:
+    """What a report says of the transfer set: the labels used and the classes left out."""
+    return {"transfer": {"labeled_fraction": config.labeled_fraction,
+                         "labeled_images": datamodule.labeled_images,
+                         "excluded_classes": list(config.exclude_classes)}}

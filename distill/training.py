@@ -30,6 +30,7 @@ import distill.nets  # noqa: F401 - registers the networks with timm
 from distill.data import NUM_CLASSES, Augment, DataModule
 from distill.errors import DistillError
 from distill.files import drop_aside
+from distill.transfer import UNLABELED, labeled_cross_entropy
 
 
 @dataclass
@@ -52,6 +53,10 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False  # torch.compile the network (pays off on GPUs, for long runs)
     ema_decay: float | None = None  # validate, select and keep an exponential moving average
+    # The transfer set (`distill.transfer`): the share of images whose labels may be used, and
+    # classes left out of training altogether.
+    labeled_fraction: float = 1.0
+    exclude_classes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -75,7 +80,7 @@ class Classifier(L.LightningModule):
 
     def __init__(self, model: str = "digitnet", model_kwargs: dict | None = None, lr: float = 4e-3,
                  weight_decay: float = 0.05, warmup: float = 0.1, optimizer: str = "adamw",
-                 compile: bool = False) -> None:
+                 compile: bool = False, partial_labels: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["teacher", "teacher_logits", "validation_logits",
                                           "method"])
@@ -85,8 +90,12 @@ class Classifier(L.LightningModule):
         # hold the plain network's parameter names.
         object.__setattr__(self, "_forward_model", torch.compile(self.model) if compile else
                            self.model)
-        self.train_acc = MulticlassAccuracy(kwargs["num_classes"], average="micro")
-        self.val_acc = MulticlassAccuracy(kwargs["num_classes"], average="micro")
+        # partial_labels: some images are UNLABELED (a labeled fraction below 1), and are left
+        # out of the cross-entropy and the accuracies.
+        self.cross_entropy = labeled_cross_entropy if partial_labels else F.cross_entropy
+        ignore = {"ignore_index": UNLABELED} if partial_labels else {}
+        self.train_acc = MulticlassAccuracy(kwargs["num_classes"], average="micro", **ignore)
+        self.val_acc = MulticlassAccuracy(kwargs["num_classes"], average="micro", **ignore)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._forward_model(x)
@@ -95,12 +104,12 @@ class Classifier(L.LightningModule):
         """The logits of a training batch and the loss terms, summed into the loss."""
         x, y = batch[:2]
         logits = self(x)
-        return logits, {"ce": F.cross_entropy(logits, y)}
+        return logits, {"ce": self.cross_entropy(logits, y)}
 
     def validation_losses(self, x: Tensor, labels: Tensor, batch_idx: int
                           ) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self(x)
-        return logits, {"ce": F.cross_entropy(logits, labels)}
+        return logits, {"ce": self.cross_entropy(logits, labels)}
 
     def training_step(self, batch: tuple, batch_idx: int) -> Tensor:
         y = batch[1]
@@ -328,7 +337,8 @@ def describe(config: TrainConfig) -> dict:
 
 
 # Settings added to TrainConfig after runs were recorded, with the value those runs had.
-ADDED_SETTINGS = {"dataset": "mnist", "image_size": 28}
+ADDED_SETTINGS = {"dataset": "mnist", "image_size": 28, "labeled_fraction": 1.0,
+                  "exclude_classes": []}
 
 
 def normalized(config: dict) -> dict:

@@ -12,7 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from distill.transfer import labeled_cross_entropy
 
 
 @dataclass
@@ -46,6 +49,12 @@ class Method(nn.Module):
     def __init__(self, params: Any, seed: int = 0) -> None:
         super().__init__()
         self.params, self.seed = params, seed
+        # Set by the Lightning module when some images are UNLABELED (`distill.transfer`).
+        self.partial_labels = False
+
+    def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """The hard-label loss, over the labeled images only where some have none."""
+        return (labeled_cross_entropy if self.partial_labels else F.cross_entropy)(logits, labels)
 
     def view(self, x: Tensor, positions: Tensor, epoch: int) -> Tensor:
         """The input both student and teacher see for a training batch; by default the batch.

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.methods.base import Method, Outputs
+from distill.transfer import UNLABELED
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class DKD(Method):
               progress: float | None) -> dict[str, Tensor]:
         p = self.params
         ramp = 1.0 if progress is None or p.warmup == 0 else min(progress / p.warmup, 1.0)
-        tckd, nckd = dkd_terms(student.logits, teacher.logits, labels, p.temperature)
+        # An image without a label takes the teacher's class as its target.
+        targets = torch.where(labels == UNLABELED, teacher.logits.argmax(-1), labels)
+        tckd, nckd = dkd_terms(student.logits, teacher.logits, targets, p.temperature)
         return {"tckd": ramp * p.alpha * tckd, "nckd": ramp * p.beta * nckd,
-                "ce": p.ce_weight * F.cross_entropy(student.logits, labels)}
+                "ce": p.ce_weight * self.cross_entropy(student.logits, labels)}

@@ -45,5 +45,5 @@ class FitNet(Method):
         p = self.params
         hint = self.adapter(F.adaptive_avg_pool2d(student.features, self.size))
         return {"kd": p.alpha * soft_kl(student.logits, teacher.logits, p.temperature),
-                "ce": (1 - p.alpha) * F.cross_entropy(student.logits, labels),
+                "ce": (1 - p.alpha) * self.cross_entropy(student.logits, labels),
                 "hint": p.hint_weight * F.mse_loss(hint, teacher.features.float())}

@@ -45,4 +45,4 @@ class KD(Method):
               progress: float | None) -> dict[str, Tensor]:
         p = self.params
         return {"kd": p.alpha * soft_kl(student.logits, teacher.logits, p.temperature),
-                "ce": (1 - p.alpha) * F.cross_entropy(student.logits, labels)}
+                "ce": (1 - p.alpha) * self.cross_entropy(student.logits, labels)}

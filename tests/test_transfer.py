@@ -1,0 +1,126 @@
+"""The transfer set: few labels, no labels, classes never seen, and the label-free bias."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distill.cli import main
+from distill.data import DataModule
+from distill.transfer import (
+    UNLABELED,
+    bias_correction,
+    labeled_cross_entropy,
+    labeled_mask,
+    omitted_bias,
+)
+from tests.conftest import QUICK
+
+
+def write_recipe(folder, name, data, distillation="{method: kd}"):
+    path = folder / f"{name}.yaml"
+    path.write_text(f"student: convnet_tiny\ndistillation: {distillation}\ndata: {data}\n"
+                    "batch_size: 32\n")
+    return str(path)
+
+
+def test_labeled_mask_takes_the_fraction_of_every_class_from_the_seed():
+    labels = torch.arange(10).repeat_interleave(1000)
+    mask = labeled_mask(labels, 0.01, seed=0)
+    assert [int(mask[labels == c].sum()) for c in range(10)] == [10] * 10
+    assert torch.equal(mask, labeled_mask(labels, 0.01, seed=0))
+    assert not torch.equal(mask, labeled_mask(labels, 0.01, seed=1))
+    # A fraction too small for a class still keeps one image of it; 0 keeps none.
+    assert int(labeled_mask(labels, 0.0001, seed=0).sum()) == 10
+    assert int(labeled_mask(labels, 0, seed=0).sum()) == 0
+
+
+def test_labeled_cross_entropy_skips_unlabeled_images_and_is_zero_without_any():
+    logits = torch.randn(6, 10)
+    labels = torch.tensor([1, UNLABELED, 3, UNLABELED, 5, 7])
+    kept = labels != UNLABELED
+    assert torch.allclose(labeled_cross_entropy(logits, labels),
+                          F.cross_entropy(logits[kept], labels[kept]))
+    none = labeled_cross_entropy(logits, torch.full((6,), UNLABELED))
+    assert none.item() == 0 and torch.isfinite(none)
+
+
+def test_the_bias_gives_an_omitted_class_the_teachers_share():
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2000, 10, generator=generator) * 3
+    student = teacher.clone()
+    student[:, 3] -= 20  # never predicts a 3
+    bias = omitted_bias(student, teacher, [3])
+    share = lambda logits: (logits.argmax(-1) == 3).float().mean().item()  # noqa: E731
+    shifted = student.clone()
+    shifted[:, 3] += bias[3]
+    assert share(student) == 0
+    assert abs(share(shifted) - share(teacher)) < 0.002
+    labels = teacher.argmax(-1)
+    figures = bias_correction(student, labels, student, teacher, [3])
+    assert figures["before"]["omitted_top1"] == 0 and figures["after"]["omitted_top1"] > 0.95
+
+
+def test_the_student_keeps_every_image_and_the_twin_only_the_labeled_ones(data_dir):
+    common = dict(data_dir=data_dir, batch_size=64, seed=0, train_size=5000,
+                  labeled_fraction=0.01, exclude_classes=[3])
+    student = DataModule(**common, keep_unlabeled=True)
+    twin = DataModule(**common)
+    student.setup(), twin.setup()
+    images, labels, positions = student.train_split
+    assert len(images) == len(twin.train_split[0])  # the same number of steps an epoch
+    assert not (labels == 3).any() and not (student.val_split[1] == 3).any()
+    labeled = labels != UNLABELED
+    assert int(labeled.sum()) == student.labeled_images == twin.labeled_images
+    # The twin's images are the student's labeled ones, repeated, each copy augmented its own way.
+    assert set(twin.train_split[2].tolist()) == set(range(len(images)))
+    assert {bytes(x.numpy()) for x in twin.train_split[0]} == {
+        bytes(x.numpy()) for x in images[labeled]}
+    assert (twin.train_split[1] != UNLABELED).all()
+
+
+def test_few_labels_no_labels_and_an_omitted_class_end_to_end(teacher_run, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    few = write_recipe(tmp_path, "few", "{labeled_fraction: 0.01}", "{method: dkd}")
+    none = write_recipe(tmp_path, "none", "{labeled_fraction: 0}")
+    no3 = write_recipe(tmp_path, "no3", "{exclude_classes: [3]}")
+    main(["student", "--recipe", few, "--recipe", none, "--recipe", no3, "--teacher",
+          str(teacher_run), "--runs", str(runs), *QUICK])
+    assert "No twin: with data.labeled_fraction 0" in capsys.readouterr().out
+    assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == [
+        "student-few", "student-few-twin", "student-no3", "student-no3-twin", "student-none"]
+    report = lambda name: json.loads((runs / name / "report.json").read_text())  # noqa: E731
+    few_student, few_twin = report("student-few"), report("student-few-twin")
+    assert few_student["transfer"]["labeled_images"] == few_twin["transfer"]["labeled_images"]
+    assert few_student["transfer"]["labeled_images"] == 550  # 1% of each class of 55,000
+    assert few_student["gain_over_twin"] is not None
+    assert report("student-none")["transfer"]["labeled_images"] == 0
+    assert "teacher alone, and has no twin" in (runs / "student-none" / "report.md").read_text()
+    for name in ("student-no3", "student-no3-twin"):
+        omitted = report(name)["transfer"]["omitted"]
+        assert omitted["classes"] == [3] and set(omitted) >= {"before", "after", "bias"}
+        assert "without labels" in omitted["chosen_on"]
+        assert "Classes never seen in training: 3" in (runs / name / "report.md").read_text()
+    main(["report", str(runs), "--out", str(tmp_path / "table")])
+    table = (tmp_path / "table" / "comparison.md").read_text()
+    assert "no 3" in table and "labels" in table
+
+
+@pytest.mark.parametrize("data, message", [
+    ("{labeled_fraction: 1.5}", "'data.labeled_fraction' is 1.5; it must be between 0 and 1"),
+    ("{exclude_classes: [3, 3]}", "distinct class indices"),
+    ("{exclude_classes: [10]}", "must name some of the 10 classes"),
+    ("{exclude_classes: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}", "not all of them"),
+    ("{labeled_fractoin: 0.1}", "Did you mean 'data.labeled_fraction'?"),
+])
+def test_bad_transfer_settings_are_one_line(teacher_run, tmp_path, capsys, data, message):
+    recipe = write_recipe(tmp_path, "bad", data)
+    with pytest.raises(SystemExit) as exit_:
+        main(["student", "--recipe", recipe, "--teacher", str(teacher_run), "--runs",
+              str(tmp_path / "runs"), *QUICK])
+    assert exit_.value.code != 0
+    said = capsys.readouterr()
+    said = " ".join((said.out + said.err).split())
+    assert message in said and "Traceback" not in said
+    assert not (tmp_path / "runs" / "student-bad").exists()
