@@ -69,7 +69,7 @@ class Distiller(Classifier):
         super().__init__(model, **classifier_args)
         self.teacher = teacher.eval().requires_grad_(False)
         self.method = method
-        method.partial_labels = classifier_args.get("partial_labels", False)
+        method.partial_labels = classifier_args.get("labeled_fraction", 1.0) < 1
         check_features(method, self.model, teacher)
         if method.needs_features:
             was_training = self.model.training

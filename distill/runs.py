@@ -206,7 +206,7 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
     args = dict(model_kwargs=model_kwargs, lr=config.lr, weight_decay=config.weight_decay,
                 warmup=config.warmup, optimizer=config.optimizer, compile=config.compile)
     if config.labeled_fraction < 1:
-        args["partial_labels"] = True
+        args["labeled_fraction"] = config.labeled_fraction
     if distillation is not None:
         module = Distiller(teacher, config.model, distillation.build(config.seed), teacher_logits,
                            validation_logits, **args)

@@ -80,7 +80,7 @@ class Classifier(L.LightningModule):
 
     def __init__(self, model: str = "digitnet", model_kwargs: dict | None = None, lr: float = 4e-3,
                  weight_decay: float = 0.05, warmup: float = 0.1, optimizer: str = "adamw",
-                 compile: bool = False, partial_labels: bool = False) -> None:
+                 compile: bool = False, labeled_fraction: float = 1.0) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["teacher", "teacher_logits", "validation_logits",
                                           "method"])
@@ -90,10 +90,12 @@ class Classifier(L.LightningModule):
         # hold the plain network's parameter names.
         object.__setattr__(self, "_forward_model", torch.compile(self.model) if compile else
                            self.model)
-        # partial_labels: some images are UNLABELED (a labeled fraction below 1), and are left
-        # out of the cross-entropy and the accuracies.
-        self.cross_entropy = labeled_cross_entropy if partial_labels else F.cross_entropy
-        ignore = {"ignore_index": UNLABELED} if partial_labels else {}
+        # Below 1, some images are UNLABELED (`distill.transfer`): left out of the cross-entropy
+        # and the accuracies; at 0 there is no accuracy to log at all.
+        partial = labeled_fraction < 1
+        self.cross_entropy = labeled_cross_entropy if partial else F.cross_entropy
+        self.has_labels = labeled_fraction > 0
+        ignore = {"ignore_index": UNLABELED} if partial else {}
         self.train_acc = MulticlassAccuracy(kwargs["num_classes"], average="micro", **ignore)
         self.val_acc = MulticlassAccuracy(kwargs["num_classes"], average="micro", **ignore)
 
@@ -120,21 +122,24 @@ class Classifier(L.LightningModule):
         if self.global_step % FINITE_CHECK_EVERY == 0 and not torch.isfinite(loss):
             raise DistillError(f"The training loss is {loss.item()} at step {self.global_step}: "
                                "training diverged. Lower the learning rate (--lr) and run again.")
-        self.train_acc(logits, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(y))
         if len(terms) > 1:
             for name, term in terms.items():
                 self.log(f"loss/{name}", term, on_step=False, on_epoch=True, batch_size=len(y))
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        if self.has_labels:
+            self.train_acc(logits, y)
+            self.log("train_acc", self.train_acc, on_step=False, on_epoch=True,
+                     batch_size=len(y))
         return loss
 
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         x, y = batch[:2]
         logits, terms = self.validation_losses(x, y, batch_idx)
-        self.val_acc(logits, y)
         self.log("val_loss", sum(terms.values()), prog_bar=True, batch_size=len(y))
-        self.log("val_acc", self.val_acc, prog_bar=True, batch_size=len(y))
+        if self.has_labels:
+            self.val_acc(logits, y)
+            self.log("val_acc", self.val_acc, prog_bar=True, batch_size=len(y))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lightning restores the loops, optimizer and schedule but not the random generators;
