@@ -25,10 +25,6 @@ app = typer.Typer(help="Train a strong teacher, distill it into tiny students, a
 console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 180,
                   markup=False)
 DEBUG_ENV = "DISTILL_DEBUG"
-# Two augmented copies of each image a step (batch augmentation), the second across the full
-# ranges: same steps, twice the compute, the only setting that reached 99.8% augmented top-2
-# (docs/results.md, the teacher's table).
-TEACHER_VIEWS = 2
 
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Folder with the dataset's files, e.g. the four MNIST IDX files (default: "
@@ -73,33 +69,42 @@ def command_line() -> str:
 
 @app.command()
 def teacher(
+    recipe_name: Annotated[str, typer.Option(
+        "--recipe", help="Teacher recipe: a name (see `distill recipes`) or a YAML file's path. "
+                         "The options below override its fields.")] = "teacher",
     out: Annotated[Path | None, typer.Option(
         help="Run folder to write (default: runs/teacher; for another dataset, "
              "runs/DATASET/teacher).", show_default=False)] = None,
     data_dir: DataDir = None,
-    epochs: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS,
-                                        help="Maximum number of epochs.")] = 10,
-    batch_size: Annotated[int, typer.Option(
-        min=1, max=MAX_BATCH, help="Images per training step; the learning rate scales with it "
-                                   "(linearly, from --lr at 128).")] = 128,
-    lr: Annotated[float, typer.Option(
-        min=0, max=MAX_LR, help="Peak learning rate of AdamW for a batch of 128.")] = 4e-3,
+    epochs: Annotated[int | None, typer.Option(
+        min=1, max=MAX_EPOCHS, help="Maximum number of epochs (the recipe's: 10).",
+        show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, max=MAX_BATCH, help="Images per training step (the recipe's: 128); the learning "
+                                   "rate scales with it linearly.", show_default=False)] = None,
+    lr: Annotated[float | None, typer.Option(
+        min=0, max=MAX_LR, help="Peak learning rate of AdamW at the recipe's batch size (the "
+                                "recipe's: 0.004 at 128).", show_default=False)] = None,
     compile: Annotated[bool, typer.Option(
         "--compile", help="torch.compile the network: slower start, faster steps on GPUs.")] = False,
-    patience: Annotated[int, typer.Option(
-        min=1, max=MAX_EPOCHS, help="Epochs without a better validation loss before stopping early.")] = 3,
-    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED,
-                                      help="Seed of initialisation, shuffling, augmentation.")] = 0,
+    patience: Annotated[int | None, typer.Option(
+        min=1, max=MAX_EPOCHS, help="Epochs without a better validation loss before stopping "
+                                    "early (the recipe's: 3).", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(
+        min=0, max=MAX_SEED, help="Seed of initialisation, shuffling, augmentation (the "
+                                  "recipe's: 0).", show_default=False)] = None,
     augment: Annotated[float, typer.Option(
-        min=0, max=4, help="Strength of the training augmentation: the dataset's teacher "
-                    "augmentation (for MNIST: rotations up to 30 degrees, shifts and zooms up to "
-                    "20%, each image's times a magnitude of its own) times this. 0: none.")] = 1.0,
+        min=0, max=4, help="Strength of the training augmentation: the recipe's (by default the "
+                    "dataset's teacher augmentation; for MNIST rotations up to 30 degrees, shifts "
+                    "and zooms up to 20%, each image's times a magnitude of its own) times this. "
+                    "0: none.")] = 1.0,
     dataset: DatasetOption = None,
     image_size: ImageSize = None,
-    views: Annotated[int, typer.Option(
-        min=1, max=8, help="Augmented copies of each image in a training batch (batch augmentation): "
-                    "the first at its random magnitude, the others across the full ranges. Same "
-                    "number of steps, each VIEWS times the work.")] = TEACHER_VIEWS,
+    views: Annotated[int | None, typer.Option(
+        min=1, max=8, help="Augmented copies of each image in a training batch (batch "
+                           "augmentation; the recipe's: 2): the first at its random magnitude, "
+                           "the others across the full ranges. Same number of steps, each VIEWS "
+                           "times the work.", show_default=False)] = None,
     accelerator: Accelerator = "auto",
     overwrite: Overwrite = False,
     resume: Resume = False,
@@ -109,20 +114,26 @@ def teacher(
     test_images: TestImages = None,
 ) -> None:
     """Train the DigitNet teacher (on MNIST unless --dataset) and write its run folder."""
-    from distill.datasets import get_dataset
-    from distill.runs import train_run
-    from distill.training import Limits, TrainConfig
+    import dataclasses
 
-    chosen = get_dataset(dataset or "mnist", image_size or 28)
-    config = TrainConfig(model="digitnet", epochs=epochs, batch_size=batch_size,
-                         lr=lr * batch_size / 128, patience=patience, seed=seed, compile=compile,
-                         augment=chosen.teacher_augment.scaled(augment) if augment else None,
-                         views=views if augment else 1, dataset=chosen.name,
-                         image_size=image_size or 28)
-    out = out or Path("runs") / chosen.folder_name / "teacher"
+    from distill.datasets import get_dataset
+    from distill.recipes import load_recipe, overridden
+    from distill.runs import train_run
+    from distill.training import Limits
+
+    recipe = load_recipe(recipe_name)
+    if recipe.role != "teacher":
+        raise DistillError(f"{recipe.name} is a student recipe: distill it with `distill student "
+                           f"--recipe {recipe.name}`, or give `distill teacher` a recipe with "
+                           "`role: teacher` (recipes/teacher.yaml).")
+    recipe = overridden(recipe, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                        seed=seed, views=views, dataset=dataset, image_size=image_size)
+    config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile)
+    out = out or Path("runs") / get_dataset(recipe.dataset, recipe.image_size).folder_name / "teacher"
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     report = train_run("teacher", out, config, command_line(), data_dir, limits,
-                       accelerator, overwrite, show_progress(progress), resume)
+                       accelerator, overwrite, show_progress(progress), resume,
+                       extra={"recipe": recipe.name})
     print_summary(report, out)
 
 
@@ -177,7 +188,7 @@ def student(
 
     from distill.datasets import get_dataset
     from distill.pipeline import check_student_dirs, default_teacher, parse_seeds, train_student
-    from distill.recipes import available_recipes, load_recipe
+    from distill.recipes import available_recipes, load_recipe, overridden
     from distill.training import Limits
 
     if seed is not None and seeds is not None:
@@ -189,16 +200,13 @@ def student(
         # The shortest first, so that results come early: each epoch of teacher logits is computed
         # once whatever the order, and the longest recipe then adds the epochs it lacks.
         chosen.sort(key=lambda recipe: (recipe.schedule.epochs, recipe.name))
-    if epochs is not None:
-        chosen = [dataclasses.replace(recipe, schedule=dataclasses.replace(recipe.schedule,
-                                                                           epochs=epochs))
-                  for recipe in chosen]
-    if dataset is not None or image_size is not None:
-        # Another dataset than the recipe's: that dataset's augmentation, not the recipe's.
-        named = get_dataset(dataset or chosen[0].dataset, image_size or 28).name
-        chosen = [dataclasses.replace(recipe, dataset=named, image_size=image_size or 28,
-                                      augmentation=None if named != recipe.dataset
-                                      else recipe.augmentation) for recipe in chosen]
+    if teacher_recipes := [recipe.name for recipe in chosen if recipe.role == "teacher"]:
+        if not every:
+            raise DistillError(f"{teacher_recipes[0]} is a teacher recipe: train it with "
+                               f"`distill teacher --recipe {teacher_recipes[0]}`.")
+        chosen = [recipe for recipe in chosen if recipe.role != "teacher"]
+    chosen = [overridden(recipe, epochs=epochs, dataset=dataset, image_size=image_size)
+              for recipe in chosen]
     if runs_dir is None:
         runs_dir = Path("runs") / get_dataset(chosen[0].dataset, chosen[0].image_size).folder_name
     # (recipe, runs folder) in the order they train: seed by seed, so that every recipe of a
@@ -228,108 +236,6 @@ def student(
     if len(plan) > 1:
         console.print(f"All {len(plan)} runs side by side, with each recipe's gain over its twin: "
                       f"distill report {runs_dir}")
-
-
-@app.command()
-def recipes(
-    name: Annotated[str | None, typer.Argument(help="Show this recipe in full.",
-                                                  show_default=False)] = None,
-) -> None:
-    """List the recipes with their students' sizes, or show one recipe."""
-    import timm
-    from rich.table import Table
-
-    from distill.nets import parameter_count
-    from distill.recipes import available_recipes, load_recipe
-
-    if name is not None:
-        recipe = load_recipe(name)
-        console.print(available_recipes()[recipe.name].read_text() if recipe.name in
-                      available_recipes() else Path(name).read_text())
-        return
-    table = Table(title="Recipes (recipes/*.yaml)")
-    for column in ("recipe", "student", "parameters", "method", "epochs", "description"):
-        table.add_column(column, justify="right" if column in ("parameters", "epochs")
-                         else "left")
-    for recipe_name in available_recipes():
-        r = load_recipe(recipe_name)
-        params = parameter_count(timm.create_model(r.student))
-        settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                             for k, v in r.distillation.describe().items() if k != "method")
-        table.add_row(recipe_name, r.student, f"{params:,}",
-                      f"{r.distillation.method} ({settings})", str(r.schedule.epochs),
-                      r.description)
-    console.print(table)
-
-
-@app.command()
-def report(
-    runs: Annotated[list[Path] | None, typer.Argument(
-        help="Run folders, or folders of run folders (default: runs/).", show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(
-        help="Where to write comparison.md, comparison.json, gains.json and accuracy_vs_size.png "
-             "(default: the single folder given, else runs/).", show_default=False)] = None,
-    measure: Annotated[bool, typer.Option(
-        help="Measure every run's CPU latency and throughput again, one after another, so they "
-             "compare under the same conditions.")] = True,
-) -> None:
-    """One table of the teacher and every student: accuracy against size.
-
-    Then each recipe's gain over its twin, seed by seed, from the folders of
-    several seeds: distill report runs runs/seed1 runs/seed2.
-    Runs of one recipe with other settings get rows of their own, named by
-    what differs, e.g. "tiny (epochs 30)".
-    """
-    # typer keeps the line breaks of this paragraph: its lines fit an 80-column terminal.
-    from rich.table import Table
-
-    from distill.compare import GAIN_COLUMNS, gain_rows, gains_over_twins
-    from distill.errors import DistillError
-    from distill.report import (
-        OMITTED_COLUMNS,
-        by_dataset,
-        collect_reports,
-        omitted_rows,
-        remeasure_speed,
-        table_columns,
-        table_rows,
-        write_comparison,
-    )
-
-    runs = runs or [Path("runs")]
-    reports = collect_reports(runs)
-    if not reports:
-        raise DistillError(f"No finished runs (report.json) in {', '.join(map(str, runs))}. "
-                           "Train some with `distill teacher` and `distill student`.")
-    if measure:
-        with console.status("Measuring CPU speed of every run"):
-            remeasure_speed(reports)
-
-    def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-        table = Table(title=title)
-        for column in columns:
-            # Fold rather than cut: on a narrow terminal every figure stays readable.
-            table.add_column(column, justify="left" if column in ("run", "model", "recipe")
-                             else "right", overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-
-    for dataset, runs_of_dataset in by_dataset(reports).items():
-        print_table(f"Teacher and students on {dataset}", table_columns(runs_of_dataset),
-                    table_rows(runs_of_dataset))
-        if omitted := omitted_rows(runs_of_dataset):
-            print_table(f"Classes never seen in training, on {dataset} (test top-1 before and "
-                        "after a bias on their logits)", OMITTED_COLUMNS, omitted)
-        if gains := gains_over_twins(runs_of_dataset):
-            print_table(f"Gain over the twin on {dataset} (test top-1, points; mean ± sd over "
-                        "seeds, 95% t-interval)", GAIN_COLUMNS, gain_rows(gains))
-    target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("runs"))
-    paths = write_comparison(reports, target)
-    listed = [paths["markdown"], paths["json"], paths["gains"], paths["plot"]]
-    if "labels curve" in paths:
-        listed.append(paths["labels curve"])
-    console.print(f"Wrote {', '.join(map(str, listed[:-1]))} and {listed[-1]}")
 
 
 def show_progress(asked: bool | None) -> bool:
@@ -399,5 +305,7 @@ def describe_os_error(error: OSError) -> str:
     return f"{error.strerror or error}{where}. Check the path and its permissions, and run again."
 
 
-# The commands on trained networks live in their own module; importing it registers them.
-from distill import cli_models  # noqa: E402, F401
+# The commands on trained networks and the tables live in modules of their own; importing them
+# registers them.
+from distill import cli_tables  # noqa: E402, F401, I001 - imported in `distill --help` order
+from distill import cli_models  # noqa: E402, F401, I001

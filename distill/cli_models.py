@@ -21,6 +21,9 @@ def evaluate(
         help="Also say how often each network agrees with this teacher (run folder or weights "
              "file).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
+    ensemble: Annotated[bool, typer.Option(
+        "--ensemble", help="Also score the networks as one: the mean of their logits, as "
+                           "`distill student` distills from several --teacher.")] = False,
     data_dir: DataDir = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="The dataset to score on (default: the one each network was trained "
@@ -38,6 +41,8 @@ def evaluate(
     from distill.pipeline import load_teacher
     from distill.report import human, percent
 
+    if ensemble and len(weights) < 2:
+        raise DistillError("--ensemble needs at least two networks to average.")
     names = {dataset or dataset_of(path) for path in weights}
     if len(names) > 1:
         raise DistillError(f"These networks were trained on different datasets ({', '.join(names)})"
@@ -45,6 +50,15 @@ def evaluate(
     scored_on = get_dataset(names.pop())
     images = scored_on.load("test", data_dir)[0][:test_images]  # bad data fails first
     models = [(path, *load_model(path)) for path in weights]
+    if ensemble:
+        from distill.distillation import Ensemble
+
+        if len({getattr(model, "num_classes", None) for _, model, _ in models}) > 1:
+            raise DistillError("These networks answer with different numbers of classes: they "
+                               "cannot be averaged (--ensemble).")
+        architectures = sorted({architecture for _, _, architecture in models})
+        models.append((f"mean of the {len(models)} above", Ensemble([m for _, m, _ in models]),
+                       f"ensemble ({', '.join(architectures)})"))
     answers = None
     if teacher is not None:
         answers = predict_logits(load_teacher(teacher), images, dataset=scored_on).argmax(-1)

@@ -107,7 +107,7 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     environment()  # the commit is taken before the teacher's logits, which may take long
     teacher = load_teachers(teacher_paths)
     method = recipe.distillation.build(recipe.seed)
-    check_features(method, NETWORK_CLASSES[recipe.student], teacher)  # before any folder is made
+    check_features(method, NETWORK_CLASSES[recipe.network], teacher)  # before any folder is made
     if twin and recipe.data.labeled_fraction == 0:
         print("No twin: with data.labeled_fraction 0 there is no label to train it on.",
               flush=True)

@@ -99,16 +99,28 @@ class Data:
     exclude_classes: tuple[int, ...] = ()
 
 
+ROLES = ("student", "teacher")
+
+
 @dataclass(frozen=True)
 class Recipe:
-    student: str
+    """How one network is trained: a student distilled from teachers, or (role: teacher) a
+    teacher trained on labels, by `distill teacher`.
+
+    network: a name in distill's networks (`distill.nets.NETWORKS`).
+    views: augmented copies of each image in a step (batch augmentation), for a teacher.
+    """
+
+    network: str
     description: str = ""
+    role: str = "student"
     distillation: Distillation = field(default_factory=Distillation)
     optimizer: Optimizer = field(default_factory=Optimizer)
     schedule: Schedule = field(default_factory=Schedule)
     # None: the dataset's default augmentation (e.g. flips for clothes, none for digits).
     augmentation: Augmentation | None = None
     data: Data = field(default_factory=Data)
+    views: int = 1
     batch_size: int = 128
     seed: int = 0
     # Teacher run folders or weights files; several distill from the mean of their logits.
@@ -119,11 +131,16 @@ class Recipe:
     image_size: int = 28  # a folder's images are decoded at this size
     name: str = field(default="", metadata={"set_from": "file name"})
 
-    def train_config(self) -> TrainConfig:
-        a = self.augmentation
-        augment = (get_dataset(self.dataset, self.image_size).augment if a is None else
+    def train_config(self, augment_strength: float = 1.0) -> TrainConfig:
+        """The run's settings. No augmentation section: the dataset's (its teacher augmentation
+        for a teacher); `augment_strength` scales it (0: none)."""
+        a, dataset = self.augmentation, get_dataset(self.dataset, self.image_size)
+        augment = ((dataset.teacher_augment if self.role == "teacher" else dataset.augment)
+                   if a is None else
                    Augment(a.degrees, a.translate, a.scale, a.random_magnitude, a.hflip))
-        return TrainConfig(model=self.student, epochs=self.schedule.epochs,
+        augment = augment.scaled(augment_strength) if augment_strength else None
+        return TrainConfig(model=self.network, epochs=self.schedule.epochs, views=self.views
+                           if augment else 1,
                            batch_size=self.batch_size, optimizer=self.optimizer.name,
                            lr=self.optimizer.lr, weight_decay=self.optimizer.weight_decay,
                            warmup=self.schedule.warmup, patience=self.schedule.patience,
@@ -152,7 +169,9 @@ RANGES = [
     ("batch_size", lambda v: 1 <= v <= MAX_BATCH, f"between 1 and {MAX_BATCH:,}"),
     ("image_size", lambda v: 8 <= v <= 256, "between 8 and 256"),
     ("seed", lambda v: 0 <= v <= MAX_SEED, f"between 0 and {MAX_SEED}"),
-    ("student", lambda v: v in NETWORKS, f"one of distill's networks: {', '.join(NETWORKS)}"),
+    ("network", lambda v: v in NETWORKS, f"one of distill's networks: {', '.join(NETWORKS)}"),
+    ("role", lambda v: v in ROLES, f"one of {', '.join(ROLES)}"),
+    ("views", lambda v: 1 <= v <= 8, "between 1 and 8"),
 ]
 
 
@@ -261,7 +280,11 @@ def parse_recipe(text: str, name: str, source: str) -> Recipe:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "not valid YAML"
         raise DistillError(f"{source}: invalid YAML{where}: {problem}.") from error
-    recipe = _build(Recipe, data if data is not None else {}, "", source)
+    data = data if data is not None else {}
+    if isinstance(data, dict) and "student" in data and "network" not in data:
+        # `student:` is what recipes called `network:` before teachers had recipes too.
+        data = {("network" if key == "student" else key): value for key, value in data.items()}
+    recipe = _build(Recipe, data, "", source)
     for path, check, must in RANGES:
         value = _lookup(recipe, path)
         if value is None and path.startswith("augmentation."):
@@ -269,6 +292,32 @@ def parse_recipe(text: str, name: str, source: str) -> Recipe:
         if not check(value):
             raise DistillError(f"{source}: '{path}' is {shown(value)}; it must be {must}.")
     return dataclasses.replace(recipe, name=name)
+
+
+def overridden(recipe: Recipe, *, epochs: int | None = None, batch_size: int | None = None,
+               lr: float | None = None, patience: int | None = None, seed: int | None = None,
+               views: int | None = None, dataset: str | None = None,
+               image_size: int | None = None) -> Recipe:
+    """The recipe with what a command line gives; None keeps the recipe's value. Another batch
+    size scales the learning rate with it (the same rate per image); another dataset brings
+    that dataset's augmentation."""
+    optimizer, schedule = recipe.optimizer, recipe.schedule
+    lr = optimizer.lr if lr is None else lr
+    if batch_size is not None:
+        lr = lr * batch_size / recipe.batch_size
+    changes: dict[str, Any] = {
+        "optimizer": dataclasses.replace(optimizer, lr=lr),
+        "schedule": dataclasses.replace(
+            schedule, epochs=schedule.epochs if epochs is None else epochs,
+            patience=schedule.patience if patience is None else patience)}
+    for name, value in (("batch_size", batch_size), ("seed", seed), ("views", views)):
+        if value is not None:
+            changes[name] = value
+    if dataset is not None or image_size is not None:
+        named = get_dataset(dataset or recipe.dataset, image_size or recipe.image_size).name
+        changes.update(dataset=named, image_size=image_size or recipe.image_size,
+                       augmentation=recipe.augmentation if named == recipe.dataset else None)
+    return dataclasses.replace(recipe, **changes)
 
 
 def available_recipes() -> dict[str, Path]:

@@ -78,7 +78,7 @@ def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tm
     args = ["--dataset", str(root), "--epochs", "1", "--test-images", "20", "--no-progress"]
     main(["teacher", "--out", str(runs / "teacher"), "--batch-size", "16", *args])
     recipe = tmp_path / "small-batches.yaml"
-    recipe.write_text("student: convnet_tiny\nbatch_size: 16\n")
+    recipe.write_text("network: convnet_tiny\nbatch_size: 16\n")
     main(["student", "--recipe", str(recipe), "--teacher", str(runs / "teacher"), "--runs",
           str(runs), *args])
     main(["report", str(runs), "--no-measure"])

@@ -114,7 +114,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 
 def test_a_misspelt_recipe_key_from_the_cli_is_one_line(tmp_path, capsys):
     recipe = tmp_path / "mine.yaml"
-    recipe.write_text("student: convnet_tiny\ndistillation: {temprature: 2}\n")
+    recipe.write_text("network: convnet_tiny\ndistillation: {temprature: 2}\n")
     code, out = run_cli(["student", "--recipe", str(recipe), "--runs", str(tmp_path)], capsys)
     assert code == 1 and "Did you mean 'distillation.temperature'" in out
     assert "Traceback" not in out

@@ -235,13 +235,13 @@ def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path, capsys, size):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("student: [&a ['x','x','x','x','x','x','x','x','x'], "  # a billion strings once expanded
+    ("network: [&a ['x','x','x','x','x','x','x','x','x'], "  # a billion strings once expanded
      + "".join(f"&{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}], "
                for p, c in zip("abcdefgh", "bcdefghi")) + "*i]\n", "must be str"),
-    ("student: convnet_tiny\nschedule: {epochs: 1000000000000}\n", "between 1 and 1000"),
-    ("student: convnet_tiny\nseed: -1\n", "'seed' is -1"),
-    ("student: convnet_tiny\noptimizer: {lr: .inf}\n", "'optimizer.lr' is inf"),
-    ("student: convnet_tiny\nbatch_size: 10000000\n", "'batch_size' is 10000000"),
+    ("network: convnet_tiny\nschedule: {epochs: 1000000000000}\n", "between 1 and 1000"),
+    ("network: convnet_tiny\nseed: -1\n", "'seed' is -1"),
+    ("network: convnet_tiny\noptimizer: {lr: .inf}\n", "'optimizer.lr' is inf"),
+    ("network: convnet_tiny\nbatch_size: 10000000\n", "'batch_size' is 10000000"),
 ])
 def test_hostile_recipes_are_one_line(tmp_path, capsys, text, message):
     recipe = tmp_path / "r.yaml"

@@ -73,7 +73,7 @@ def test_function_matching_mixes_the_same_way_for_the_same_seed_epoch_and_images
 
 
 def write_recipe(tmp_path, name, base, distillation):
-    text = (f"student: {base}\ndistillation: {distillation}\noptimizer: {{lr: 0.01}}\n"
+    text = (f"network: {base}\ndistillation: {distillation}\noptimizer: {{lr: 0.01}}\n"
             "schedule: {epochs: 1}\naugmentation: {degrees: 7.5, translate: 0.05, scale: 0.05}\n")
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)

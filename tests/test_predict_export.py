@@ -142,3 +142,14 @@ def test_evaluate_names_a_missing_weights_file(capsys):
         main(["evaluate", "models/convnet_nano"])
     assert exit_.value.code == 1
     assert "No weights at models/convnet_nano" in capsys.readouterr().out
+
+
+def test_evaluate_scores_an_ensemble_as_the_mean_of_its_members_logits(first_test_digits, capsys):
+    released = REPO / "models"
+    members = [released / "convnet_tiny", released / "convnet_micro"]
+    main(["evaluate", *map(str, members), "--ensemble", "--test-images", "200", "--json"])
+    *_, mean = json.loads(capsys.readouterr().out)
+    images, labels = first_test_digits
+    logits = torch.stack([predict_logits(load_model(m)[0], images) for m in members]).mean(0)
+    assert mean["weights"] == "mean of the 2 above" and mean["parameters"] == 9_042 + 962
+    assert mean["test"]["top1"] == pytest.approx((logits.argmax(-1) == labels).float().mean().item())

@@ -6,7 +6,7 @@ from distill.recipes import available_recipes, load_recipe, parse_recipe
 from distill.training import TrainConfig
 
 VALID = """
-student: convnet_tiny
+network: convnet_tiny
 distillation: {temperature: 4, alpha: 0.9}
 schedule: {epochs: 5}
 """
@@ -40,27 +40,27 @@ def test_a_valid_recipe_fills_defaults_and_converts_ints_to_floats():
 
 @pytest.mark.parametrize("text, message", [
     (VALID + "distilation: {}\n", "Did you mean 'distillation'"),
-    ("student: convnet_tiny\ndistillation: {temprature: 2}\n", "Did you mean 'distillation.temperature'"),
-    ("student: convnet_tiny\nschedule: {epochs: ten}\n", "'schedule.epochs' must be int"),
-    ("student: convnet_tiny\ndistillation: {temperature: 0}\n", "greater than 0"),
-    ("student: convnet_tiny\ndistillation: {alpha: 1.5}\n", "between 0 and 1"),
-    ("student: convnet_tiny\nschedule: {epochs: 0}\n", "between 1 and 1000"),
-    ("student: convnet_tiny\noptimizer: {ema_decay: 1.0}\n", "'optimizer.ema_decay' is 1.0"),
-    ("student: convnet_tiny\noptimizer: {ema_decay: high}\n", "'optimizer.ema_decay' must be float"),
-    ("student: convnet_tiny\naugmentation: {random_magnitude: 1}\n",
+    ("network: convnet_tiny\ndistillation: {temprature: 2}\n", "Did you mean 'distillation.temperature'"),
+    ("network: convnet_tiny\nschedule: {epochs: ten}\n", "'schedule.epochs' must be int"),
+    ("network: convnet_tiny\ndistillation: {temperature: 0}\n", "greater than 0"),
+    ("network: convnet_tiny\ndistillation: {alpha: 1.5}\n", "between 0 and 1"),
+    ("network: convnet_tiny\nschedule: {epochs: 0}\n", "between 1 and 1000"),
+    ("network: convnet_tiny\noptimizer: {ema_decay: 1.0}\n", "'optimizer.ema_decay' is 1.0"),
+    ("network: convnet_tiny\noptimizer: {ema_decay: high}\n", "'optimizer.ema_decay' must be float"),
+    ("network: convnet_tiny\naugmentation: {random_magnitude: 1}\n",
      "'augmentation.random_magnitude' must be bool"),
-    ("student: convnet_tiny\nschedule: {epochs: true}\n", "'schedule.epochs' must be int"),
-    ("student: resnet50\n", "one of distill's networks: digitnet, digitnet_small"),
-    ("student: convnet_tiny\ndistillation: [1, 2\n", "line 3"),
-    ("distillation: {alpha: 0.5}\n", "missing key 'student'"),
-    ("student: convnet_tiny\ndistillation: {method: dkdd}\n", "Did you mean 'dkd'"),
-    ("student: convnet_tiny\ndistillation: {beta: 8}\n",
+    ("network: convnet_tiny\nschedule: {epochs: true}\n", "'schedule.epochs' must be int"),
+    ("network: resnet50\n", "one of distill's networks: digitnet, digitnet_small"),
+    ("network: convnet_tiny\ndistillation: [1, 2\n", "line 3"),
+    ("distillation: {alpha: 0.5}\n", "missing key 'network'"),
+    ("network: convnet_tiny\ndistillation: {method: dkdd}\n", "Did you mean 'dkd'"),
+    ("network: convnet_tiny\ndistillation: {beta: 8}\n",
      "'distillation.beta' is not a parameter of method kd (it is a parameter of dkd)"),
-    ("student: convnet_tiny\ndistillation: {method: dkd, beta: -1}\n",
+    ("network: convnet_tiny\ndistillation: {method: dkd, beta: -1}\n",
      "'distillation.beta' is -1.0"),
-    ("student: convnet_tiny\ndistillation: {method: function_matching, alpha: 0.5}\n",
+    ("network: convnet_tiny\ndistillation: {method: function_matching, alpha: 0.5}\n",
      "not a parameter of method function_matching"),
-    ("student: convnet_tiny\nteachers: runs/teacher\n", "'teachers' must be a list"),
+    ("network: convnet_tiny\nteachers: runs/teacher\n", "'teachers' must be a list"),
 ])
 def test_a_bad_recipe_is_an_error_that_names_the_key(text, message):
     with pytest.raises(DistillError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -73,10 +73,27 @@ def test_an_unknown_recipe_name_lists_the_available_ones():
 
 
 def test_each_method_reads_its_own_parameters():
-    recipe = parse("student: convnet_tiny\ndistillation: {method: dkd, beta: 2, warmup: 0.5}\n")
+    recipe = parse("network: convnet_tiny\ndistillation: {method: dkd, beta: 2, warmup: 0.5}\n")
     assert recipe.distillation.method == "dkd"
     assert recipe.distillation.params.beta == 2.0 and recipe.distillation.params.alpha == 1.0
     assert recipe.distillation.describe() == {"method": "dkd", "temperature": 4.0, "alpha": 1.0,
                                               "beta": 2.0, "ce_weight": 1.0, "warmup": 0.5}
-    teachers = parse("student: digitnet\nteachers: [a, b]\n")
-    assert teachers.teachers == ("a", "b") and teachers.student == "digitnet"
+    teachers = parse("network: digitnet\nteachers: [a, b]\n")
+    assert teachers.teachers == ("a", "b") and teachers.network == "digitnet"
+
+
+def test_the_teacher_recipe_gives_the_teachers_settings():
+    from distill.datasets import get_dataset
+
+    teacher = load_recipe("teacher")
+    assert teacher.role == "teacher"
+    config = teacher.train_config()
+    assert config == TrainConfig(model="digitnet", epochs=10, batch_size=128, lr=4e-3,
+                                 weight_decay=0.05, patience=3, seed=0, views=2,
+                                 augment=get_dataset("mnist").teacher_augment)
+    assert teacher.train_config(augment_strength=0).augment is None
+    assert teacher.train_config(augment_strength=0).views == 1
+
+
+def test_student_is_the_older_name_of_network():
+    assert parse("student: convnet_tiny\n").network == "convnet_tiny"

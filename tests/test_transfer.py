@@ -20,7 +20,7 @@ from tests.conftest import QUICK
 
 def write_recipe(folder, name, data, distillation="{method: kd}"):
     path = folder / f"{name}.yaml"
-    path.write_text(f"student: convnet_tiny\ndistillation: {distillation}\ndata: {data}\n"
+    path.write_text(f"network: convnet_tiny\ndistillation: {distillation}\ndata: {data}\n"
                     "batch_size: 32\n")
     return str(path)
 

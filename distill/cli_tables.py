@@ -1,0 +1,114 @@
+"""`distill recipes` and `distill report`: the commands that show tables, registered on the
+`distill` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from distill.cli import app, console
+from distill.errors import DistillError
+
+
+@app.command()
+def recipes(
+    name: Annotated[str | None, typer.Argument(help="Show this recipe in full.",
+                                                  show_default=False)] = None,
+) -> None:
+    """List the recipes with their networks' sizes, or show one recipe."""
+    import timm
+    from rich.table import Table
+
+    from distill.nets import parameter_count
+    from distill.recipes import available_recipes, load_recipe
+
+    if name is not None:
+        recipe = load_recipe(name)
+        console.print(available_recipes()[recipe.name].read_text() if recipe.name in
+                      available_recipes() else Path(name).read_text())
+        return
+    table = Table(title="Recipes (recipes/*.yaml)")
+    for column in ("recipe", "network", "parameters", "method", "epochs", "description"):
+        table.add_column(column, justify="right" if column in ("parameters", "epochs")
+                         else "left")
+    for recipe_name in available_recipes():
+        r = load_recipe(recipe_name)
+        params = parameter_count(timm.create_model(r.network))
+        settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                             for k, v in r.distillation.describe().items() if k != "method")
+        method = ("a teacher, on labels" if r.role == "teacher" else
+                  f"{r.distillation.method} ({settings})")
+        table.add_row(recipe_name, r.network, f"{params:,}", method, str(r.schedule.epochs),
+                      r.description)
+    console.print(table)
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path] | None, typer.Argument(
+        help="Run folders, or folders of run folders (default: runs/).", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Where to write comparison.md, comparison.json, gains.json and accuracy_vs_size.png "
+             "(default: the single folder given, else runs/).", show_default=False)] = None,
+    measure: Annotated[bool, typer.Option(
+        help="Measure every run's CPU latency and throughput again, one after another, so they "
+             "compare under the same conditions.")] = True,
+) -> None:
+    """One table of the teacher and every student: accuracy against size.
+
+    Then each recipe's gain over its twin, seed by seed, from the folders of
+    several seeds: distill report runs runs/seed1 runs/seed2.
+    Runs of one recipe with other settings get rows of their own, named by
+    what differs, e.g. "tiny (epochs 30)".
+    """
+    # typer keeps the line breaks of this paragraph: its lines fit an 80-column terminal.
+    from rich.table import Table
+
+    from distill.compare import GAIN_COLUMNS, gain_rows, gains_over_twins
+    from distill.report import (
+        OMITTED_COLUMNS,
+        by_dataset,
+        collect_reports,
+        omitted_rows,
+        remeasure_speed,
+        table_columns,
+        table_rows,
+        write_comparison,
+    )
+
+    runs = runs or [Path("runs")]
+    reports = collect_reports(runs)
+    if not reports:
+        raise DistillError(f"No finished runs (report.json) in {', '.join(map(str, runs))}. "
+                           "Train some with `distill teacher` and `distill student`.")
+    if measure:
+        with console.status("Measuring CPU speed of every run"):
+            remeasure_speed(reports)
+
+    def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+        table = Table(title=title)
+        for column in columns:
+            # Fold rather than cut: on a narrow terminal every figure stays readable.
+            table.add_column(column, justify="left" if column in ("run", "model", "recipe")
+                             else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+    for dataset, runs_of_dataset in by_dataset(reports).items():
+        print_table(f"Teacher and students on {dataset}", table_columns(runs_of_dataset),
+                    table_rows(runs_of_dataset))
+        if omitted := omitted_rows(runs_of_dataset):
+            print_table(f"Classes never seen in training, on {dataset} (test top-1 before and "
+                        "after a bias on their logits)", OMITTED_COLUMNS, omitted)
+        if gains := gains_over_twins(runs_of_dataset):
+            print_table(f"Gain over the twin on {dataset} (test top-1, points; mean ± sd over "
+                        "seeds, 95% t-interval)", GAIN_COLUMNS, gain_rows(gains))
+    target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("runs"))
+    paths = write_comparison(reports, target)
+    listed = [paths["markdown"], paths["json"], paths["gains"], paths["plot"]]
+    if "labels curve" in paths:
+        listed.append(paths["labels curve"])
+    console.print(f"Wrote {', '.join(map(str, listed[:-1]))} and {listed[-1]}")
