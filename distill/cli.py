@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from distill.bounds import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_SEED
+from distill.distributed import is_rank_zero
 from distill.errors import DistillError
 
 app = typer.Typer(help="Train a strong teacher, distill it into tiny students, and measure what "
@@ -38,6 +39,13 @@ ImageSize = Annotated[int | None, typer.Option(
     min=8, max=256, help="Size a folder's images are decoded at (default 28).",
     show_default=False)]
 Accelerator = Annotated[str, typer.Option(help="Where to train: auto, cpu, cuda or mps.")]
+Devices = Annotated[int, typer.Option(
+    min=1, max=1024, help="Processes on this machine, one a device (GPU, or CPU core): DDP "
+                          "past one, each process taking its share of every batch.")]
+NumNodes = Annotated[int, typer.Option(
+    min=1, max=1024, help="Machines, each running the same command (docs/multi-node.md).")]
+Strategy = Annotated[str, typer.Option(
+    help="Lightning's strategy: auto (DDP when there is more than one process) or ddp.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in --out.")]
 Resume = Annotated[bool, typer.Option(
     "--resume", help="Continue an interrupted run from its last finished epoch.")]
@@ -106,6 +114,9 @@ def teacher(
                            "the others across the full ranges. Same number of steps, each VIEWS "
                            "times the work.", show_default=False)] = None,
     accelerator: Accelerator = "auto",
+    devices: Devices = 1,
+    num_nodes: NumNodes = 1,
+    strategy: Strategy = "auto",
     overwrite: Overwrite = False,
     resume: Resume = False,
     progress: Progress = None,
@@ -117,6 +128,7 @@ def teacher(
     import dataclasses
 
     from distill.datasets import get_dataset
+    from distill.distributed import Parallel, check_parallel
     from distill.recipes import load_recipe, overridden
     from distill.runs import train_run
     from distill.training import Limits
@@ -129,11 +141,13 @@ def teacher(
     recipe = overridden(recipe, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                         seed=seed, views=views, dataset=dataset, image_size=image_size)
     config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile)
+    parallel = Parallel(devices, num_nodes, strategy)
+    check_parallel(parallel, accelerator, config.batch_size)
     out = out or Path("runs") / get_dataset(recipe.dataset, recipe.image_size).folder_name / "teacher"
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     report = train_run("teacher", out, config, command_line(), data_dir, limits,
                        accelerator, overwrite, show_progress(progress), resume,
-                       extra={"recipe": recipe.name})
+                       extra={"recipe": recipe.name}, parallel=parallel)
     print_summary(report, out)
 
 
@@ -176,6 +190,9 @@ def student(
     epochs: Annotated[int | None, typer.Option(
         min=1, max=MAX_EPOCHS, help="Override the recipe's epochs.", show_default=False)] = None,
     accelerator: Accelerator = "auto",
+    devices: Devices = 1,
+    num_nodes: NumNodes = 1,
+    strategy: Strategy = "auto",
     overwrite: Overwrite = False,
     resume: Resume = False,
     progress: Progress = None,
@@ -187,6 +204,7 @@ def student(
     import dataclasses
 
     from distill.datasets import get_dataset
+    from distill.distributed import Parallel, check_parallel
     from distill.pipeline import check_student_dirs, default_teacher, parse_seeds, train_student
     from distill.recipes import available_recipes, load_recipe, overridden
     from distill.training import Limits
@@ -217,6 +235,9 @@ def student(
         for recipe in chosen]
     for recipe, folder in plan:  # the last recipe's clash is found before the first one trains
         check_student_dirs(recipe, folder, twin, overwrite, resume)
+    parallel = Parallel(devices, num_nodes, strategy)
+    for recipe, _ in plan:
+        check_parallel(parallel, accelerator, recipe.batch_size)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     for recipe, folder in plan:
         paths = teachers or [Path(t) for t in recipe.teachers] or [default_teacher(runs_dir)]
@@ -228,7 +249,7 @@ def student(
                                                                       Path(report["run_dir"])),
                                 data_dir=data_dir, limits=limits, accelerator=accelerator,
                                 overwrite=overwrite, progress=show_progress(progress),
-                                resume=resume)
+                                resume=resume, parallel=parallel)
         if reports[0].get("gain_over_twin") is not None:
             console.print(Text.assemble(
                 "Distillation gained ", (f"{100 * reports[0]['gain_over_twin']:+.2f}", "bold"),
@@ -281,6 +302,11 @@ def main(argv: list[str] | None = None) -> None:
     global _argv
     _argv = args
     quiet_lightning()
+    if not is_rank_zero():
+        # The other processes of a multi-device run go through the same steps: their lines
+        # would repeat rank zero's. Errors still show (stderr).
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+        console.quiet = True
     try:
         app(args=args, prog_name="distill")
     except SystemExit as done:  # click ends every run with SystemExit, success included

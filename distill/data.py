@@ -237,8 +237,10 @@ class DataModule(L.LightningDataModule):
         return self.trainer.global_rank, self.trainer.world_size
 
     def train_dataloader(self) -> DataLoader:
-        return batch_loader(*self.train_split, self.batch_size, shuffle=True, seed=self.seed,
-                            rank=self._rank()[0], world_size=self._rank()[1])
+        # batch_size is the batch of all processes: each takes its share of every batch.
+        rank, world_size = self._rank()
+        return batch_loader(*self.train_split, self.batch_size // world_size, shuffle=True,
+                            seed=self.seed, rank=rank, world_size=world_size)
 
     def val_dataloader(self) -> DataLoader:
         return batch_loader(*self.val_split, EVAL_BATCH, shuffle=False)

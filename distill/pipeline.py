@@ -18,6 +18,7 @@ from distill.compare import teacher_identity
 from distill.data import EVAL_BATCH, validation_images
 from distill.datasets import Dataset, get_dataset
 from distill.distillation import Ensemble, check_features
+from distill.distributed import is_rank_zero
 from distill.errors import DistillError
 from distill.export import dataset_of, load_model
 from distill.files import write_atomic
@@ -75,7 +76,10 @@ def student_dirs(recipe: Recipe, runs_dir: Path) -> tuple[Path, Path]:
 
 def check_student_dirs(recipe: Recipe, runs_dir: Path, twin: bool, overwrite: bool = False,
                        resume: bool = False) -> None:
-    """Refuse, before any training, runs that would clobber finished or unfinished ones."""
+    """Refuse, before any training, runs that would clobber finished or unfinished ones (rank
+    zero's check: the other processes of a multi-device run start once its training has)."""
+    if not is_rank_zero():
+        return
     student_dir, twin_dir = student_dirs(recipe, runs_dir)
     for out in (student_dir, twin_dir) if twin else (student_dir,):
         check_run_dir(out, overwrite, resume)
@@ -183,7 +187,7 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
                                               extra=extra, **args_for(twin_dir))))
         finished(reports[1])
         shared = twin_dir, reports[1]
-    if shared is not None:
+    if shared is not None and is_rank_zero():
         record_gain(student, student_dir, *shared)
     return reports
 
@@ -205,8 +209,8 @@ def record_omitted(report: dict, out: Path, validation: Tensor, teacher_validati
                    test_images: Tensor, test_labels: Tensor, dataset: Dataset) -> None:
     """Add the omitted classes' test figures, before and after the bias correction, to a run's
     report (`transfer.bias_correction`), on disk too."""
-    if "omitted" in report.get("transfer", {}):
-        return  # a run kept by --resume has them
+    if "omitted" in report.get("transfer", {}) or not is_rank_zero():
+        return  # a run kept by --resume has them; rank zero writes them
     model, _ = load_model(out)
     report["transfer"]["omitted"] = bias_correction(
         predict_logits(model, test_images, dataset=dataset), test_labels,

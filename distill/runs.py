@@ -17,6 +17,7 @@ from torch import nn
 from distill.data import DataModule
 from distill.datasets import Dataset, get_dataset
 from distill.distillation import Distiller
+from distill.distributed import Parallel, is_rank_zero, wait_for_rank_zero
 from distill.errors import DistillError
 from distill.export import save_weights
 from distill.files import (
@@ -151,13 +152,15 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
               distillation: Distillation | None = None,
               teacher_logits: torch.Tensor | None = None,
               validation_logits: torch.Tensor | None = None,
-              teacher_predictions: torch.Tensor | None = None, extra: dict | None = None) -> dict:
+              teacher_predictions: torch.Tensor | None = None, extra: dict | None = None,
+              parallel: Parallel = Parallel()) -> dict:
     """Train one network, write its run folder, return its report.
 
     With `distillation`, the network learns from `teacher`; without it, from the labels alone.
     `teacher_logits` and `validation_logits` (from `cache`) replace the teacher's forward passes.
     `teacher_predictions` (the teacher's classes for the test images scored) make the report
-    state how often the network agrees with the teacher.
+    state how often the network agrees with the teacher. With several processes (`parallel`),
+    each runs this; rank zero alone owns the folder (`distill.distributed`).
     """
     if config.views > 1 and distillation is not None:
         raise DistillError("Batch augmentation (views > 1) trains the teacher only: a student's "
@@ -165,9 +168,15 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     limits = limits or Limits()
     if resume and (out / FINISHED_MARKER).is_file():
         return json.loads((out / FINISHED_MARKER).read_text())
-    check_run_dir(out, overwrite, resume)
     started_with = environment()
     dataset = get_dataset(config.dataset, config.image_size)
+    args = (name, out, config, command, data_dir, limits, accelerator, progress)
+    inputs = (teacher, distillation, teacher_logits, validation_logits, teacher_predictions, extra,
+              started_with, dataset, parallel)
+    if not is_rank_zero():  # rank zero has checked, locked and prepared the folder
+        last = out / LAST_CHECKPOINT
+        return _train_and_report(*args, last if resume and last.is_file() else None, *inputs)
+    check_run_dir(out, overwrite, resume)
     # Bad data fails here, before a run folder exists: both splits are read and checked.
     train_images = len(dataset.load("train", data_dir)[0])
     dataset.load("test", data_dir)
@@ -176,10 +185,7 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
         check_run_dir(out, overwrite, resume)  # again: another process may have been first
         resume_from = prepare_run_dir(out, overwrite, resume)
         try:
-            return _train_and_report(name, out, config, command, data_dir, limits, accelerator,
-                                     progress, resume_from, teacher, distillation, teacher_logits,
-                                     validation_logits, teacher_predictions, extra, started_with,
-                                     dataset)
+            return _train_and_report(*args, resume_from, *inputs)
         except BaseException:
             restore_aside(out)  # a replaced run comes back if no epoch of the new one finished
             raise
@@ -198,7 +204,7 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
                       distillation: Distillation | None, teacher_logits: torch.Tensor | None,
                       validation_logits: torch.Tensor | None,
                       teacher_predictions: torch.Tensor | None, extra: dict | None,
-                      started_with: dict, dataset: Dataset) -> dict:
+                      started_with: dict, dataset: Dataset, parallel: Parallel) -> dict:
     L.seed_everything(config.seed, verbose=False)
     datamodule = DataModule.for_run(config, data_dir, limits.train_size, dataset,
                                     distilled=distillation is not None)
@@ -212,8 +218,11 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
                            validation_logits, **args)
     else:
         module = Classifier(config.model, **args)
-    trainer = make_trainer(out, config, limits, accelerator, progress)
+    trainer = make_trainer(out, config, limits, accelerator, progress, parallel)
     result = fit(module, datamodule, trainer, resume_from)
+    if not is_rank_zero():  # rank zero scores the network and writes the report
+        wait_for_rank_zero()
+        return json.loads((out / FINISHED_MARKER).read_text())
     merge_metrics_back(out)
     model = module.model.eval()
     weights = out / "weights.safetensors"
@@ -243,6 +252,7 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
         **(extra or {}),
     }
     write_run_report(out, report)
+    wait_for_rank_zero()
     return public_report(report)
 
 

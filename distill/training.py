@@ -28,6 +28,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 import distill.nets  # noqa: F401 - registers the networks with timm
 from distill.data import NUM_CLASSES, Augment, DataModule
+from distill.distributed import Parallel
 from distill.errors import DistillError
 from distill.files import drop_aside
 from distill.transfer import UNLABELED, labeled_cross_entropy
@@ -123,10 +124,11 @@ class Classifier(L.LightningModule):
             raise DistillError(f"The training loss is {loss.item()} at step {self.global_step}: "
                                "training diverged. Lower the learning rate (--lr) and run again.")
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(y))
+                 batch_size=len(y), sync_dist=True)
         if len(terms) > 1:
             for name, term in terms.items():
-                self.log(f"loss/{name}", term, on_step=False, on_epoch=True, batch_size=len(y))
+                self.log(f"loss/{name}", term, on_step=False, on_epoch=True, batch_size=len(y),
+                         sync_dist=True)
         if self.has_labels:
             self.train_acc(logits, y)
             self.log("train_acc", self.train_acc, on_step=False, on_epoch=True,
@@ -136,7 +138,8 @@ class Classifier(L.LightningModule):
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         x, y = batch[:2]
         logits, terms = self.validation_losses(x, y, batch_idx)
-        self.log("val_loss", sum(terms.values()), prog_bar=True, batch_size=len(y))
+        self.log("val_loss", sum(terms.values()), prog_bar=True, batch_size=len(y),
+                 sync_dist=True)
         if self.has_labels:
             self.val_acc(logits, y)
             self.log("val_acc", self.val_acc, prog_bar=True, batch_size=len(y))
@@ -248,7 +251,7 @@ class DropReplacedRun(Callback):
 
 
 def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: str = "auto",
-                 progress: bool = True) -> L.Trainer:
+                 progress: bool = True, parallel: Parallel = Parallel()) -> L.Trainer:
     """A Trainer that checkpoints the best epoch by validation loss and stops early."""
     check_accelerator(accelerator)
     cuda = accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available()
@@ -268,7 +271,8 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
     if progress:
         callbacks.append(EpochProgressBar(out.name))
     return L.Trainer(
-        default_root_dir=out, accelerator=accelerator, devices=1, max_epochs=config.epochs,
+        default_root_dir=out, accelerator=accelerator, **parallel.trainer_args(),
+        max_epochs=config.epochs,
         precision="bf16-mixed" if cuda else "32-true", callbacks=callbacks,
         logger=CSVLogger(out, name="logs", version=""), enable_progress_bar=progress,
         enable_model_summary=False, log_every_n_steps=min(50, limits.train_batches or 50),
