@@ -61,12 +61,14 @@ def train_val_indices(n: int = 60_000, val_size: int = 5_000) -> tuple[Tensor, T
     return order[val_size:].sort().values, order[:val_size].sort().values
 
 
-def validation_images(data_dir: Path | str | None = None, dataset: Dataset | str = "mnist"
-                      ) -> Tensor:
-    """The validation slice of the training images, in the order validation sees them."""
+def validation_images(data_dir: Path | str | None = None, dataset: Dataset | str = "mnist",
+                      exclude_classes: list[int] | tuple[int, ...] = ()) -> Tensor:
+    """The validation slice of the training images, in the order validation sees them; without
+    the excluded classes' images, as a run of that transfer set validates."""
     dataset = get_dataset(dataset) if isinstance(dataset, str) else dataset
-    images, _ = dataset.load("train", data_dir)
-    return images[train_val_indices(len(images), dataset.validation_size)[1]]
+    images, labels = dataset.load("train", data_dir)
+    indices = train_val_indices(len(images), dataset.validation_size)[1]
+    return images[indices[kept_classes(labels[indices], exclude_classes)]]
 
 
 def to_unit(images: Tensor) -> Tensor:

@@ -152,13 +152,15 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
         logits = teacher_logits_table(teacher, config, limits, cache, data_dir,
                                       progress=run_args.get("progress", True), method=method)
         validation_logits = teacher_clean_logits(
-            teacher, validation_slice(data_dir, limits, dataset), cache, dataset)
+            teacher, validation_slice(data_dir, limits, dataset, config.exclude_classes), cache,
+            dataset)
     elif method.needs_features:
         print(f"Method {method.name} reads the teacher's feature maps: the teacher runs on every "
               "batch (no logits cache).", flush=True)
     finished = finished or (lambda report: None)
     omitted = config.exclude_classes
     if omitted:  # what the teacher answers on the validation images, for the bias correction
+        # Every validation image, the omitted classes' too: their labels are not read.
         images = validation_slice(data_dir, limits, dataset)
         teacher_validation = (teacher_clean_logits(teacher, images, cache, dataset)
                               if teacher_cache else predict_logits(teacher, images,
@@ -192,8 +194,10 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     return reports
 
 
-def validation_slice(data_dir: Path | str | None, limits: Limits, dataset: Dataset) -> Tensor:
-    images = validation_images(data_dir, dataset)
+def validation_slice(data_dir: Path | str | None, limits: Limits, dataset: Dataset,
+                     exclude_classes: list[int] | tuple[int, ...] = ()) -> Tensor:
+    """The validation images a run sees (the excluded classes' left out), in its order."""
+    images = validation_images(data_dir, dataset, exclude_classes)
     return images if limits.val_batches is None else images[: limits.val_batches * EVAL_BATCH]
 
 

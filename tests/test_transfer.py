@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from distill.cli import main
 from distill.data import DataModule
@@ -128,3 +129,18 @@ def test_bad_transfer_settings_are_one_line(teacher_run, tmp_path, capsys, data,
     said = " ".join((said.out + said.err).split())
     assert message in said and "Traceback" not in said
     assert not (tmp_path / "runs" / "student-bad").exists()
+
+
+def test_the_cache_serves_a_transfer_set_as_the_online_teacher_does(teacher_run, tmp_path):
+    """The teacher's cached logits on training views and validation images line up with the
+    images of a run that leaves a class out: the student's weights equal the online teacher's."""
+    recipe = write_recipe(tmp_path, "no3", "{exclude_classes: [3], labeled_fraction: 0.5}")
+    for name, cache in (("cached", "--teacher-cache"), ("online", "--no-teacher-cache")):
+        main(["student", "--recipe", recipe, "--teacher", str(teacher_run), "--runs",
+              str(tmp_path / name), "--no-twin", cache, *QUICK])
+    cached, online = (tmp_path / name / "student-no3" for name in ("cached", "online"))
+    weights = [load_file(run / "weights.safetensors") for run in (cached, online)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    assert (cached / "logs" / "metrics.csv").read_text() == (
+        online / "logs" / "metrics.csv").read_text()
