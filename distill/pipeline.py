@@ -21,11 +21,10 @@ from distill.distillation import Ensemble, check_features
 from distill.distributed import is_rank_zero
 from distill.errors import DistillError
 from distill.export import dataset_of, load_model
-from distill.files import write_atomic
 from distill.metrics import predict_logits
 from distill.nets import NETWORK_CLASSES, released_weights
 from distill.recipes import Recipe
-from distill.report import markdown
+from distill.report import save_report
 from distill.runs import (
     FINISHED_MARKER,
     check_batch_size,
@@ -220,8 +219,7 @@ def record_omitted(report: dict, out: Path, validation: Tensor, teacher_validati
         predict_logits(model, test_images, dataset=dataset), test_labels,
         predict_logits(model, validation, dataset=dataset), teacher_validation,
         report["transfer"]["excluded_classes"])
-    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
-    write_atomic(out / "report.md", markdown(report))
+    save_report(out, report)
 
 
 def record_gain(student: dict, student_dir: Path, twin_dir: Path, twin: dict) -> None:
@@ -229,8 +227,7 @@ def record_gain(student: dict, student_dir: Path, twin_dir: Path, twin: dict) ->
     student["gain_over_twin"] = (student["evaluation"]["test"]["top1"]
                                  - twin["evaluation"]["test"]["top1"])
     student["twin"] = str(twin_dir)
-    write_atomic(student_dir / "report.json", json.dumps(student, indent=2) + "\n")
-    write_atomic(student_dir / "report.md", markdown(student))
+    save_report(student_dir, student)
 
 
 def parse_seeds(text: str) -> list[int]:

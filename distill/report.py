@@ -153,9 +153,13 @@ def write_run_report(out: Path, report: dict) -> None:
     classes = report.get("classes")  # digits are their own names
     plot_examples(ev["_images"], ev["_logits"], ev["_labels"], out / "examples.png",
                   classes=None if classes == list("0123456789") else classes)
-    clean = public_report(report)
-    write_atomic(out / "report.md", markdown(clean))
-    write_atomic(out / "report.json", json.dumps(clean, indent=2) + "\n")
+    save_report(out, public_report(report))
+
+
+def save_report(out: Path, report: dict) -> None:
+    """A run's report.json and report.md, the one place they are written."""
+    write_atomic(out / "report.md", markdown(report))
+    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
 
 
 def collect_reports(paths: list[Path]) -> list[dict]:
