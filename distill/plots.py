@@ -230,6 +230,11 @@ def plot_labels_curve(reports: list[dict], out: Path) -> bool:
                 ax.axhline(level, color=colour, linestyle="--", linewidth=1,
                            label=f"{label}, no labels ({level:.2f}%, {len(unlabeled)} "
                                  f"seed{'s' * (len(unlabeled) > 1)}){suffix}")
+    teachers = [r for r in reports if r.get("kind", "teacher") == "teacher"]
+    if len(teachers) == 1:  # the reference the students are distilled from
+        top1 = 100 * teachers[0]["evaluation"]["test"]["top1"]
+        ax.axhline(top1, color="tab:red", linestyle=":", linewidth=1,
+                   label=f"teacher ({top1:.2f}%, all labels)")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set(xlabel="labeled training images (log scale)", ylabel="test top-1 accuracy (%)",
