@@ -171,21 +171,35 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
             ax.axhline(ys[0], color=colour, linestyle=":", linewidth=1, zorder=1)
         if kind == "twin":
             continue
-        # One label a recipe, at its best run: the runs of several seeds would stack their labels.
-        labelled = set()
+        # One label a network size, at its best run, naming its recipe: the runs of several
+        # seeds, or of several recipes of one network, would stack their labels.
+        recipes: dict[int, list[str]] = {}
         for r, x, y in sorted(zip(chosen, xs, ys), key=lambda point: -point[2]):
             label = r.get("recipe") or r["name"]
-            if label not in labelled:
-                labelled.add(label)
+            if x not in recipes:
                 ax.annotate(label, (x, y), textcoords="offset points",
                             xytext=(6, -10 if kind == "teacher" else 5), fontsize=8)
-    ax.set_xscale("log")
+            recipes.setdefault(x, []).append(label)
+        for x, labels in recipes.items():
+            if (others := len(set(labels)) - 1) > 0:
+                best = max(y for r, x2, y in zip(chosen, xs, ys) if x2 == x)
+                ax.annotate(f"(and {others} other recipe{'s' * (others > 1)})", (x, best),
+                            textcoords="offset points", xytext=(6, -6), fontsize=7,
+                            color="0.4")
     ax.margins(x=0.12, y=0.08)  # room for the labels above the points
-    ax.set(xlabel="parameters (log scale)", ylabel="test top-1 accuracy (%)",
-           title=f"Accuracy against size on {reports[0].get('dataset', 'mnist')}")
+    save_accuracy_figure(fig, ax, out, "parameters",
+                         f"Accuracy against size on {reports[0].get('dataset', 'mnist')}", 3)
+
+
+def save_accuracy_figure(fig: plt.Figure, ax: plt.Axes, out: Path, x: str, title: str,
+                         legend_columns: int) -> None:
+    """Test top-1 against a log x axis, the legend below the axes (inside, any corner can hide
+    a run's points)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 1,000, not 10^3
+    ax.set(xlabel=f"{x} (log scale)", ylabel="test top-1 accuracy (%)", title=title)
     ax.grid(alpha=0.3, which="both")
-    # Below the axes: inside, any corner can hide a run's points.
-    fig.legend(loc="outside lower center", ncols=3, frameon=False)
+    fig.legend(loc="outside lower center", ncols=legend_columns, frameon=False)
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
@@ -235,12 +249,7 @@ def plot_labels_curve(reports: list[dict], out: Path) -> bool:
         top1 = 100 * teachers[0]["evaluation"]["test"]["top1"]
         ax.axhline(top1, color="tab:red", linestyle=":", linewidth=1,
                    label=f"teacher ({top1:.2f}%, all labels)")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.set(xlabel="labeled training images (log scale)", ylabel="test top-1 accuracy (%)",
-           title=f"What the teacher is worth in labels, on {runs[0].get('dataset', 'mnist')}")
-    ax.grid(alpha=0.3, which="both")
-    fig.legend(loc="outside lower center", ncols=2, frameon=False)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_accuracy_figure(fig, ax, out, "labeled training images",
+                         f"What the teacher is worth in labels, on "
+                         f"{runs[0].get('dataset', 'mnist')}", 2)
     return True
