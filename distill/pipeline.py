@@ -7,7 +7,6 @@ recipes that differ only in their method (tiny and tiny-dkd) compare against the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from distill.export import dataset_of, load_model
 from distill.metrics import predict_logits
 from distill.nets import NETWORK_CLASSES, released_weights
 from distill.recipes import Recipe
-from distill.report import save_report
+from distill.report import load_report, save_report
 from distill.runs import (
     FINISHED_MARKER,
     check_batch_size,
@@ -87,11 +86,9 @@ def check_student_dirs(recipe: Recipe, runs_dir: Path, twin: bool, overwrite: bo
 def find_twin(runs_dir: Path, config: dict, test_images: int) -> tuple[Path, dict] | None:
     """A finished twin in `runs_dir` trained with exactly these settings, if there is one."""
     for path in sorted(runs_dir.glob(f"*/{FINISHED_MARKER}")):
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if (report.get("kind") == "twin" and normalized(report.get("config", {})) == config
+        report = load_report(path.parent)
+        if (report is not None and report.get("kind") == "twin"
+                and normalized(report.get("config", {})) == config
                 and report["evaluation"]["test_images"] == test_images):
             return path.parent, report
     return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +11,7 @@ import yaml
 from distill.errors import DistillError
 from distill.files import atomic_path, write_atomic
 from distill.nets import release_name
-from distill.report import human, percent
+from distill.report import human, load_report, percent
 
 CARD_IMAGES = ("curves.png", "confusion.png", "examples.png")
 
@@ -110,11 +109,10 @@ def publish(run: Path, target: Path, overwrite: bool = False,
     """
     from distill.export import load_model
 
-    report_path = run / "report.json"
-    if not report_path.is_file():
+    report = load_report(run)
+    if report is None:
         raise DistillError(f"{run} is not a finished run (no report.json). Give the folder that "
                            "`distill teacher` or `distill student` wrote.")
-    report = json.loads(report_path.read_text())
     expected = release_name(report["model"], report.get("dataset", "mnist"))
     if target.name != expected:
         raise DistillError(f"{run} holds a {report['model']} of {report.get('dataset', 'mnist')}: "

@@ -188,15 +188,20 @@ def collect_reports(paths: list[Path]) -> list[dict]:
                                           -r["cost"]["parameters"], order.get(r.get("kind"), 0)))
 
 
-def read_run_report(folder: Path) -> dict | None:
-    """A finished run's report.json with its folder as "run", or None where there is none."""
+def load_report(folder: Path) -> dict | None:
+    """A finished run's report.json, the one place it is read; None where there is none or it
+    is not a run's report (a run still being written, a stray file)."""
     try:
         report = json.loads((folder / "report.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return None
-    if not isinstance(report, dict) or "evaluation" not in report:
-        return None
-    return {**report, "run": str(folder)}
+    return report if isinstance(report, dict) and "evaluation" in report else None
+
+
+def read_run_report(folder: Path) -> dict | None:
+    """A finished run's report with its folder as "run", for the tables across runs."""
+    report = load_report(folder)
+    return None if report is None else {**report, "run": str(folder)}
 
 
 def shown_path(folder: Path) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import platform
 import subprocess
 from pathlib import Path
@@ -30,7 +29,7 @@ from distill.files import (
 )
 from distill.metrics import agreement, cost, evaluate
 from distill.recipes import Distillation
-from distill.report import public_report, write_run_report
+from distill.report import load_report, public_report, write_run_report
 from distill.training import Classifier, Limits, TrainConfig, describe, fit, make_trainer
 
 FINISHED_MARKER = "report.json"
@@ -166,8 +165,8 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
         raise DistillError("Batch augmentation (views > 1) trains the teacher only: a student's "
                            "teacher logits exist for one view of each image.")
     limits = limits or Limits()
-    if resume and (out / FINISHED_MARKER).is_file():
-        return json.loads((out / FINISHED_MARKER).read_text())
+    if resume and (finished := load_report(out)) is not None:
+        return finished
     started_with = environment()
     dataset = get_dataset(config.dataset, config.image_size)
     args = (name, out, config, command, data_dir, limits, accelerator, progress)
@@ -222,7 +221,7 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
     result = fit(module, datamodule, trainer, resume_from)
     if not is_rank_zero():  # rank zero scores the network and writes the report
         wait_for_rank_zero()
-        return json.loads((out / FINISHED_MARKER).read_text())
+        return load_report(out)
     merge_metrics_back(out)
     model = module.model.eval()
     weights = out / "weights.safetensors"
