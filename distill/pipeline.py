@@ -209,7 +209,8 @@ def record_omitted(report: dict, out: Path, validation: Tensor, teacher_validati
                    test_images: Tensor, test_labels: Tensor, dataset: Dataset) -> None:
     """Add the omitted classes' test figures, before and after the bias correction, to a run's
     report (`transfer.bias_correction`), on disk too."""
-    if "omitted" in report.get("transfer", {}) or not is_rank_zero():
+    kept = report.get("transfer", {}).get("omitted", {})
+    if "validation_agreement" in kept or not is_rank_zero():
         return  # a run kept by --resume has them; rank zero writes them
     model, _ = load_model(out)
     report["transfer"]["omitted"] = bias_correction(

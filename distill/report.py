@@ -133,7 +133,10 @@ def transfer_lines(report: dict) -> list[str]:
                      f"Test top-1 on them {percent(before['omitted_top1'])}, "
                      f"{percent(after['omitted_top1'])} after a bias on their logits ({biases}); "
                      f"overall {percent(before['top1'])}, {percent(after['top1'])} after. The "
-                     f"bias was chosen on the {omitted['chosen_on']}.")
+                     f"bias was chosen on the {omitted['chosen_on']}"
+                     + (f"; with it the network agrees with the teacher on "
+                        f"{percent(omitted['validation_agreement'])} of them."
+                        if "validation_agreement" in omitted else "."))
     elif transfer["excluded_classes"]:
         lines.append(f"Classes never seen in training: "
                      f"{', '.join(map(str, transfer['excluded_classes']))}.")
@@ -276,8 +279,9 @@ def table_rows(reports: list[dict]) -> list[list[str]]:
     return rows
 
 
-OMITTED_COLUMNS = ["run", "never seen", "bias (validation, no labels)", "top-1 on them",
-                   "after bias", "top-1 overall", "after bias"]
+OMITTED_COLUMNS = ["run", "never seen", "bias (validation, no labels)",
+                   "agrees with teacher (validation, after bias)", "test top-1 on them",
+                   "after bias", "test top-1 overall", "after bias"]
 
 
 def omitted_rows(reports: list[dict]) -> list[list[str]]:
@@ -289,7 +293,8 @@ def omitted_rows(reports: list[dict]) -> list[list[str]]:
         before, after = omitted["before"], omitted["after"]
         rows.append([r["name"], ", ".join(map(str, omitted["classes"])),
                      ", ".join(f"{b:+.2f}" for b in omitted["bias"].values()),
-                     percent(before["omitted_top1"]), percent(after["omitted_top1"]),
+                     percent(omitted["validation_agreement"]) if "validation_agreement" in omitted
+                     else "-", percent(before["omitted_top1"]), percent(after["omitted_top1"]),
                      percent(before["top1"]), percent(after["top1"])])
     return rows
 

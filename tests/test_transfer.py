@@ -104,7 +104,8 @@ def test_few_labels_no_labels_and_an_omitted_class_end_to_end(teacher_run, tmp_p
     assert "teacher alone, and has no twin" in (runs / "student-none" / "report.md").read_text()
     for name in ("student-no3", "student-no3-twin"):
         omitted = report(name)["transfer"]["omitted"]
-        assert omitted["classes"] == [3] and set(omitted) >= {"before", "after", "bias"}
+        assert omitted["classes"] == [3] and set(omitted) >= {"before", "after", "bias",
+                                                              "validation_agreement"}
         assert "without labels" in omitted["chosen_on"]
         assert "Classes never seen in training: 3" in (runs / name / "report.md").read_text()
     main(["report", str(runs), "--out", str(tmp_path / "table")])
