@@ -21,8 +21,10 @@ def recipes(
     import timm
     from rich.table import Table
 
+    from distill.datasets import get_dataset
     from distill.nets import parameter_count
     from distill.recipes import available_recipes, load_recipe
+    from distill.transfer import excluded_text
 
     if name is not None:
         recipe = load_recipe(name)
@@ -30,7 +32,8 @@ def recipes(
                       available_recipes() else Path(name).read_text())
         return
     table = Table(title="Recipes (recipes/*.yaml)")
-    for column in ("recipe", "network", "parameters", "method", "epochs", "description"):
+    for column in ("recipe", "network", "parameters", "method", "data", "epochs",
+                   "description"):
         table.add_column(column, justify="right" if column in ("parameters", "epochs")
                          else "left")
     for recipe_name in available_recipes():
@@ -40,8 +43,13 @@ def recipes(
                              for k, v in r.distillation.describe().items() if k != "method")
         method = ("a teacher, on labels" if r.role == "teacher" else
                   f"{r.distillation.method} ({settings})")
-        table.add_row(recipe_name, r.network, f"{params:,}", method, str(r.schedule.epochs),
-                      r.description)
+        fraction, excluded = r.data.labeled_fraction, r.data.exclude_classes
+        data = [r.dataset, "all labels" if fraction == 1 else "no labels" if fraction == 0
+                else f"{100 * fraction:g}% of the labels"]
+        if excluded:
+            data.append(excluded_text(excluded, len(get_dataset(r.dataset, r.image_size).classes)))
+        table.add_row(recipe_name, r.network, f"{params:,}", method, ", ".join(data),
+                      str(r.schedule.epochs), r.description)
     console.print(table)
 
 

@@ -17,6 +17,7 @@ from distill.plots import (
     plot_examples,
     plot_labels_curve,
 )
+from distill.transfer import excluded_text
 
 
 def public(report: dict) -> dict:
@@ -108,7 +109,8 @@ def transfer_text(report: dict) -> str:
     parts = [f"{transfer['labeled_images']:,} labels" if transfer["labeled_fraction"] < 1
              else "all labels"]
     if transfer["excluded_classes"]:
-        parts.append("no " + ", ".join(map(str, transfer["excluded_classes"])))
+        parts.append(excluded_text(transfer["excluded_classes"], len(report.get("classes", []))
+                                   or 10))
     return ", ".join(parts)
 
 

@@ -43,6 +43,13 @@ def kept_classes(labels: Tensor, excluded: list[int] | tuple[int, ...]) -> Tenso
     return ~torch.isin(labels, torch.tensor(list(excluded), dtype=labels.dtype))
 
 
+def excluded_text(excluded: list[int] | tuple[int, ...], classes: int) -> str:
+    """'no 3', or 'only 7, 8' where most classes are left out."""
+    if len(excluded) > classes / 2:
+        return "only " + ", ".join(str(c) for c in range(classes) if c not in excluded)
+    return "no " + ", ".join(map(str, excluded))
+
+
 def labeled_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy averaged over the labeled images of the batch; zero when it has none.
 
