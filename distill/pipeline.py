@@ -24,6 +24,7 @@ from distill.metrics import predict_logits
 from distill.nets import NETWORK_CLASSES, released_weights
 from distill.recipes import Recipe
 from distill.report import load_report, save_report
+from distill.run_report import RunReport
 from distill.runs import (
     FINISHED_MARKER,
     check_batch_size,
@@ -83,7 +84,7 @@ def check_student_dirs(recipe: Recipe, runs_dir: Path, twin: bool, overwrite: bo
         check_run_dir(out, overwrite, resume)
 
 
-def find_twin(runs_dir: Path, config: dict, test_images: int) -> tuple[Path, dict] | None:
+def find_twin(runs_dir: Path, config: dict, test_images: int) -> tuple[Path, RunReport] | None:
     """A finished twin in `runs_dir` trained with exactly these settings, if there is one."""
     for path in sorted(runs_dir.glob(f"*/{FINISHED_MARKER}")):
         report = load_report(path.parent)
@@ -96,7 +97,8 @@ def find_twin(runs_dir: Path, config: dict, test_images: int) -> tuple[Path, dic
 
 def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, command: str,
                   twin: bool = True, teacher_cache: bool = True,
-                  finished: Callable[[dict], None] | None = None, **run_args) -> list[dict]:
+                  finished: Callable[[RunReport], None] | None = None, **run_args
+                  ) -> list[RunReport]:
     """Distill the recipe's student from its teachers and train its twin, unless one trained the
     same way is already in `runs_dir` (or `twin` is False). Returns the reports written.
 
@@ -205,7 +207,7 @@ def check_transfer_set(excluded: list[int], dataset: Dataset, recipe: str) -> No
                            "not all of them.")
 
 
-def record_omitted(report: dict, out: Path, validation: Tensor, teacher_validation: Tensor,
+def record_omitted(report: RunReport, out: Path, validation: Tensor, teacher_validation: Tensor,
                    test_images: Tensor, test_labels: Tensor, dataset: Dataset) -> None:
     """Add the omitted classes' test figures, before and after the bias correction, to a run's
     report (`transfer.bias_correction`), on disk too."""
@@ -220,7 +222,8 @@ def record_omitted(report: dict, out: Path, validation: Tensor, teacher_validati
     save_report(out, report)
 
 
-def record_gain(student: dict, student_dir: Path, twin_dir: Path, twin: dict) -> None:
+def record_gain(student: RunReport, student_dir: Path, twin_dir: Path, twin: RunReport
+                ) -> None:
     """Add the gain over the twin to the student's report, on disk too."""
     student["gain_over_twin"] = (student["evaluation"]["test"]["top1"]
                                  - twin["evaluation"]["test"]["top1"])

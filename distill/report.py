@@ -17,6 +17,7 @@ from distill.plots import (
     plot_examples,
     plot_labels_curve,
 )
+from distill.run_report import RunReport
 from distill.transfer import excluded_text
 
 
@@ -36,7 +37,7 @@ def human(n: float) -> str:
     return f"{n:.3g}"
 
 
-def markdown(report: dict) -> str:
+def markdown(report: RunReport) -> str:
     ev, c = report["evaluation"], report["cost"]
     lines = [
         f"# {report['name']}: {report['model']}",
@@ -145,7 +146,7 @@ def transfer_lines(report: dict) -> list[str]:
     return lines
 
 
-def public_report(report: dict) -> dict:
+def public_report(report: dict) -> RunReport:
     return {**report, "evaluation": public(report["evaluation"])}
 
 
@@ -161,13 +162,13 @@ def write_run_report(out: Path, report: dict) -> None:
     save_report(out, public_report(report))
 
 
-def save_report(out: Path, report: dict) -> None:
+def save_report(out: Path, report: RunReport) -> None:
     """A run's report.json and report.md, the one place they are written."""
     write_atomic(out / "report.md", markdown(report))
     write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
 
 
-def collect_reports(paths: list[Path]) -> list[dict]:
+def collect_reports(paths: list[Path]) -> list[RunReport]:
     """The report.json of every run among `paths` (run folders, or folders of run folders)."""
     found = []
     for path in paths:
@@ -193,7 +194,7 @@ def collect_reports(paths: list[Path]) -> list[dict]:
                                           -r["cost"]["parameters"], order.get(r.get("kind"), 0)))
 
 
-def load_report(folder: Path) -> dict | None:
+def load_report(folder: Path) -> RunReport | None:
     """A finished run's report.json, the one place it is read; None where there is none or it
     is not a run's report (a run still being written, a stray file)."""
     try:
@@ -203,7 +204,7 @@ def load_report(folder: Path) -> dict | None:
     return report if isinstance(report, dict) and "evaluation" in report else None
 
 
-def read_run_report(folder: Path) -> dict | None:
+def read_run_report(folder: Path) -> RunReport | None:
     """A finished run's report with its folder as "run", for the tables across runs."""
     report = load_report(folder)
     return None if report is None else {**report, "run": str(folder)}

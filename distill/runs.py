@@ -30,6 +30,7 @@ from distill.files import (
 from distill.metrics import agreement, cost, evaluate
 from distill.recipes import Distillation
 from distill.report import load_report, public_report, write_run_report
+from distill.run_report import RunReport
 from distill.training import Classifier, Limits, TrainConfig, describe, fit, make_trainer
 
 FINISHED_MARKER = "report.json"
@@ -152,7 +153,7 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
               teacher_logits: torch.Tensor | None = None,
               validation_logits: torch.Tensor | None = None,
               teacher_predictions: torch.Tensor | None = None, extra: dict | None = None,
-              parallel: Parallel = Parallel()) -> dict:
+              parallel: Parallel = Parallel()) -> RunReport:
     """Train one network, write its run folder, return its report.
 
     With `distillation`, the network learns from `teacher`; without it, from the labels alone.
@@ -203,7 +204,7 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
                       distillation: Distillation | None, teacher_logits: torch.Tensor | None,
                       validation_logits: torch.Tensor | None,
                       teacher_predictions: torch.Tensor | None, extra: dict | None,
-                      started_with: dict, dataset: Dataset, parallel: Parallel) -> dict:
+                      started_with: dict, dataset: Dataset, parallel: Parallel) -> RunReport:
     L.seed_everything(config.seed, verbose=False)
     datamodule = DataModule.for_run(config, data_dir, limits.train_size, dataset,
                                     distilled=distillation is not None)
@@ -230,7 +231,7 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
     if teacher_predictions is not None:
         evaluation["teacher_agreement"] = agreement(evaluation["_logits"], teacher_predictions)
     kind = "student" if distillation else "twin" if teacher_predictions is not None else "teacher"
-    report = {
+    report: RunReport = {
         "name": name,
         "run_dir": str(out),
         "model": config.model,
