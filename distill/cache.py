@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from distill.data import UNIFORMS_ROWS, DataModule
 from distill.datasets import Dataset, get_dataset
+from distill.distributed import wait_for_rank_zero
 from distill.errors import DistillError
 from distill.files import atomic_path
 from distill.methods import Method
@@ -117,32 +118,64 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
     folder = cache_dir / f"teacher-logits-{cache_key(teacher, config, limits, method)}"
     tables = {epoch: read_epoch(epoch_file(folder, epoch)) for epoch in range(epochs)}
     missing = [epoch for epoch, table in tables.items() if table is None]
+    rank, world_size = process_share()
+    if world_size > 1:
+        # Each process computes whole epochs (the same batches as one process, so the same
+        # logits bit for bit) and writes them; then all read every epoch. What is missing is
+        # rank zero's view: another process could read after rank zero's first epoch is written.
+        import torch.distributed as dist
+
+        shared = [missing]
+        dist.broadcast_object_list(shared, src=0)
+        share = shared[0][rank::world_size]
+        if share:
+            compute_missing(teacher, config, limits, folder, data_dir, device,
+                            progress and rank == 0, method, share, epochs, augmented, tables)
+        wait_for_rank_zero()
+        tables = {epoch: read_epoch(epoch_file(folder, epoch)) for epoch in range(epochs)}
+        missing = [epoch for epoch, table in tables.items() if table is None]
     if missing:
-        contiguous = missing[-1] - missing[0] + 1 == len(missing)
-        which = (f"epochs {missing[0] + 1}-{missing[-1] + 1}" if contiguous else
-                 f"{len(missing)} epochs")
-        print(f"Teacher logits for {which} of {epochs}: computed once, kept in {folder}",
-              flush=True)
-        datamodule = DataModule.for_run(config, data_dir, limits.train_size,
-                                        get_dataset(config.dataset, config.image_size),
-                                        distilled=True)
-        datamodule.setup("fit")
-
-        def done(epoch: int, table: Tensor) -> None:
-            save_atomic(epoch_file(folder, epoch), {"logits": table})
-            tables[epoch] = table
-
-        try:
-            compute_epochs(teacher, datamodule, missing,
-                           limits.train_batches if augmented else None, torch.device(device),
-                           progress, done, method)
-        except KeyboardInterrupt as stop:
-            finished = sum(epoch_file(folder, epoch).is_file() for epoch in range(epochs))
-            raise DistillError(f"Interrupted while computing the teacher's logits: {finished} of "
-                               f"{epochs} epochs are kept in {folder}. Run the same command "
-                               "again to go on from there.") from stop
+        compute_missing(teacher, config, limits, folder, data_dir, device, progress, method,
+                        missing, epochs, augmented, tables)
     stacked = torch.stack([tables[epoch] for epoch in range(epochs)])
     return stacked if augmented else stacked.expand(config.epochs, -1, -1)
+
+
+def compute_missing(teacher: nn.Module, config: TrainConfig, limits: Limits, folder: Path,
+                    data_dir: Path | str | None, device: str | torch.device, progress: bool,
+                    method: Method | None, missing: list[int], epochs: int, augmented: bool,
+                    tables: dict[int, Tensor | None]) -> None:
+    """Compute these epochs' tables, each written to `folder` as soon as it is done."""
+    contiguous = missing[-1] - missing[0] + 1 == len(missing)
+    which = (f"epochs {missing[0] + 1}-{missing[-1] + 1}" if contiguous else
+             f"{len(missing)} epochs")
+    print(f"Teacher logits for {which} of {epochs}: computed once, kept in {folder}", flush=True)
+    datamodule = DataModule.for_run(config, data_dir, limits.train_size,
+                                    get_dataset(config.dataset, config.image_size),
+                                    distilled=True)
+    datamodule.setup("fit")
+
+    def done(epoch: int, table: Tensor) -> None:
+        save_atomic(epoch_file(folder, epoch), {"logits": table})
+        tables[epoch] = table
+
+    try:
+        compute_epochs(teacher, datamodule, missing, limits.train_batches if augmented else None,
+                       torch.device(device), progress, done, method)
+    except KeyboardInterrupt as stop:
+        finished = sum(epoch_file(folder, epoch).is_file() for epoch in range(epochs))
+        raise DistillError(f"Interrupted while computing the teacher's logits: {finished} of "
+                           f"{epochs} epochs are kept in {folder}. Run the same command again "
+                           "to go on from there.") from stop
+
+
+def process_share() -> tuple[int, int]:
+    """(rank, processes) of a multi-process run whose processes all run; (0, 1) otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def teacher_clean_logits(teacher: nn.Module, images: Tensor, cache_dir: Path,

@@ -55,7 +55,8 @@ class Distiller(Classifier):
     teacher: the trained network (or `Ensemble`) whose outputs the student learns from.
     method: the distillation method (`distill.methods`), with its parameters.
     teacher_logits: (epochs, 60000, classes), the teacher's logits for every training view
-        (`cache.teacher_logits_table`); None runs the teacher on every batch instead.
+        (`cache.teacher_logits_table`), or a call that returns them once training starts; None
+        runs the teacher on every batch instead.
     validation_logits: the teacher's logits for the validation images, in order
         (`cache.teacher_clean_logits`); None runs the teacher at the first validation.
     The remaining arguments are those of `Classifier`.
@@ -75,12 +76,18 @@ class Distiller(Classifier):
             was_training = self.model.training
             method.setup(self.model.eval(), teacher, torch.zeros(2, 1, 28, 28))
             self.model.train(was_training)
-        self.cached_logits = teacher_logits
+        self.cached_logits = teacher_logits  # or a call that computes them (`setup`)
         # The validation images are not augmented, so the teacher's answers on each validation
         # batch are computed once, at the first validation if not given, and kept for the run.
         self.validation_teacher_logits: dict[int, Tensor] = (
             {} if validation_logits is None
             else dict(enumerate(validation_logits.split(EVAL_BATCH))))
+
+    def setup(self, stage: str) -> None:
+        # Under DDP the teacher's logits are computed here, once every process runs, so that
+        # they share the work (`cache.teacher_logits_table`).
+        if callable(self.cached_logits):
+            self.cached_logits = self.cached_logits()
 
     def train(self, mode: bool = True) -> Distiller:
         # Lightning switches the whole module to train mode each epoch; the teacher must stay in

@@ -7,6 +7,7 @@ recipes that differ only in their method (tiny and tiny-dkd) compare against the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,8 +148,12 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     logits = validation_logits = None
     if teacher_cache and not method.needs_features and not (
             resume and (student_dir / FINISHED_MARKER).is_file()):
-        logits = teacher_logits_table(teacher, config, limits, cache, data_dir,
-                                      progress=run_args.get("progress", True), method=method)
+        table = functools.partial(teacher_logits_table, teacher, config, limits, cache, data_dir,
+                                  progress=run_args.get("progress", True), method=method)
+        # With several processes the table is computed once they all run, each taking its
+        # share of the epochs (`Distiller.setup`); alone, now, before any folder is made.
+        parallel = run_args.get("parallel")
+        logits = table if parallel is not None and parallel.world_size > 1 else table()
         validation_logits = teacher_clean_logits(
             teacher, validation_slice(data_dir, limits, dataset, config.exclude_classes), cache,
             dataset)

@@ -57,6 +57,44 @@ def test_two_processes_train_the_teacher_and_a_student_as_one_does(tmp_path, dat
         ".cache", "student-tiny", "student-tiny-twin"]
 
 
+def cache_share(rank, world_size, folder, data_dir):
+    """One of two processes computing the teacher's logits table together."""
+    import torch.distributed as dist
+
+    from distill.cache import teacher_logits_table
+    from distill.training import TrainConfig
+    from tests.test_cache import LIMITS, small_teacher
+
+    os.environ["DISTILL_DATA_DIR"] = str(data_dir)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank,
+                            world_size=world_size)
+    try:
+        config = TrainConfig(model="convnet_micro", epochs=3, batch_size=64)
+        teacher_logits_table(small_teacher(), config, LIMITS, folder / "shared", data_dir,
+                             progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_split_the_teachers_pass_into_the_table_one_process_writes(tmp_path,
+                                                                                  data_dir):
+    import torch
+    import torch.multiprocessing as mp
+
+    from distill.cache import teacher_logits_table
+    from distill.training import TrainConfig
+    from tests.test_cache import LIMITS, small_teacher
+
+    mp.spawn(cache_share, args=(2, tmp_path, data_dir), nprocs=2, join=True)
+    config = TrainConfig(model="convnet_micro", epochs=3, batch_size=64)
+    alone = teacher_logits_table(small_teacher(), config, LIMITS, tmp_path / "alone", data_dir,
+                                 progress=False)
+    together = teacher_logits_table(small_teacher(), config, LIMITS, tmp_path / "shared",
+                                    data_dir, progress=False)  # read back, nothing computed
+    assert torch.equal(alone, together)
+    assert len(list((tmp_path / "shared").glob("teacher-logits-*/epoch-*"))) == 3
+
+
 def test_a_killed_two_process_run_resumes(tmp_path, data_dir):
     args = ["-m", "distill", "teacher", "--devices", "2", "--out", "k", "--epochs", "3",
             "--train-batches", "30", *SLICE]
