@@ -11,7 +11,7 @@ import yaml
 from distill.errors import DistillError
 from distill.files import atomic_path, write_atomic
 from distill.nets import release_name
-from distill.report import human, load_report, percent
+from distill.report import human, load_report, percent, transfer_lines
 
 CARD_IMAGES = ("curves.png", "confusion.png", "examples.png")
 
@@ -69,6 +69,7 @@ def model_card(report: dict) -> str:
     if report.get("gain_over_twin") is not None:
         lines += [f"Distillation gained {100 * report['gain_over_twin']:+.2f} points of test top-1 "
                   "over the same network trained on labels alone.", ""]
+    lines += [line for text in transfer_lines(report) for line in (text, "")]  # few labels
     lines += [
         "## Use", "", "```python", "import timm", "import distill  # registers the networks with timm",
         "", f'model = timm.create_model("{name}", pretrained=True).eval()', "```", "",
