@@ -78,29 +78,29 @@ def command_line() -> str:
 @app.command()
 def teacher(
     recipe_name: Annotated[str, typer.Option(
-        "--recipe", help="Teacher recipe: a name (see `distill recipes`) or a YAML file's path. "
-                         "The options below override its fields.")] = "teacher",
+        "--recipe", help="Teacher recipe: a name or a YAML file's path (`distill recipes teacher` "
+                         "shows the default one). The options below override its fields.")] = "teacher",
     out: Annotated[Path | None, typer.Option(
         help="Run folder to write (default: runs/teacher; for another dataset, "
              "runs/DATASET/teacher).", show_default=False)] = None,
     data_dir: DataDir = None,
     epochs: Annotated[int | None, typer.Option(
-        min=1, max=MAX_EPOCHS, help="Maximum number of epochs (the recipe's: 10).",
+        min=1, max=MAX_EPOCHS, help="Maximum number of epochs (default: the recipe's).",
         show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option(
-        min=1, max=MAX_BATCH, help="Images per training step (the recipe's: 128); the learning "
-                                   "rate scales with it linearly.", show_default=False)] = None,
+        min=1, max=MAX_BATCH, help="Images per training step (default: the recipe's); the "
+                                   "learning rate scales with it linearly.", show_default=False)] = None,
     lr: Annotated[float | None, typer.Option(
-        min=0, max=MAX_LR, help="Peak learning rate of AdamW at the recipe's batch size (the "
-                                "recipe's: 0.004 at 128).", show_default=False)] = None,
+        min=0, max=MAX_LR, help="Peak learning rate of AdamW at the recipe's batch size "
+                                "(default: the recipe's).", show_default=False)] = None,
     compile: Annotated[bool, typer.Option(
         "--compile", help="torch.compile the network: slower start, faster steps on GPUs.")] = False,
     patience: Annotated[int | None, typer.Option(
         min=1, max=MAX_EPOCHS, help="Epochs without a better validation loss before stopping "
-                                    "early (the recipe's: 3).", show_default=False)] = None,
+                                    "early (default: the recipe's).", show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(
-        min=0, max=MAX_SEED, help="Seed of initialisation, shuffling, augmentation (the "
-                                  "recipe's: 0).", show_default=False)] = None,
+        min=0, max=MAX_SEED, help="Seed of initialisation, shuffling, augmentation (default: "
+                                  "the recipe's).", show_default=False)] = None,
     augment: Annotated[float, typer.Option(
         min=0, max=4, help="Strength of the training augmentation: the recipe's (by default the "
                     "dataset's teacher augmentation; for MNIST rotations up to 30 degrees, shifts "
@@ -110,7 +110,7 @@ def teacher(
     image_size: ImageSize = None,
     views: Annotated[int | None, typer.Option(
         min=1, max=8, help="Augmented copies of each image in a training batch (batch "
-                           "augmentation; the recipe's: 2): the first at its random magnitude, "
+                           "augmentation; default: the recipe's): the first at its random magnitude, "
                            "the others across the full ranges. Same number of steps, each VIEWS "
                            "times the work.", show_default=False)] = None,
     accelerator: Accelerator = "auto",
