@@ -265,7 +265,7 @@ def show_progress(asked: bool | None) -> bool:
 
 
 def print_summary(report: dict, out: Path) -> None:
-    from distill.report import human, percent
+    from distill.report import human, percent, transfer_lines
 
     ev, c, t = report["evaluation"], report["cost"], report["training"]
     console.print(Text.assemble(
@@ -275,6 +275,8 @@ def print_summary(report: dict, out: Path) -> None:
         f", augmented test top-2 {percent(ev['augmented_test']['top2'])}; "
         f"{t['epochs_run']} epoch{'s' * (t['epochs_run'] != 1)} in {t['seconds']:.0f} s on "
         f"{t['device']}."))
+    for line in transfer_lines(report):  # few labels, classes never seen
+        console.print(line)
     console.print(f"Wrote {out}/: report.md, report.json, weights.safetensors, curves.png, "
                   "confusion.png, examples.png, checkpoints/")
 
