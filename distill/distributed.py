@@ -3,8 +3,9 @@
 Lightning starts the other processes of a machine by running the same command again (its
 subprocess launcher; torchrun and SLURM start them all themselves). Every process therefore goes
 through the same steps in the same order, and distill lets only rank zero own the run folder:
-it checks and locks it, writes the weights, the reports and the cache, and prints; the other
-ranks train their share of each batch, then wait for rank zero's report and read it.
+it checks and locks it, writes the weights and the reports, and prints; the other ranks train
+their share of each batch, then wait for rank zero's report and read it. The teacher-logits cache
+is the exception: every process computes and writes its share of the epochs (`cache`).
 """
 
 from __future__ import annotations

@@ -170,18 +170,17 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
                                                                    dataset=dataset))
         test_labels = dataset.load("test", data_dir)[1][: limits.test_size]
 
-        def with_omitted(report: dict) -> dict:
+    def with_omitted(report: RunReport) -> RunReport:
+        if omitted:
             record_omitted(report, Path(report["run_dir"]), images, teacher_validation,
                            test_images, test_labels, dataset)
-            return report
-    else:
-        def with_omitted(report: dict) -> dict:
-            return report
+        return report
 
-    student = with_omitted(train_run(f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
-                        distillation=recipe.distillation, teacher_logits=logits,
-                        validation_logits=validation_logits, teacher_predictions=predictions,
-                        extra=extra, **args_for(student_dir)))
+    student = with_omitted(train_run(
+        f"student-{recipe.name}", student_dir, config, command, teacher=teacher,
+        distillation=recipe.distillation, teacher_logits=logits,
+        validation_logits=validation_logits, teacher_predictions=predictions, extra=extra,
+        **args_for(student_dir)))
     finished(student)
     reports = [student]
     # --overwrite retrains the twin too, unless --no-twin keeps it.

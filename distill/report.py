@@ -103,7 +103,7 @@ def student_lines(report: dict) -> list[str]:
 
 
 def transfer_text(report: dict) -> str:
-    """'550 labels, no 3' for a table; '-' for a run that used every label of every class."""
+    """'550 labels, no 3' for a table; 'all labels' for a run that used every label."""
     transfer = report.get("transfer")
     if not transfer:
         return "all labels"  # a run from before transfer sets
@@ -117,10 +117,9 @@ def transfer_text(report: dict) -> str:
 
 def transfer_lines(report: dict) -> list[str]:
     """The transfer set, and the omitted classes before and after their bias correction."""
-    transfer = report.get("transfer")
-    if not transfer or (transfer["labeled_fraction"] >= 1 and not transfer["excluded_classes"]):
+    if not partial(report):
         return []
-    lines = []
+    transfer, lines = report["transfer"], []
     if transfer["labeled_fraction"] < 1:
         whose = "the twin's training images" if report.get("kind") == "twin" else "labels"
         lines.append(f"Labels: {transfer['labeled_images']:,} ({100 * transfer['labeled_fraction']:g}% "
