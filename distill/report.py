@@ -121,13 +121,13 @@ def transfer_lines(report: dict) -> list[str]:
         return []
     transfer, lines = report["transfer"], []
     if transfer["labeled_fraction"] < 1:
-        whose = "the twin's training images" if report.get("kind") == "twin" else "labels"
-        lines.append(f"Labels: {transfer['labeled_images']:,} ({100 * transfer['labeled_fraction']:g}% "
-                     f"of each class, the validation split's likewise); "
-                     + ("the student learned from the teacher alone, and has no twin."
-                        if transfer["labeled_images"] == 0 else
-                        f"they are {whose}" + (" (the teacher labels every image)."
-                                               if report.get("kind") == "student" else ".")))
+        use = ("the student learned from the teacher alone, and has no twin."
+               if transfer["labeled_images"] == 0 else
+               "the twin trains on these images alone." if report.get("kind") == "twin" else
+               "the hard-label term uses them; the teacher's term uses every image.")
+        lines.append(f"Labels: {transfer['labeled_images']:,} "
+                     f"({100 * transfer['labeled_fraction']:g}% of each class, the validation "
+                     f"split's likewise); {use}")
     if (omitted := transfer.get("omitted")) is not None:
         before, after = omitted["before"], omitted["after"]
         biases = ", ".join(f"{c}: {b:+.2f}" for c, b in omitted["bias"].items())
