@@ -84,7 +84,7 @@ def model_card(report: dict) -> str:
         f"{t['epochs_run']} epochs in "
         f"{t['seconds']:.0f} s (best epoch {t['best_epoch'] + 1}, seed {t.get('seed')}).", "",
         "![training curves](curves.png)", "", "![confusion matrix](confusion.png)", "",
-        "![test digits and predictions](examples.png)", "",
+        f"![test {'digits' if dataset == 'mnist' else 'images'} and predictions](examples.png)", "",
         "## License", "", "MIT. " + LICENSES.get(dataset, ""), "",
     ]
     return "\n".join(lines)
