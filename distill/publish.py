@@ -40,7 +40,7 @@ def model_card(report: dict) -> str:
     ]
     front = {"license": "mit", "library_name": "timm", "pipeline_tag": "image-classification",
              "datasets": [hub], "tags": ["distill", dataset, report["kind"]],
-             "model-index": [{"name": report["model"], "results": [{
+             "model-index": [{"name": name, "results": [{
                  "task": {"type": "image-classification"},
                  "dataset": {"type": hub, "name": shown, "split": "test"},
                  "metrics": metrics}]}]}
@@ -51,8 +51,8 @@ def model_card(report: dict) -> str:
             "twin": f"the twin of recipe `{report.get('recipe')}`, trained on labels alone"}
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-        f"# {report['model']}", "",
-        f"`{report['model']}` is {role.get(report['kind'], report['kind'])}, made with "
+        f"# {name}", "",
+        f"`{name}` is {role.get(report['kind'], report['kind'])}, made with "
         "[distill](../../README.md).", "",
         "| parameters | bytes | FLOPs per image | CPU latency (batch 1) | CPU throughput (batch 512) |",
         "| --- | --- | --- | --- | --- |",

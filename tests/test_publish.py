@@ -53,9 +53,10 @@ def test_every_released_model_loads_by_name_through_timm(name):
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
 
 
-@pytest.mark.parametrize("name", ["digitnet", "convnet_tiny"])
+@pytest.mark.parametrize("name", ["digitnet", "convnet_tiny", "convnet_tiny.fashion_mnist"])
 def test_the_model_cards_python_snippet_runs_as_written(name):
     card = (MODELS_DIR / name / "README.md").read_text()
+    assert f"\n# {name}\n" in card  # the title is the name timm loads it by
     snippet = card.split("```python\n")[1].split("```")[0]
     code = snippet + "print(model(torch.zeros(1, 1, 28, 28)).shape)\n"
     done = subprocess.run([sys.executable, "-c", "import torch\n" + code], capture_output=True,
