@@ -1,5 +1,6 @@
-"""Augmentation as whole batches on the training device: random affine transforms (and flips)
-drawn per image from a table of uniforms that depends only on (seed, epoch, index)."""
+"""Augmentation as whole batches on the training device: random affine transforms (and flips,
+erased rectangles) drawn per image from a table of uniforms that depends only on (seed, epoch,
+index)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ class Augment:
     scale: float = 0.1
     random_magnitude: bool = False  # each image's ranges times its own uniform draw from [0, 1]
     hflip: bool = False  # mirror half the images left to right (clothes, not digits)
+    # Random erasing (Zhong et al. 2020): the share of images in which a rectangle of 2-40% of the
+    # area, of aspect ratio 0.3-3.3, is painted one random gray (after the affine transform).
+    erasing: float = 0.0
 
     def scaled(self, strength: float) -> Augment:
         return replace(self, degrees=self.degrees * strength, translate=self.translate * strength,
@@ -41,7 +45,8 @@ class Augment:
 
     @property
     def is_identity(self) -> bool:
-        return self.degrees == 0 and self.translate == 0 and self.scale == 0 and not self.hflip
+        return (self.degrees == 0 and self.translate == 0 and self.scale == 0 and not self.hflip
+                and self.erasing == 0)
 
 
 # The "heavily augmented" test set: twice the default training ranges (30 degrees, 20% shifts,
@@ -56,9 +61,10 @@ UNIFORMS_ROWS = 60_000
 
 def augmentation_uniforms(seed: int, epoch: int, device: torch.device | str = "cpu",
                           view: int = 0, rows: int = UNIFORMS_ROWS) -> Tensor:
-    """(rows, 6) uniforms, row i for split index i: rotation, shift x, shift y, zoom in [-1, 1],
-    then the magnitude and the flip in [0, 1]. `view` numbers the extra copies of batch
-    augmentation. At least 60,000 rows: MNIST's, whatever the split's size."""
+    """(rows, 12) uniforms, row i for split index i: rotation, shift x, shift y, zoom in [-1, 1],
+    then in [0, 1] the magnitude, the flip, and the erasing's draw, area, aspect, left, top and
+    gray. `view` numbers the extra copies of batch augmentation. At least 60,000 rows: MNIST's,
+    whatever the split's size."""
     generator = torch.Generator().manual_seed((seed + 1000 * view) * 100_003 + epoch)
     rows = max(rows, UNIFORMS_ROWS)
     # Each column drawn after the ones before, so that adding it left every earlier run's
@@ -66,13 +72,17 @@ def augmentation_uniforms(seed: int, epoch: int, device: torch.device | str = "c
     signed = torch.rand(rows, 4, generator=generator) * 2 - 1
     magnitude = torch.rand(rows, 1, generator=generator)
     flip = torch.rand(rows, 1, generator=generator)
-    return torch.cat([signed, magnitude, flip], dim=1).to(device)
+    erasing = torch.rand(rows, 6, generator=generator)
+    return torch.cat([signed, magnitude, flip, erasing], dim=1).to(device)
 
 
 def augment(images: Tensor, uniforms: Tensor, spec: Augment) -> Tensor:
-    """Rotate, shift and zoom each image of a (B, 1, H, W) float batch by its own row of uniforms."""
+    """Rotate, shift and zoom (mirror, erase) each image of a (B, C, H, W) float batch by its own
+    row of uniforms."""
     if spec.is_identity:
         return images
+    if spec.degrees == 0 and spec.translate == 0 and spec.scale == 0 and not spec.hflip:
+        return erase(images, uniforms, spec.erasing)
     signed = uniforms[:, :4] * uniforms[:, 4:5] if spec.random_magnitude else uniforms[:, :4]
     angle = signed[:, 0] * math.radians(spec.degrees)
     shift = signed[:, 1:3] * spec.translate * 2  # grid coordinates span [-1, 1]
@@ -86,4 +96,33 @@ def augment(images: Tensor, uniforms: Tensor, spec: Augment) -> Tensor:
     offset = -(rotation @ shift.unsqueeze(-1))
     theta = torch.cat([rotation, offset], dim=-1).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    moved = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return erase(moved, uniforms, spec.erasing) if spec.erasing else moved
+
+
+ERASE_AREA = (0.02, 0.4)  # of the image, Zhong et al.'s defaults
+ERASE_ASPECT = 0.3  # height over width from 0.3 to 1 / 0.3, log-uniform
+
+
+def erase(images: Tensor, uniforms: Tensor, probability: float) -> Tensor:
+    """Paint a rectangle of each drawn image one gray level, as a mask over the whole batch.
+
+    By hand rather than torchvision's or timm's RandomErasing: those draw from Python's global
+    random state one image at a time, and here every image's rectangle must depend only on
+    (seed, epoch, index), like the rest of the augmentation (the teacher-logits cache relies on it).
+    """
+    if probability == 0:
+        return images
+    height, width = images.shape[-2:]
+    chosen, area, aspect, left, top, gray = uniforms[:, 6:12].unbind(1)
+    area = (ERASE_AREA[0] + area * (ERASE_AREA[1] - ERASE_AREA[0])) * height * width
+    ratio = torch.exp((aspect * 2 - 1) * math.log(1 / ERASE_ASPECT))
+    h = torch.sqrt(area * ratio).round().clamp(1, height)
+    w = torch.sqrt(area / ratio).round().clamp(1, width)
+    top, left = (top * (height - h + 1)).floor(), (left * (width - w + 1)).floor()
+    rows = torch.arange(height, device=images.device).view(1, -1)
+    cols = torch.arange(width, device=images.device).view(1, -1)
+    inside_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])
+    inside_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])
+    mask = (inside_rows[:, :, None] & inside_cols[:, None, :] & (chosen < probability)[:, None, None])
+    return torch.where(mask[:, None], gray.view(-1, 1, 1, 1).to(images.dtype), images)

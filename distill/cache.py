@@ -48,6 +48,8 @@ def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits,
     augment = asdict(config.augment) if config.augment else None
     if augment and not augment["hflip"]:  # keys from before flips existed stay as they were
         del augment["hflip"]
+    if augment and not augment["erasing"]:  # nor from before erasing
+        del augment["erasing"]
     settings = {"format": CACHE_FORMAT, "augment": augment,
                 "seed": config.seed, "batch_size": config.batch_size,
                 "train_size": limits.train_size, "train_batches": limits.train_batches}

@@ -86,6 +86,7 @@ class Augmentation:
     scale: float = 0.1
     random_magnitude: bool = False
     hflip: bool = False  # mirror half the images left to right
+    erasing: float = 0.0  # the share of images with a random rectangle painted over (clothes)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class Recipe:
         a, dataset = self.augmentation, get_dataset(self.dataset, self.image_size)
         augment = ((dataset.teacher_augment if self.role == "teacher" else dataset.augment)
                    if a is None else
-                   Augment(a.degrees, a.translate, a.scale, a.random_magnitude, a.hflip))
+                   Augment(a.degrees, a.translate, a.scale, a.random_magnitude, a.hflip, a.erasing))
         augment = augment.scaled(augment_strength) if augment_strength else None
         return TrainConfig(model=self.network, epochs=self.schedule.epochs, views=self.views
                            if augment else 1,
@@ -163,6 +164,7 @@ RANGES = [
     ("augmentation.degrees", lambda v: 0 <= v <= 180, "between 0 and 180"),
     ("augmentation.translate", lambda v: 0 <= v <= 0.5, "between 0 and 0.5"),
     ("augmentation.scale", lambda v: 0 <= v < 1, "between 0 and 1"),
+    ("augmentation.erasing", lambda v: 0 <= v <= 1, "between 0 and 1 (a share of the images)"),
     ("data.labeled_fraction", lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("data.exclude_classes", lambda v: len(set(v)) == len(v) and all(0 <= c < 1000 for c in v),
      "a list of distinct class indices (0 for the first class)"),

@@ -353,6 +353,6 @@ ADDED_SETTINGS = {"dataset": "mnist", "image_size": 28, "labeled_fraction": 1.0,
 def normalized(config: dict) -> dict:
     """A recorded config with the settings added since, so that old and new runs compare."""
     config = {**ADDED_SETTINGS, **config}
-    if isinstance(config.get("augment"), dict):  # augment.hflip came with Fashion-MNIST
-        config["augment"] = {"hflip": False, **config["augment"]}
+    if isinstance(config.get("augment"), dict):  # hflip came with Fashion-MNIST, erasing after
+        config["augment"] = {"hflip": False, "erasing": 0.0, **config["augment"]}
     return config

@@ -1,5 +1,6 @@
 import gzip
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -102,6 +103,29 @@ def test_random_magnitude_scales_each_images_draw_between_identity_and_full_rang
     half[:, 4] = 0.5
     assert torch.allclose(augment(x, half, spec), augment(x, uniforms, Augment().scaled(0.5)),
                           atol=1e-5)
+
+
+def test_erasing_paints_one_gray_rectangle_on_the_drawn_share_and_leaves_the_rest(digits):
+    x = to_unit(digits)
+    uniforms = augmentation_uniforms(seed=0, epoch=0)[:64]
+    plain = Augment(degrees=0, translate=0, scale=0)
+    assert torch.equal(augment(x, uniforms, Augment(degrees=0, translate=0, scale=0, erasing=0)), x)
+    out = augment(x, uniforms, replace(plain, erasing=0.5))
+    changed = out != x
+    drawn = uniforms[:, 6] < 0.5
+    assert not changed[~drawn].any()  # only the drawn images, and ...
+    for image, gray, mask in zip(out[drawn], uniforms[drawn, 11], changed[drawn]):
+        rows, cols = mask[0].any(1).nonzero(), mask[0].any(0).nonzero()
+        box = image[0, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert torch.allclose(box, gray.expand_as(box))  # ... one rectangle, one gray level
+        assert 0.02 * 784 * 0.5 <= box.numel() <= 0.4 * 784 * 1.5
+    # An erasing of 0 keeps every earlier run's views; erasing paints over the moved image.
+    moved = augment(x, uniforms, Augment())
+    assert torch.equal(augment(x, uniforms, replace(Augment(), erasing=0.0)), moved)
+    erased = augment(x, uniforms, replace(Augment(), erasing=1.0))
+    outside = ~changed[drawn]  # the same rectangles, wherever the image was moved
+    assert torch.equal(erased[drawn][outside], moved[drawn][outside])
+    assert not torch.equal(erased[drawn], moved[drawn])
 
 
 def test_an_images_view_depends_only_on_seed_epoch_and_index(digits):

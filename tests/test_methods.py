@@ -171,7 +171,7 @@ def test_a_twin_recorded_before_datasets_and_flips_is_still_found(tmp_path):
 
     config = describe(load_recipe("tiny").train_config())
     old = {k: v for k, v in config.items() if k not in ("dataset", "image_size")}
-    old["augment"] = {k: v for k, v in old["augment"].items() if k != "hflip"}
+    old["augment"] = {k: v for k, v in old["augment"].items() if k not in ("hflip", "erasing")}
     (tmp_path / "student-tiny-twin").mkdir()
     (tmp_path / "student-tiny-twin" / "report.json").write_text(json.dumps(
         {"kind": "twin", "config": old, "evaluation": {"test_images": 10_000}}))
