@@ -44,9 +44,13 @@ class Augment:
         return replace(self, random_magnitude=False)
 
     @property
+    def moves(self) -> bool:
+        """Whether the affine part (rotation, shift, zoom, mirror) changes anything."""
+        return bool(self.degrees or self.translate or self.scale or self.hflip)
+
+    @property
     def is_identity(self) -> bool:
-        return (self.degrees == 0 and self.translate == 0 and self.scale == 0 and not self.hflip
-                and self.erasing == 0)
+        return not self.moves and self.erasing == 0
 
 
 # The "heavily augmented" test set: twice the default training ranges (30 degrees, 20% shifts,
@@ -79,10 +83,8 @@ def augmentation_uniforms(seed: int, epoch: int, device: torch.device | str = "c
 def augment(images: Tensor, uniforms: Tensor, spec: Augment) -> Tensor:
     """Rotate, shift and zoom (mirror, erase) each image of a (B, C, H, W) float batch by its own
     row of uniforms."""
-    if spec.is_identity:
-        return images
-    if spec.degrees == 0 and spec.translate == 0 and spec.scale == 0 and not spec.hflip:
-        return erase(images, uniforms, spec.erasing)
+    if not spec.moves:
+        return erase(images, uniforms, spec.erasing)  # the images as they are, without erasing
     signed = uniforms[:, :4] * uniforms[:, 4:5] if spec.random_magnitude else uniforms[:, :4]
     angle = signed[:, 0] * math.radians(spec.degrees)
     shift = signed[:, 1:3] * spec.translate * 2  # grid coordinates span [-1, 1]
@@ -97,7 +99,7 @@ def augment(images: Tensor, uniforms: Tensor, spec: Augment) -> Tensor:
     theta = torch.cat([rotation, offset], dim=-1).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     moved = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return erase(moved, uniforms, spec.erasing) if spec.erasing else moved
+    return erase(moved, uniforms, spec.erasing)
 
 
 ERASE_AREA = (0.02, 0.4)  # of the image, Zhong et al.'s defaults
