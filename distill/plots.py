@@ -89,22 +89,31 @@ def curves_figure(series: dict[str, list[tuple[int, float]]],
     return fig
 
 
-def plot_confusion(matrix: Tensor, out: Path, title: str = "Confusion matrix (test set)") -> None:
-    fig, ax = plt.subplots(figsize=(5.4, 5.4), gridspec_kw=dict(left=0.1, right=0.98, bottom=0.1,
-                                                              top=0.94))
+def plot_confusion(matrix: Tensor, out: Path, title: str = "Confusion matrix (test set)",
+                   classes: list[str] | None = None) -> None:
+    """The test set's confusion matrix, its axes labelled by class name where given (a sneaker,
+    not 7)."""
+    named = classes is not None
+    # Names need room at the left and below; indices do not.
+    fig, ax = plt.subplots(figsize=(6.4, 6.4) if named else (5.4, 5.4),
+                           gridspec_kw=dict(left=0.22 if named else 0.1, right=0.98,
+                                            bottom=0.2 if named else 0.1, top=0.94))
     # Log colours: the diagonal holds ~1000 per class and the mistakes a handful.
     shown = matrix.float().clamp(min=0.5).log10()
     ax.imshow(shown, cmap="Blues")
     dark = shown.min() + 0.6 * (shown.max() - shown.min())  # white text from here on, to stay legible
-    classes = len(matrix)
-    for i in range(classes):
-        for j in range(classes):
+    count = len(matrix)
+    for i in range(count):
+        for j in range(count):
             value = int(matrix[i, j])
             if value:
                 ax.text(j, i, value, ha="center", va="center", fontsize=8,
                         color="white" if shown[i, j] > dark else "black")
-    ax.set(xticks=range(classes), yticks=range(classes), xlabel="predicted", ylabel="true",
+    ax.set(xticks=range(count), yticks=range(count), xlabel="predicted", ylabel="true",
            title=title)
+    if named:
+        ax.set_xticklabels(classes, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticklabels(classes)
     fig.savefig(out, dpi=120)
     plt.close(fig)
 

@@ -154,10 +154,11 @@ def write_run_report(out: Path, report: dict) -> None:
     ev = report["evaluation"]
     plot_curves(out / "logs" / "metrics.csv", out / "curves.png",
                 report.get("training", {}).get("best_epoch"))
-    plot_confusion(torch.tensor(ev["confusion_matrix"]), out / "confusion.png")
-    classes = report.get("classes")  # digits are their own names
+    classes = report.get("classes")
+    named = None if classes == list("0123456789") else classes  # digits are their own names
+    plot_confusion(torch.tensor(ev["confusion_matrix"]), out / "confusion.png", classes=named)
     plot_examples(ev["_images"], ev["_logits"], ev["_labels"], out / "examples.png",
-                  classes=None if classes == list("0123456789") else classes)
+                  classes=named)
     save_report(out, public_report(report))
 
 

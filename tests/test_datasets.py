@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
+from distill import report as report_module
 from distill.augment import Augment, augment
 from distill.cli import main
 from distill.datasets import get_dataset
@@ -66,8 +68,19 @@ def write_folder(root: Path, data_dir: Path, per_class: int = 24, classes=(0, 1,
     return root
 
 
-def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tmp_path, capsys):
+def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tmp_path, capsys,
+                                                                    monkeypatch):
     root = write_folder(tmp_path / "digits", data_dir)
+    confusion_axes = []  # the class names on each confusion matrix's axes, as drawn
+    plot_confusion = report_module.plot_confusion
+
+    def recorded(matrix, out, **kwargs):
+        with monkeypatch.context() as patch:
+            patch.setattr(Figure, "savefig", lambda fig, *a, **k: confusion_axes.append(
+                [t.get_text() for t in fig.axes[0].get_yticklabels()]))
+            plot_confusion(matrix, out, **kwargs)
+
+    monkeypatch.setattr(report_module, "plot_confusion", recorded)
     with pytest.warns(UserWarning, match="1 file"):
         dataset = get_dataset(str(root))
     # Some images are in colour: the whole folder is decoded as RGB.
@@ -87,6 +100,9 @@ def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tm
     student = json.loads((runs / "student-small-batches" / "report.json").read_text())
     assert student["dataset"] == f"folder:{root}" and student["classes"][2] == "digit-7"
     assert len(student["evaluation"]["per_class_accuracy"]) == 3
+    # Every run's confusion matrix is labelled by class name, not by index.
+    assert confusion_axes and all(axis == ["digit-0", "digit-1", "digit-7"]
+                                  for axis in confusion_axes)
 
 
 def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_path, capsys,
