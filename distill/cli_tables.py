@@ -38,7 +38,7 @@ def recipes(
                          else "left")
     for recipe_name in available_recipes():
         r = load_recipe(recipe_name)
-        params = parameter_count(timm.create_model(r.network))
+        params = parameter_count(timm.create_model(r.network, **r.network_options))
         settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                              for k, v in r.distillation.describe().items() if k != "method")
         method = ("a teacher, on labels" if r.role == "teacher" else

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
 import json
-import math
 import reprlib
 from pathlib import Path
 
@@ -72,18 +70,13 @@ def load_model(path: Path | str) -> tuple[nn.Module, str]:
     return model.eval(), architecture
 
 
-# A weights file may come from anyone: its metadata only ever names one of distill's networks,
-# with arguments of that network's constructor, small enough to build. timm itself would also
-# accept hub names ("hf-hub:..."), local folders and checkpoint paths.
 MAX_KWARGS_CHARS = 2_000
-MAX_PARAMETERS = 20_000_000
-MAX_SIZE = 4_096  # any one number (a width, a depth, a kernel size)
-MAX_ITEMS = 8  # any one list (widths or depths per stage)
 
 
 def build_from_metadata(metadata: dict[str, str], path: Path) -> nn.Module:
-    """The network a weights file's metadata names, its arguments checked before it is built."""
-    from distill.nets import NETWORK_CLASSES, NETWORKS, parameter_count
+    """The network a weights file's metadata names, its arguments checked before it is built
+    (`distill.nets.arguments_problem`): the file may come from anyone."""
+    from distill.nets import NETWORKS, arguments_problem
 
     architecture = metadata.get("architecture")
     if architecture is None:
@@ -99,37 +92,9 @@ def build_from_metadata(metadata: dict[str, str], path: Path) -> nn.Module:
         kwargs = None
     if not isinstance(kwargs, dict):
         raise DistillError(f"{path}: its network arguments are not a small JSON object: refused.")
-    allowed = inspect.signature(NETWORK_CLASSES[architecture]).parameters
-    for key, value in kwargs.items():
-        if key not in allowed or key == "self":
-            raise DistillError(f"{path}: {reprlib.repr(key)} is not an argument of {architecture}: "
-                               "refused.")
-        if not _small(value):
-            raise DistillError(f"{path}: the argument {key} of {architecture} is "
-                               f"{reprlib.repr(value)}, out of bounds: refused.")
-    try:
-        with torch.device("meta"):  # counts the parameters without allocating them
-            size = parameter_count(timm.create_model(architecture, **kwargs))
-    except Exception as error:  # noqa: BLE001 - any argument the network rejects is refused
-        raise DistillError(f"{path}: {architecture} cannot be built with its arguments "
-                           f"({type(error).__name__}): refused.") from error
-    if size > MAX_PARAMETERS:
-        raise DistillError(f"{path}: a {architecture} of {size:,} parameters, over distill's "
-                           f"limit of {MAX_PARAMETERS:,}: refused.")
+    if problem := arguments_problem(architecture, kwargs):
+        raise DistillError(f"{path}: {problem}: refused.")
     return timm.create_model(architecture, **kwargs)
-
-
-def _small(value: object) -> bool:
-    if isinstance(value, bool) or value is None:
-        return True
-    if isinstance(value, int | float):
-        return math.isfinite(value) and abs(value) <= MAX_SIZE
-    if isinstance(value, str):
-        return len(value) <= 32
-    if isinstance(value, list):
-        return len(value) <= MAX_ITEMS and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and _small(v) for v in value)
-    return False
 
 
 def check_fits(model: nn.Module, state: dict, path: Path, architecture: str) -> None:

@@ -6,9 +6,15 @@ configuration), the code is written once.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import math
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import timm
 import torch
 from timm.layers import (
     ConvNormAct,
@@ -326,7 +332,60 @@ def mlp_800(pretrained: bool = False, **kwargs) -> MLP:
     return _create(MLP, "mlp_800", pretrained, **{"hidden": (800, 800), **kwargs})
 
 
-# The class each registered network is built from: weights files may pass its arguments only.
+# The class each registered network is built from: weights files and recipes may pass its
+# arguments only.
 NETWORK_CLASSES: dict[str, type[nn.Module]] = {
     "digitnet": DigitNet, "digitnet_small": DigitNet, "digitnet_tiny": DigitNet,
     "convnet_tiny": ConvNet, "convnet_micro": ConvNet, "mlp_800": MLP}
+
+# Network arguments from outside (a weights file's metadata: anyone's; a recipe's
+# network_options) are checked before anything is built: the constructor's own arguments only,
+# small values, a network that fits. timm itself would also accept hub names ("hf-hub:..."),
+# local folders and checkpoint paths.
+MAX_PARAMETERS = 20_000_000
+MAX_SIZE = 4_096  # any one number (a width, a depth, a kernel size)
+MAX_ITEMS = 8  # any one list (widths or depths per stage)
+
+
+def network_arguments(architecture: str) -> list[str]:
+    return [name for name in inspect.signature(NETWORK_CLASSES[architecture]).parameters
+            if name != "self"]
+
+
+def arguments_problem(architecture: str, kwargs: dict[str, Any], given_elsewhere: tuple = ()
+                      ) -> str | None:
+    """What is wrong with building `architecture` with `kwargs`, in a phrase; None if nothing.
+    given_elsewhere: arguments the caller sets itself, not offered in the message."""
+    allowed = network_arguments(architecture)
+    for key, value in kwargs.items():
+        if key not in allowed:
+            offered = [name for name in allowed if name not in given_elsewhere]
+            close = difflib.get_close_matches(str(key)[:60], offered, n=1)
+            return (f"{reprlib.repr(key)} is not an argument of {architecture}"
+                    + (f" (did you mean '{close[0]}'?)" if close else "")
+                    + f"; it takes {', '.join(offered)}")
+        if not _small(value):
+            return f"the argument {key} of {architecture} is {reprlib.repr(value)}, out of bounds"
+    try:
+        with torch.device("meta"):  # counts the parameters without allocating them
+            size = parameter_count(timm.create_model(architecture, **kwargs))
+    except Exception as error:  # noqa: BLE001 - any argument the network rejects is refused
+        return (f"{architecture} cannot be built with these arguments ({type(error).__name__}: "
+                f"{reprlib.repr(str(error))})")
+    if size > MAX_PARAMETERS:
+        return (f"a {architecture} of {size:,} parameters is over distill's limit of "
+                f"{MAX_PARAMETERS:,}")
+    return None
+
+
+def _small(value: object) -> bool:
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int | float):
+        return math.isfinite(value) and abs(value) <= MAX_SIZE
+    if isinstance(value, str):
+        return len(value) <= 32
+    if isinstance(value, list | tuple):
+        return len(value) <= MAX_ITEMS and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and _small(v) for v in value)
+    return False

@@ -30,7 +30,7 @@ from distill.errors import DistillError
 from distill.files import package_data
 from distill.methods import METHODS, Method
 from distill.methods.kd import KDParams
-from distill.nets import NETWORKS
+from distill.nets import NETWORKS, arguments_problem
 from distill.training import TrainConfig
 
 RECIPES_DIR = package_data("recipes")
@@ -109,10 +109,14 @@ class Recipe:
     teacher trained on labels, by `distill teacher`.
 
     network: a name in distill's networks (`distill.nets.NETWORKS`).
+    network_options: arguments of that network's constructor that change it (widths, depths,
+        stochastic depth), e.g. `{channels: [8, 16, 24]}` for convnet_tiny; the dataset sets its
+        classes, channels and image size.
     views: augmented copies of each image in a step (batch augmentation), for a teacher.
     """
 
     network: str
+    network_options: dict = field(default_factory=dict)
     description: str = ""
     role: str = "student"
     distillation: Distillation = field(default_factory=Distillation)
@@ -140,7 +144,8 @@ class Recipe:
                    if a is None else
                    Augment(a.degrees, a.translate, a.scale, a.random_magnitude, a.hflip, a.erasing))
         augment = augment.scaled(augment_strength) if augment_strength else None
-        return TrainConfig(model=self.network, epochs=self.schedule.epochs, views=self.views
+        return TrainConfig(model=self.network, model_kwargs=dict(self.network_options),
+                           epochs=self.schedule.epochs, views=self.views
                            if augment else 1,
                            batch_size=self.batch_size, optimizer=self.optimizer.name,
                            lr=self.optimizer.lr, weight_decay=self.optimizer.weight_decay,
@@ -196,6 +201,9 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
         kind = hints[key]
         if isinstance(kind, types.UnionType):  # an optional section: `X | None`
             kind = next(k for k in typing.get_args(kind) if k is not type(None))
+        if kind is dict and not isinstance(value, dict):
+            raise DistillError(f"{source}: '{prefix}{key}' must be a mapping of names to values, "
+                               f"not {shown(value)}.")
         if kind is Distillation:
             values[key] = _build_distillation(value, source)
         elif dataclasses.is_dataclass(kind):
@@ -293,7 +301,20 @@ def parse_recipe(text: str, name: str, source: str) -> Recipe:
             continue  # no augmentation section: the dataset's
         if not check(value):
             raise DistillError(f"{source}: '{path}' is {shown(value)}; it must be {must}.")
+    _check_network_options(recipe, source)
     return dataclasses.replace(recipe, name=name)
+
+
+DATASET_ARGUMENTS = ("num_classes", "in_chans", "img_size")  # the dataset's, not a recipe's
+
+
+def _check_network_options(recipe: Recipe, source: str) -> None:
+    for key in recipe.network_options:
+        if key in DATASET_ARGUMENTS:
+            raise DistillError(f"{source}: 'network_options.{key}' is set by the dataset, not by "
+                               "a recipe: remove it.")
+    if problem := arguments_problem(recipe.network, recipe.network_options, DATASET_ARGUMENTS):
+        raise DistillError(f"{source}: network_options: {problem}.")
 
 
 def overridden(recipe: Recipe, *, epochs: int | None = None, batch_size: int | None = None,

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from distill.data import Augment
@@ -61,9 +63,21 @@ def test_a_valid_recipe_fills_defaults_and_converts_ints_to_floats():
     ("network: convnet_tiny\ndistillation: {method: function_matching, alpha: 0.5}\n",
      "not a parameter of method function_matching"),
     ("network: convnet_tiny\nteachers: runs/teacher\n", "'teachers' must be a list"),
+    ("network: convnet_tiny\nnetwork_options: {chanels: [8, 8]}\n",
+     "'chanels' is not an argument of convnet_tiny (did you mean 'channels'?); it takes channels, "
+     "convs_per_stage, separable, residual, global_pool."),
+    ("network: convnet_tiny\nnetwork_options: {num_classes: 3}\n",
+     "'network_options.num_classes' is set by the dataset"),
+    ("network: mlp_800\nnetwork_options: {hidden: [100000000]}\n", "out of bounds"),
+    ("network: mlp_800\nnetwork_options: {hidden: [4096, 4096, 4096, 4096, 4096, 4096]}\n",
+     "over distill's limit"),
+    ("network: convnet_tiny\nnetwork_options: {global_pool: median}\n",
+     "convnet_tiny cannot be built with these arguments"),
+    ("network: convnet_tiny\nnetwork_options: [8, 16]\n",
+     "'network_options' must be a mapping of names to values"),
 ])
 def test_a_bad_recipe_is_an_error_that_names_the_key(text, message):
-    with pytest.raises(DistillError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(DistillError, match=re.escape(message)):
         parse(text)
 
 

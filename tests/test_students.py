@@ -2,13 +2,16 @@ import json
 import shutil
 
 import pytest
+import timm
 import torch
 
 from distill.cli import main
-from distill.pipeline import load_teacher
+from distill.export import load_model
+from distill.nets import parameter_count
+from distill.pipeline import find_twin, load_teacher
 from distill.recipes import load_recipe
 from distill.runs import train_run
-from distill.training import Limits
+from distill.training import Limits, describe
 
 from .conftest import QUICK
 from .test_training import RUN_FILES
@@ -42,6 +45,22 @@ def test_distill_student_writes_the_student_and_its_twin(teacher_run, tmp_path, 
     again = json.loads((runs / "student-tiny" / "report.json").read_text())
     assert again["gain_over_twin"] == pytest.approx(again["evaluation"]["test"]["top1"]
                                                     - twin["evaluation"]["test"]["top1"])
+
+
+def test_a_recipe_changes_its_networks_shape_for_the_student_and_its_twin(teacher_run, tmp_path):
+    recipe = tmp_path / "narrow.yaml"
+    recipe.write_text("network: convnet_tiny\nnetwork_options: {channels: [6, 12, 12]}\n")
+    runs = tmp_path / "runs"
+    main(["student", "--recipe", str(recipe), "--teacher", str(teacher_run), "--runs", str(runs),
+          *QUICK])
+    narrow = timm.create_model("convnet_tiny", channels=(6, 12, 12))
+    for run in ("student-narrow", "student-narrow-twin"):
+        report = json.loads((runs / run / "report.json").read_text())
+        assert report["cost"]["parameters"] == parameter_count(narrow) < 9_042
+        model, _ = load_model(runs / run / "weights.safetensors")  # rebuilt from its own file
+        assert parameter_count(model) == parameter_count(narrow)
+    # The plain network's twin is not this one: a tiny student trains its own.
+    assert find_twin(runs, describe(load_recipe("tiny").train_config()), 0) is None
 
 
 def test_resume_keeps_a_finished_student_and_trains_its_twin(teacher_run, tmp_path):
