@@ -252,8 +252,8 @@ def student(
                                 resume=resume, parallel=parallel)
         if reports[0].get("gain_over_twin") is not None:
             console.print(Text.assemble(
-                "Distillation gained ", (f"{100 * reports[0]['gain_over_twin']:+.2f}", "bold"),
-                f" points of test top-1 over the twin (recipe {recipe.name}, seed {recipe.seed})."))
+                "Student against its twin: ", (f"{100 * reports[0]['gain_over_twin']:+.2f}", "bold"),
+                f" points of test top-1 (recipe {recipe.name}, seed {recipe.seed})."))
     if len(plan) > 1:
         console.print(f"All {len(plan)} runs side by side, with each recipe's gain over its twin: "
                       f"distill report {runs_dir}")

@@ -67,8 +67,8 @@ def model_card(report: dict) -> str:
         lines += [f"Agrees with the teacher on {percent(ev['teacher_agreement'])} of the test "
                   "images.", ""]
     if report.get("gain_over_twin") is not None:
-        lines += [f"Distillation gained {100 * report['gain_over_twin']:+.2f} points of test top-1 "
-                  "over the same network trained on labels alone.", ""]
+        lines += [f"Against the same network trained on labels alone (its twin): "
+                  f"{100 * report['gain_over_twin']:+.2f} points of test top-1.", ""]
     lines += [line for text in transfer_lines(report) for line in (text, "")]  # few labels
     lines += [
         "## Use", "", "```python", "import timm", "import distill  # registers the networks with timm",

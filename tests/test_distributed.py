@@ -50,7 +50,7 @@ def test_two_processes_train_the_teacher_and_a_student_as_one_does(tmp_path, dat
 
     out = distill("student", "--recipe", "tiny", "--teacher", "t1", "--runs", "s2", "--devices",
                   "2", "--epochs", "1", "--train-batches", "4", *SLICE, cwd=tmp_path)
-    assert out.count("Wrote ") == 2 and out.count("Distillation gained") == 1  # rank zero speaks
+    assert out.count("Wrote ") == 2 and out.count("Student against its twin") == 1  # rank zero speaks
     student = json.loads((tmp_path / "s2" / "student-tiny" / "report.json").read_text())
     assert student["gain_over_twin"] is not None
     assert sorted(p.name for p in (tmp_path / "s2").iterdir()) == [

@@ -31,7 +31,7 @@ def test_distill_student_writes_the_student_and_its_twin(teacher_run, tmp_path, 
     gain = student["evaluation"]["test"]["top1"] - twin["evaluation"]["test"]["top1"]
     assert student["gain_over_twin"] == pytest.approx(gain)
     out = capsys.readouterr().out
-    assert "points of test top-1 over the twin" in out
+    assert "Student against its twin: " in out
     # Without progress bars, a log still says what the run is doing: the teacher's pass, each epoch.
     assert "Teacher logits for epochs 1-1 of 1: computed once" in out
     assert "student-tiny: epoch 1/1, train distillation loss " in out
