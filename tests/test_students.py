@@ -128,8 +128,8 @@ def test_several_recipes_in_one_command_share_the_teachers_logits(teacher_run, t
     out = capsys.readouterr().out
     # Both recipes augment, batch and seed alike: the second reads the first one's teacher logits.
     assert out.count("Teacher logits for") == 1
-    assert "over the twin (recipe mlp, seed 0)" in out
-    assert "over the twin (recipe micro, seed 0)" in out
+    assert "points of test top-1 (recipe mlp, seed 0)" in out
+    assert "points of test top-1 (recipe micro, seed 0)" in out
     assert f"distill report {runs}" in out
 
     # Run again, the finished recipes are refused unless kept with --resume, which trains nothing.
