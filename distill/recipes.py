@@ -237,10 +237,10 @@ def _build_distillation(data: Any, source: str) -> Distillation:
             owners = [name for name, other in METHODS.items()
                       if key in {f.name for f in dataclasses.fields(other.Params)}]
             close = difflib.get_close_matches(str(key)[:60], takes, n=1)
-            whose = (f" (it is a parameter of {', '.join(owners)})" if owners else
-                     f". Did you mean 'distillation.{close[0]}'?" if close else "")
+            whose = (f" (it is a parameter of {', '.join(owners)})." if owners else
+                     f". Did you mean 'distillation.{close[0]}'?" if close else ".")
             raise DistillError(f"{source}: 'distillation.{str(key)[:60]}' is not a parameter of "
-                               f"method {method}{whose}. {method} takes: {', '.join(takes)}.")
+                               f"method {method}{whose} {method} takes: {', '.join(takes)}.")
     built = _build(cls.Params, params, "distillation", source)
     for name, check, must in cls.ranges:
         value = getattr(built, name)

@@ -116,5 +116,6 @@ def test_a_misspelt_recipe_key_from_the_cli_is_one_line(tmp_path, capsys):
     recipe = tmp_path / "mine.yaml"
     recipe.write_text("network: convnet_tiny\ndistillation: {temprature: 2}\n")
     code, out = run_cli(["student", "--recipe", str(recipe), "--runs", str(tmp_path)], capsys)
-    assert code == 1 and "Did you mean 'distillation.temperature'" in out
+    # Rich wraps the line where the temporary folder's name makes it long: compare the words.
+    assert code == 1 and "Did you mean 'distillation.temperature'?" in " ".join(out.split())
     assert "Traceback" not in out
