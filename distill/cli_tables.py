@@ -115,8 +115,5 @@ def report(
             print_table(f"Gain over the twin on {dataset} (test top-1, points; mean ± sd over "
                         "seeds, 95% t-interval)", GAIN_COLUMNS, gain_rows(gains))
     target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("runs"))
-    paths = write_comparison(reports, target)
-    listed = [paths["markdown"], paths["json"], paths["gains"], paths["plot"]]
-    if "labels curve" in paths:
-        listed.append(paths["labels curve"])
+    listed = write_comparison(reports, target)
     console.print(f"Wrote {', '.join(map(str, listed[:-1]))} and {listed[-1]}")

@@ -46,6 +46,22 @@ def teacher_identity(named: str) -> str:
         return named
 
 
+def shown_path(named: str | None) -> str | None:
+    """A teacher as the user would type it: each path (an ensemble's are joined by ", ")
+    relative to the working folder when inside it; runs record absolute paths, which crowd the
+    recipe column."""
+    if named is None:
+        return None
+
+    def shown(part: str) -> str:
+        try:
+            return str(Path(part).relative_to(Path.cwd()))
+        except ValueError:
+            return part
+
+    return ", ".join(shown(part) for part in named.split(", "))
+
+
 def gains_over_twins(reports: list[dict]) -> list[dict]:
     """Each recipe's gain over its twin on every seed it was run with, the runs grouped by recipe,
     teacher and settings. On MNIST one seed's gain is within the spread between seeds (about 0.1
@@ -58,7 +74,7 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
         settings = {key: value for key, value in normalized(r["config"]).items() if key != "seed"}
         teacher = r.get("teacher")
         identity = teacher_identity(teacher) if teacher else None
-        teacher_names.setdefault(identity, teacher)  # each teacher shown by its first name
+        teacher_names.setdefault(identity, shown_path(teacher))  # each by its first name
         key = (r.get("recipe") or r["name"], identity,
                json.dumps([{"method": "kd", **r["distillation"]}, settings], sort_keys=True))
         groups.setdefault(key, []).append(r)

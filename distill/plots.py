@@ -7,6 +7,7 @@ import csv
 import functools
 import math
 import statistics
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -262,3 +263,43 @@ def plot_labels_curve(reports: list[dict], out: Path) -> bool:
                          f"What the teacher is worth in labels, on "
                          f"{runs[0].get('dataset', 'mnist')}", 2)
     return True
+
+
+def plot_gains(gains: list[dict], out: Path, dataset: str) -> None:
+    """Each recipe's gain over its twin, one row a recipe: every seed's gain a dot, the mean a
+    diamond with its 95% t-interval, a line at zero. A gain is claimed over seeds; this shows
+    at a glance which intervals clear zero and how far the seeds scatter."""
+    labels = [textwrap.fill(f"{row['recipe']} ({row['method']}, {len(row['seeds'])} seed"
+                            f"{'s' * (len(row['seeds']) > 1)})", 56) for row in gains]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.24 * lines + 0.12 * len(gains)),
+                           layout="constrained")
+    sides = {"above": ("tab:blue", "mean, interval above zero"),
+             "across": ("0.45", "mean, interval across zero"),
+             "below": ("tab:red", "mean, interval below zero"),
+             "one seed": ("0.75", "one seed: no interval")}
+    shown = set()
+    for y, row in enumerate(reversed(gains)):  # the first recipe at the top
+        points = [100 * g for g in row["gains"]]
+        ax.scatter(points, [y] * len(points), s=18, color="0.55", alpha=0.7, zorder=2,
+                   label=None if "seed" in shown else "one seed's gain")
+        shown.add("seed")
+        mean, interval = 100 * row["mean_gain"], row["gain_interval"]
+        low, high = (mean, mean) if interval is None else (100 * interval[0], 100 * interval[1])
+        side = ("one seed" if interval is None else "above" if low > 0 else "below" if high < 0
+                else "across")
+        colour, label = sides[side]
+        ax.errorbar(mean, y, xerr=[[mean - low], [high - mean]], fmt="D", color=colour,
+                    markersize=6, capsize=4, zorder=3, label=None if side in shown else label)
+        shown.add(side)
+    ax.axvline(0, color="0.2", linewidth=1, zorder=1)
+    ax.set_yticks(range(len(gains)), list(reversed(labels)), fontsize=8)
+    ax.set_ylim(-0.7, len(gains) - 0.3)
+    ax.set_xlabel("student's test top-1 minus its twin's (points)")
+    ax.set_title(f"Gain over the twin on {dataset}, with its 95% interval over seeds",
+                 fontsize=10)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v + 0.0:+.2f}"))
+    ax.grid(alpha=0.3, axis="x")
+    fig.legend(loc="outside lower center", ncols=5, frameon=False, fontsize=8)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

@@ -15,6 +15,7 @@ from distill.plots import (
     plot_confusion,
     plot_curves,
     plot_examples,
+    plot_gains,
     plot_labels_curve,
 )
 from distill.run_report import RunReport
@@ -332,20 +333,29 @@ def comparison_markdown(reports: list[dict]) -> str:
     return "\n".join(sections)
 
 
-def write_comparison(reports: list[dict], out_dir: Path) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": out_dir / "comparison.md", "json": out_dir / "comparison.json",
-             "gains": out_dir / "gains.json", "plot": out_dir / "accuracy_vs_size.png"}
-    write_atomic(paths["markdown"], "# Teacher and students\n\n" + comparison_markdown(reports))
-    write_atomic(paths["json"], json.dumps(reports, indent=2) + "\n")
+def write_comparison(reports: list[dict], out_dir: Path) -> list[Path]:
+    """comparison.md, comparison.json and gains.json, and each dataset's plots: accuracy against
+    size, and where the runs have them, the gains over the twins and the labels curve. Returns
+    the files written."""
     from distill.compare import gains_over_twins
 
-    write_atomic(paths["gains"], json.dumps(gains_over_twins(reports), indent=2) + "\n")
-    for dataset, runs in by_dataset(reports).items():  # one plot a dataset
-        plot = paths["plot"] if dataset == "mnist" else out_dir / (
-            f"accuracy_vs_size-{Path(dataset.removeprefix('folder:')).name}.png")
-        plot_accuracy_vs_size(runs, plot)
-        curve = plot.with_name(plot.name.replace("accuracy_vs_size", "labels_curve"))
-        if plot_labels_curve(runs, curve):
-            paths["labels curve"] = curve
-    return paths
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "comparison.md", out_dir / "comparison.json", out_dir / "gains.json"]
+    write_atomic(written[0], "# Teacher and students\n\n" + comparison_markdown(reports))
+    write_atomic(written[1], json.dumps(reports, indent=2) + "\n")
+    write_atomic(written[2], json.dumps(gains_over_twins(reports), indent=2) + "\n")
+    for dataset, runs in by_dataset(reports).items():
+        # MNIST's plots keep their plain names; another dataset's carry its name.
+        suffix = "" if dataset == "mnist" else "-" + Path(dataset.removeprefix("folder:")).name
+
+        def path(name: str) -> Path:
+            return out_dir / f"{name}{suffix}.png"
+
+        plot_accuracy_vs_size(runs, path("accuracy_vs_size"))
+        written.append(path("accuracy_vs_size"))
+        if gains := gains_over_twins(runs):
+            plot_gains(gains, path("gains"), dataset)
+            written.append(path("gains"))
+        if plot_labels_curve(runs, path("labels_curve")):
+            written.append(path("labels_curve"))
+    return written

@@ -229,7 +229,11 @@ def test_distill_report_sums_up_the_gain_over_the_twin_across_seeds(tmp_path, ca
     names = [r["name"] for r in table]
     assert len(names) == len(set(names)) == 7
     assert any(name.endswith("seed1/student-tiny") for name in names)
-    assert "Gain over the twin on mnist (test top-1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Gain over the twin on mnist (test top-1" in printed
+    # ... and a picture of the same: each recipe's seeds and its interval against zero.
+    assert (tmp_path / "gains.png").stat().st_size > 10_000
+    assert f"{tmp_path / 'gains.png'}" in printed.replace("\n", "")
 
 
 def test_the_gains_group_students_by_their_teachers_weights_not_by_how_it_was_named(
@@ -239,11 +243,12 @@ def test_the_gains_group_students_by_their_teachers_weights_not_by_how_it_was_na
         (tmp_path / name).mkdir()
         (tmp_path / name / "weights.safetensors").write_bytes(weights)
     monkeypatch.chdir(tmp_path)
-    named = {0: "teacher", 1: str(tmp_path / "teacher"), 2: "copy", 3: "other"}
+    named = {0: "teacher", 1: str(tmp_path / "teacher"), 2: "copy", 3: str(tmp_path / "other")}
     for seed, teacher in named.items():
         fake_run(tmp_path / f"seed{seed}" / "student-tiny", "student", seed, 0.9945, 0.0005,
                  teacher=teacher)
     main(["report", *(f"seed{seed}" for seed in named), "--no-measure", "--out", "out"])
     gains = json.loads((tmp_path / "out" / "gains.json").read_text())
+    # A teacher given by its absolute path is shown as the user would type it from here.
     assert sorted((g["recipe"], g["seeds"]) for g in gains) == [
         ("tiny (teacher other)", [3]), ("tiny (teacher teacher)", [0, 1, 2])]
