@@ -347,15 +347,13 @@ def write_comparison(reports: list[dict], out_dir: Path) -> list[Path]:
     for dataset, runs in by_dataset(reports).items():
         # MNIST's plots keep their plain names; another dataset's carry its name.
         suffix = "" if dataset == "mnist" else "-" + Path(dataset.removeprefix("folder:")).name
-
-        def path(name: str) -> Path:
-            return out_dir / f"{name}{suffix}.png"
-
-        plot_accuracy_vs_size(runs, path("accuracy_vs_size"))
-        written.append(path("accuracy_vs_size"))
+        size, gain, labels = (out_dir / f"{name}{suffix}.png"
+                              for name in ("accuracy_vs_size", "gains", "labels_curve"))
+        plot_accuracy_vs_size(runs, size)
+        written.append(size)
         if gains := gains_over_twins(runs):
-            plot_gains(gains, path("gains"), dataset)
-            written.append(path("gains"))
-        if plot_labels_curve(runs, path("labels_curve")):
-            written.append(path("labels_curve"))
+            plot_gains(gains, gain, dataset)
+            written.append(gain)
+        if plot_labels_curve(runs, labels):
+            written.append(labels)
     return written
