@@ -58,8 +58,10 @@ def report(
     runs: Annotated[list[Path] | None, typer.Argument(
         help="Run folders, or folders of run folders (default: runs/).", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Where to write comparison.md, comparison.json, gains.json and accuracy_vs_size.png "
-             "(default: the single folder given, else runs/).", show_default=False)] = None,
+        help="Where to write comparison.md, comparison.json, gains.json and the plots: "
+             "accuracy_vs_size.png, gains.png (gains over the twins) and labels_curve.png, each "
+             "dataset but MNIST's with its name added (default: the single folder given, else "
+             "runs/).", show_default=False)] = None,
     measure: Annotated[bool, typer.Option(
         help="Measure every run's CPU latency and throughput again, one after another, so they "
              "compare under the same conditions.")] = True,
