@@ -1,5 +1,5 @@
-"""The plots: a run's curves, confusion matrix and examples; accuracy against size and against
-the number of labels, across runs."""
+"""The plots: a run's curves, confusion matrix and examples; across runs, accuracy against size
+and against the number of labels, and each recipe's gain over its twin."""
 
 from __future__ import annotations
 
