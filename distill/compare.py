@@ -46,20 +46,12 @@ def teacher_identity(named: str) -> str:
         return named
 
 
-def shown_path(named: str | None) -> str | None:
-    """A teacher as the user would type it: each path (an ensemble's are joined by ", ")
-    relative to the working folder when inside it; runs record absolute paths, which crowd the
-    recipe column."""
-    if named is None:
-        return None
+def shown_teachers(named: str) -> str:
+    """Each teacher's path (an ensemble's are joined by ", ") as the user would type it here:
+    runs record absolute paths, which crowd the recipe column."""
+    from distill.report import shown_path
 
-    def shown(part: str) -> str:
-        try:
-            return str(Path(part).relative_to(Path.cwd()))
-        except ValueError:
-            return part
-
-    return ", ".join(shown(part) for part in named.split(", "))
+    return ", ".join(shown_path(Path(part)) for part in named.split(", "))
 
 
 def gains_over_twins(reports: list[dict]) -> list[dict]:
@@ -74,7 +66,8 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
         settings = {key: value for key, value in normalized(r["config"]).items() if key != "seed"}
         teacher = r.get("teacher")
         identity = teacher_identity(teacher) if teacher else None
-        teacher_names.setdefault(identity, shown_path(teacher))  # each by its first name
+        # Each teacher is shown by the first name it was given.
+        teacher_names.setdefault(identity, teacher and shown_teachers(teacher))
         key = (r.get("recipe") or r["name"], identity,
                json.dumps([{"method": "kd", **r["distillation"]}, settings], sort_keys=True))
         groups.setdefault(key, []).append(r)
