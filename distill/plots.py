@@ -281,7 +281,10 @@ def plot_gains(gains: list[dict], out: Path, dataset: str) -> None:
     shown = set()
     for y, row in enumerate(reversed(gains)):  # the first recipe at the top
         points = [100 * g for g in row["gains"]]
-        ax.scatter(points, [y] * len(points), s=18, color="0.55", alpha=0.7, zorder=2,
+        # Spread vertically in seed order, so that seeds with the same gain stay countable.
+        spread = [y + 0.2 * (2 * i / (len(points) - 1) - 1) if len(points) > 1 else y
+                  for i in range(len(points))]
+        ax.scatter(points, spread, s=18, color="0.55", alpha=0.7, zorder=2,
                    label=None if "seed" in shown else "one seed's gain")
         shown.add("seed")
         mean, interval = 100 * row["mean_gain"], row["gain_interval"]
