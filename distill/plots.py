@@ -169,6 +169,7 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
     marks = {"student": ("o", "tab:blue", "distilled student"),
              "twin": ("x", "tab:orange", "twin (labels only)"),
              "teacher": ("*", "tab:red", "teacher")}
+    labels: list[tuple[float, float, str, str, int]] = []  # x, y, text, kind, other recipes
     for kind, (marker, colour, label) in marks.items():
         chosen = [r for r in reports if r.get("kind", "teacher") == kind]
         if not chosen:
@@ -184,18 +185,30 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
         # One label a network size, at its best run, naming its recipe: the runs of several
         # seeds, or of several recipes of one network, would stack their labels.
         recipes: dict[int, list[str]] = {}
+        best: dict[int, float] = {}
         for r, x, y in sorted(zip(chosen, xs, ys), key=lambda point: -point[2]):
-            label = r.get("recipe") or r["name"]
-            if x not in recipes:
-                ax.annotate(label, (x, y), textcoords="offset points",
-                            xytext=(6, -10 if kind == "teacher" else 5), fontsize=8)
-            recipes.setdefault(x, []).append(label)
-        for x, labels in recipes.items():
-            if (others := len(set(labels)) - 1) > 0:
-                best = max(y for r, x2, y in zip(chosen, xs, ys) if x2 == x)
-                ax.annotate(f"(and {others} other recipe{'s' * (others > 1)})", (x, best),
-                            textcoords="offset points", xytext=(6, -6), fontsize=7,
-                            color="0.4")
+            recipes.setdefault(x, []).append(r.get("recipe") or r["name"])
+            best.setdefault(x, y)
+        labels += [(x, best[x], names[0], kind, len(set(names)) - 1)
+                   for x, names in recipes.items()]
+    # Networks of nearly the same size (convnet_8k's 7,946 and tiny's 9,042 parameters) would
+    # write their labels over each other: the smaller of such a pair is labelled on its left.
+    # The teacher's label goes under its star: an MLP student can be larger, and on its right.
+    labels.sort()
+    on_left = [False] * len(labels)
+    for i, (x, _, _, kind, _) in enumerate(labels):
+        close = i + 1 < len(labels) and math.log10(labels[i + 1][0] / x) < 0.3
+        on_left[i] = kind != "teacher" and close and not (i and on_left[i - 1])
+    for (x, y, text, kind, others), left in zip(labels, on_left):
+        side, align = (-6, "right") if left else (6, "left")
+        if kind == "teacher":
+            side, align = 0, "center"
+        ax.annotate(text, (x, y), textcoords="offset points", ha=align,
+                    xytext=(side, -18 if kind == "teacher" else 5), fontsize=8)
+        if others:
+            ax.annotate(f"(and {others} other recipe{'s' * (others > 1)})", (x, y),
+                        textcoords="offset points", xytext=(side, -6), ha=align, fontsize=7,
+                        color="0.4")
     ax.margins(x=0.12, y=0.08)  # room for the labels above the points
     save_accuracy_figure(fig, ax, out, "parameters",
                          f"Accuracy against size on {reports[0].get('dataset', 'mnist')}", 3)

@@ -1,3 +1,4 @@
+import itertools
 import json
 import shutil
 
@@ -252,3 +253,31 @@ def test_the_gains_group_students_by_their_teachers_weights_not_by_how_it_was_na
     # A teacher given by its absolute path is shown as the user would type it from here.
     assert sorted((g["recipe"], g["seeds"]) for g in gains) == [
         ("tiny (teacher other)", [3]), ("tiny (teacher teacher)", [0, 1, 2])]
+
+
+def test_the_accuracy_plot_labels_networks_of_nearly_the_same_size_apart(tmp_path, monkeypatch):
+    # convnet_8k (7,946 parameters) and tiny (9,042) sit almost on one x on a log axis; their
+    # labels used to be written over each other.
+    from distill import plots
+
+    reports = [{"kind": "student", "recipe": recipe, "name": recipe, "dataset": "mnist",
+                "cost": {"parameters": parameters},
+                "evaluation": {"test": {"top1": top1}}}
+               for recipe, parameters, top1 in [("convnet-8k-long-and-more", 7946, 0.9953),
+                                                ("tiny-long-and-more", 9042, 0.9954),
+                                                ("small", 53554, 0.9955),
+                                                ("micro", 962, 0.9600)]]
+    reports.append({"kind": "teacher", "name": "teacher", "cost": {"parameters": 467114},
+                    "evaluation": {"test": {"top1": 0.9955}}})
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    plots.plot_accuracy_vs_size(reports, tmp_path / "size.png")
+    [figure] = figures
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    boxes = {text.get_text(): text.get_window_extent(renderer)
+             for text in figure.axes[0].texts}
+    assert set(boxes) == {"convnet-8k-long-and-more", "tiny-long-and-more", "small", "micro",
+                          "teacher"}
+    for first, second in itertools.combinations(boxes, 2):
+        assert not boxes[first].overlaps(boxes[second]), (first, second)
