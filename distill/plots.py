@@ -178,8 +178,8 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
         ys = [100 * r["evaluation"]["test"]["top1"] for r in chosen]
         ax.scatter(xs, ys, marker=marker, color=colour, s=140 if kind == "teacher" else 60,
                    label=label, zorder=3)
-        if kind == "teacher":
-            ax.axhline(ys[0], color=colour, linestyle=":", linewidth=1, zorder=1)
+        if kind == "teacher":  # the level to reach: the best teacher's, where there are several
+            ax.axhline(max(ys), color=colour, linestyle=":", linewidth=1, zorder=1)
         if kind == "twin":
             continue
         # One label a network size, at its best run, naming its recipe: the runs of several
@@ -207,8 +207,8 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
                     xytext=(side, -18 if kind == "teacher" else 5), fontsize=8)
         if others:
             ax.annotate(f"(and {others} other recipe{'s' * (others > 1)})", (x, y),
-                        textcoords="offset points", xytext=(side, -6), ha=align, fontsize=7,
-                        color="0.4")
+                        textcoords="offset points", ha=align, fontsize=7, color="0.4",
+                        xytext=(side, -28 if kind == "teacher" else -6))
     ax.margins(x=0.12, y=0.08)  # room for the labels above the points
     save_accuracy_figure(fig, ax, out, "parameters",
                          f"Accuracy against size on {reports[0].get('dataset', 'mnist')}", 3)

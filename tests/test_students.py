@@ -267,8 +267,10 @@ def test_the_accuracy_plot_labels_networks_of_nearly_the_same_size_apart(tmp_pat
                                                 ("tiny-long-and-more", 9042, 0.9954),
                                                 ("small", 53554, 0.9955),
                                                 ("micro", 962, 0.9600)]]
-    reports.append({"kind": "teacher", "name": "teacher", "cost": {"parameters": 467114},
-                    "evaluation": {"test": {"top1": 0.9955}}})
+    # Two teachers (an ensemble's), the weaker first: the dotted level is the better one's.
+    reports += [{"kind": "teacher", "name": name, "cost": {"parameters": 467114},
+                 "evaluation": {"test": {"top1": top1}}}
+                for name, top1 in [("teacher-seed1", 0.9943), ("teacher", 0.9955)]]
     figures = []
     monkeypatch.setattr(plots.plt, "close", figures.append)
     plots.plot_accuracy_vs_size(reports, tmp_path / "size.png")
@@ -278,6 +280,8 @@ def test_the_accuracy_plot_labels_networks_of_nearly_the_same_size_apart(tmp_pat
     boxes = {text.get_text(): text.get_window_extent(renderer)
              for text in figure.axes[0].texts}
     assert set(boxes) == {"convnet-8k-long-and-more", "tiny-long-and-more", "small", "micro",
-                          "teacher"}
+                          "teacher", "(and 1 other recipe)"}
+    [level] = [line.get_ydata()[0] for line in figure.axes[0].lines]
+    assert level == pytest.approx(99.55)
     for first, second in itertools.combinations(boxes, 2):
         assert not boxes[first].overlaps(boxes[second]), (first, second)
