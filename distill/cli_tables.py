@@ -76,7 +76,7 @@ def report(
     # typer keeps the line breaks of this paragraph: its lines fit an 80-column terminal.
     from rich.table import Table
 
-    from distill.compare import GAIN_COLUMNS, gain_rows, gains_over_twins
+    from distill.compare import GAIN_COLUMNS, gain_rows, gains_over_twins, unnamed_teacher
     from distill.report import (
         OMITTED_COLUMNS,
         by_dataset,
@@ -115,7 +115,8 @@ def report(
                         "after a bias on their logits)", OMITTED_COLUMNS, omitted)
         if gains := gains_over_twins(runs_of_dataset):
             print_table(f"Gain over the twin on {dataset} (test top-1, points; mean ± sd over "
-                        "seeds, 95% t-interval)", GAIN_COLUMNS, gain_rows(gains))
+                        f"seeds, 95% t-interval{unnamed_teacher(gains)})", GAIN_COLUMNS,
+                        gain_rows(gains))
     target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("runs"))
     listed = write_comparison(reports, target)
     console.print(f"Wrote {', '.join(map(str, listed[:-1]))} and {listed[-1]}")

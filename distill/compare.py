@@ -7,6 +7,7 @@ t-interval.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import json
@@ -71,8 +72,12 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
         key = (r.get("recipe") or r["name"], identity,
                json.dumps([{"method": "kd", **r["distillation"]}, settings], sort_keys=True))
         groups.setdefault(key, []).append(r)
-    teachers = {key[1] for key in groups}
-    labels = {key: key[0] if len(teachers) == 1 else f"{key[0]} (teacher {teacher_names[key[1]]})"
+    # Where the runs have several teachers, a row names its teacher unless it is the one most
+    # rows share, which the titles name instead (unnamed_teacher): "runs/teacher" on every row
+    # of a table that has one ensemble row is noise.
+    counts = collections.Counter(key[1] for key in groups)
+    usual = max(counts, key=counts.get) if counts else None
+    labels = {key: key[0] if key[1] == usual else f"{key[0]} (teacher {teacher_names[key[1]]})"
               for key in groups}
     for label in set(labels.values()):
         same_label = [key for key in groups if labels[key] == label]
@@ -92,7 +97,8 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
         twins = [s - g for s, g in zip(students, gains)]
         rows.append({"recipe": labels[key], "method": (runs[0].get("distillation") or {}).get(
                          "method", "kd"), "model": runs[0]["model"],
-                     "teacher": teacher_names[key[1]], "seeds": [r["config"]["seed"] for r in runs],
+                     "teacher": teacher_names[key[1]], "teacher_in_recipe": key[1] != usual,
+                     "seeds": [r["config"]["seed"] for r in runs],
                      "student_top1": students, "twin_top1": twins,
                      "student_mean": statistics.mean(students), "student_sd": sd(students),
                      "twin_mean": statistics.mean(twins), "twin_sd": sd(twins),
@@ -100,6 +106,15 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
                      "gain_interval": t_interval(gains),
                      "seeds_not_worse": sum(g >= 0 for g in gains)})
     return sorted(rows, key=lambda row: row["recipe"])
+
+
+def unnamed_teacher(gains: list[dict]) -> str:
+    """What a title adds about the teacher of the rows that do not name theirs: nothing where
+    every row has the same teacher."""
+    if not any(row.get("teacher_in_recipe") for row in gains):
+        return ""
+    teacher = next(row["teacher"] for row in gains if not row.get("teacher_in_recipe"))
+    return f"; teacher {teacher} unless named" if teacher else ""
 
 
 # Two-sided 95% quantiles of Student's t for 1 to 30 degrees of freedom, from the standard table:

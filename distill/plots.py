@@ -278,6 +278,20 @@ def plot_labels_curve(reports: list[dict], out: Path) -> bool:
     return True
 
 
+def gains_axis_limit(extents: list[float]) -> float | None:
+    """How far from zero the gains plot's axis reaches, or None to show every row whole: a row
+    that reaches more than three times as far as the typical row (e.g. a method that loses 2.6
+    points where the others move 0.1-0.3) would squeeze every other row against the zero line,
+    so the axis ends just past the farthest ordinary row and such a row is written out at its
+    edge."""
+    if not extents:
+        return None
+    ordinary = [e for e in extents if e <= 3 * statistics.median(extents)]
+    if len(ordinary) == len(extents):
+        return None
+    return 1.15 * max(ordinary)
+
+
 def plot_gains(gains: list[dict], out: Path, dataset: str) -> None:
     """Each recipe's gain over its twin, one row a recipe: every seed's gain a dot, the mean a
     diamond with its 95% t-interval, a line at zero. A gain is claimed over seeds; this shows
@@ -291,29 +305,49 @@ def plot_gains(gains: list[dict], out: Path, dataset: str) -> None:
              "across": ("0.45", "mean, interval across zero"),
              "below": ("tab:red", "mean, interval below zero"),
              "one seed": ("0.75", "one seed: no interval")}
-    shown = set()
-    for y, row in enumerate(reversed(gains)):  # the first recipe at the top
+    rows = []
+    for row in reversed(gains):  # the first recipe at the top
         points = [100 * g for g in row["gains"]]
+        mean, interval = 100 * row["mean_gain"], row["gain_interval"]
+        low, high = (mean, mean) if interval is None else (100 * interval[0], 100 * interval[1])
+        side = ("one seed" if interval is None else "above" if low > 0 else "below" if high < 0
+                else "across")
+        rows.append((points, mean, low, high, side))
+    limit = gains_axis_limit([max(abs(v) for v in [*points, low, high])
+                              for points, _, low, high, _ in rows])
+    shown = set()
+    for y, (points, mean, low, high, side) in enumerate(rows):
+        colour, label = sides[side]
+        if limit is not None and max(abs(low), abs(high), *map(abs, points)) > limit:
+            # Off the scale: written out at the edge it lies beyond, an arrow pointing further.
+            edge = -limit if mean < 0 else limit
+            interval = "" if side == "one seed" else f" [{low:+.2f}, {high:+.2f}]"
+            ax.annotate(f"off the scale: mean {mean:+.2f}{interval}\nseeds "
+                        + ", ".join(f"{p:+.2f}" for p in points),
+                        xy=(edge, y), xytext=(0.9 * edge, y), color=colour, fontsize=7,
+                        ha="left" if edge < 0 else "right", va="center", zorder=3,
+                        arrowprops={"arrowstyle": "-|>", "color": colour})
+            continue
         # Spread vertically in seed order, so that seeds with the same gain stay countable.
         spread = [y + 0.2 * (2 * i / (len(points) - 1) - 1) if len(points) > 1 else y
                   for i in range(len(points))]
         ax.scatter(points, spread, s=18, color="0.55", alpha=0.7, zorder=2,
                    label=None if "seed" in shown else "one seed's gain")
         shown.add("seed")
-        mean, interval = 100 * row["mean_gain"], row["gain_interval"]
-        low, high = (mean, mean) if interval is None else (100 * interval[0], 100 * interval[1])
-        side = ("one seed" if interval is None else "above" if low > 0 else "below" if high < 0
-                else "across")
-        colour, label = sides[side]
         ax.errorbar(mean, y, xerr=[[mean - low], [high - mean]], fmt="D", color=colour,
                     markersize=6, capsize=4, zorder=3, label=None if side in shown else label)
         shown.add(side)
+    if limit is not None:
+        ax.set_xlim(-limit, limit)
     ax.axvline(0, color="0.2", linewidth=1, zorder=1)
     ax.set_yticks(range(len(gains)), list(reversed(labels)), fontsize=8)
     ax.set_ylim(-0.7, len(gains) - 0.3)
     ax.set_xlabel("student's test top-1 minus its twin's (points)")
-    ax.set_title(f"Gain over the twin on {dataset}, with its 95% interval over seeds",
-                 fontsize=10)
+    from distill.compare import unnamed_teacher
+
+    teacher = unnamed_teacher(gains).removeprefix("; ")  # on a line of its own: titles are cut
+    ax.set_title(f"Gain over the twin on {dataset}, with its 95% interval over seeds"
+                 + (f"\n({teacher})" if teacher else ""), fontsize=10)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v + 0.0:+.2f}"))
     ax.grid(alpha=0.3, axis="x")
     fig.legend(loc="outside lower center", ncols=5, frameon=False, fontsize=8)

@@ -318,7 +318,7 @@ def by_dataset(reports: list[dict]) -> dict[str, list[dict]]:
 
 
 def comparison_markdown(reports: list[dict]) -> str:
-    from distill.compare import GAIN_COLUMNS, gain_rows, gains_over_twins
+    from distill.compare import GAIN_COLUMNS, gain_rows, gains_over_twins, unnamed_teacher
 
     sections = []
     for dataset, runs in by_dataset(reports).items():
@@ -328,7 +328,8 @@ def comparison_markdown(reports: list[dict]) -> str:
                      "on their logits)\n\n" + markdown_table(OMITTED_COLUMNS, omitted))
         if gains := gains_over_twins(runs):
             text += ("\n### Gain over the twin (test top-1, points; mean ± sd over seeds, 95% "
-                     "t-interval)\n\n" + markdown_table(GAIN_COLUMNS, gain_rows(gains)))
+                     f"t-interval{unnamed_teacher(gains)})\n\n"
+                     + markdown_table(GAIN_COLUMNS, gain_rows(gains)))
         sections.append(text)
     return "\n".join(sections)
 

@@ -250,9 +250,38 @@ def test_the_gains_group_students_by_their_teachers_weights_not_by_how_it_was_na
                  teacher=teacher)
     main(["report", *(f"seed{seed}" for seed in named), "--no-measure", "--out", "out"])
     gains = json.loads((tmp_path / "out" / "gains.json").read_text())
-    # A teacher given by its absolute path is shown as the user would type it from here.
+    # A teacher given by its absolute path is shown as the user would type it from here; only
+    # the rows of a teacher other than the most common one name it, the title names that one.
     assert sorted((g["recipe"], g["seeds"]) for g in gains) == [
-        ("tiny (teacher other)", [3]), ("tiny (teacher teacher)", [0, 1, 2])]
+        ("tiny", [0, 1, 2]), ("tiny (teacher other)", [3])]
+    assert "95% t-interval; teacher teacher unless named)" in (
+        tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_the_gains_plot_writes_out_a_row_that_would_squeeze_the_others(tmp_path, monkeypatch):
+    # micro-fitnet lost 2.6 points where every other method moved 0.1-0.3: drawn to scale, it
+    # pressed every other row against the zero line.
+    from distill import plots
+
+    def row(recipe, gains):
+        mean = sum(gains) / len(gains)
+        return {"recipe": recipe, "method": "kd", "seeds": list(range(len(gains))),
+                "gains": gains, "mean_gain": mean, "gain_interval": [mean - 0.001, mean + 0.001],
+                "teacher": "runs/teacher"}
+
+    gains = [row("tiny", [0.001, 0.002, -0.001]), row("mlp", [0.003, 0.002, 0.0035]),
+             row("small", [0.0005, -0.001, 0.001]), row("micro-fitnet", [-0.021, -0.028, -0.029])]
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    plots.plot_gains(gains, tmp_path / "gains.png", "mnist")
+    [axes] = figures[0].axes
+    low, high = axes.get_xlim()
+    assert -0.5 < low < -0.35 and 0.35 < high < 0.5  # mlp's +0.35 with room, not -2.9
+    [text] = [t.get_text() for t in axes.texts]
+    assert text == "off the scale: mean -2.60 [-2.70, -2.50]\nseeds -2.10, -2.80, -2.90"
+    # Rows of the same scale are all drawn to it.
+    plots.plot_gains(gains[:3], tmp_path / "gains.png", "mnist")
+    assert not figures[1].axes[0].texts
 
 
 def test_the_accuracy_plot_labels_networks_of_nearly_the_same_size_apart(tmp_path, monkeypatch):
