@@ -35,16 +35,22 @@ def flat_settings(report: dict) -> dict[str, Any]:
     return flat
 
 
-@functools.cache
 def teacher_identity(named: str) -> str:
     """The same teacher under any name (a relative or an absolute path, a copied run folder): the
     digest of its weights file; the name itself where the file cannot be read."""
     path = Path(named)
     weights = path / "weights.safetensors" if path.is_dir() else path
     try:
-        return hashlib.sha256(weights.read_bytes()).hexdigest()
+        stat = weights.stat()
+        return file_digest(weights.resolve(), stat.st_mtime_ns, stat.st_size)
     except OSError:
         return named
+
+
+@functools.cache
+def file_digest(path: Path, mtime_ns: int, size: int) -> str:
+    """sha256 of a file, read once per version of it (a report names one teacher many times)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def shown_teachers(named: str) -> str:

@@ -223,10 +223,13 @@ def missing_teachers(reports: list[dict]) -> list[dict]:
     from distill.compare import teacher_identity
 
     present = {Path(r["run"]).resolve() for r in reports}
+    # A teacher among the runs under another name (models/digitnet, the release of runs/teacher)
+    # is the same network: one row.
+    present_teachers = {teacher_identity(r["run"]) for r in reports if r.get("kind") == "teacher"}
     teachers = []
     for named in dict.fromkeys(r["teacher"] for r in reports if r.get("teacher")):
         folder = Path(named) if Path(named).is_dir() else Path(named).parent
-        if folder.resolve() in present:
+        if folder.resolve() in present or teacher_identity(str(folder)) in present_teachers:
             continue
         report = read_run_report(folder)
         digests = {r.get("teacher_sha256") for r in reports if r.get("teacher") == named}

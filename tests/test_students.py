@@ -95,8 +95,14 @@ def test_distill_report_writes_the_table_json_and_plot(teacher_run, tmp_path, ca
     table = json.loads((runs / "comparison.json").read_text())
     assert [(r["kind"], r["run"]) for r in table] == [("teacher", str(teacher_run)),
                                                       ("student", str(runs / "student-micro"))]
-    # Beside another teacher, the students' own teacher is still shown.
+    # A copy of their teacher (a release of it) is the same network: one teacher row...
     shutil.copytree(teacher_run, runs / "teacher-b")
+    main(["report", str(runs), "--no-measure"])
+    table = json.loads((runs / "comparison.json").read_text())
+    assert sorted((r["kind"], r["run"]) for r in table) == sorted([
+        ("student", str(runs / "student-micro")), ("teacher", str(runs / "teacher-b"))])
+    # ... but beside another teacher, the students' own teacher is still shown.
+    (runs / "teacher-b" / "weights.safetensors").write_bytes(b"another network's weights")
     main(["report", str(runs), "--no-measure"])
     table = json.loads((runs / "comparison.json").read_text())
     assert sorted((r["kind"], r["run"]) for r in table) == sorted([
