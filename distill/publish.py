@@ -58,6 +58,9 @@ def model_card(report: dict) -> str:
         "| --- | --- | --- | --- | --- |",
         f"| {c['parameters']:,} | {c['bytes']:,} | {human(c['flops'])} | {c['latency_ms']:.2f} ms "
         f"| {c['throughput']:,.0f} img/s |", "",
+        f"CPU speed as measured when training ended, on {t['device']}: it depends on what else "
+        "was running. `distill report models` measures every release again, one after another.",
+        "",
         f"| {shown} | top-1 | top-2 |", "| --- | --- | --- |",
         f"| test set | {percent(ev['test']['top1'])} | {percent(ev['test']['top2'])} |",
         f"| heavily augmented test set | {percent(ev['augmented_test']['top1'])} | "

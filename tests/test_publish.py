@@ -27,6 +27,9 @@ def test_publish_writes_weights_and_a_model_card(teacher_run, tmp_path, capsys):
     assert (tmp_path / "assets" / "cm.png").is_file()
     report = json.loads((teacher_run / "report.json").read_text())
     assert "distill teacher" in card and f"at commit {report['environment']['git_commit']}" in card
+    # A run's own CPU speed depends on what else ran then; the card says so, and how to compare.
+    assert "CPU speed as measured when training ended, on cpu" in card
+    assert "`distill report models` measures every release again" in card
 
 
 def test_publish_refuses_a_folder_named_after_another_network(teacher_run, tmp_path, capsys):
