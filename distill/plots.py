@@ -296,6 +296,8 @@ def plot_gains(gains: list[dict], out: Path, dataset: str) -> None:
     """Each recipe's gain over its twin, one row a recipe: every seed's gain a dot, the mean a
     diamond with its 95% t-interval, a line at zero. A gain is claimed over seeds; this shows
     at a glance which intervals clear zero and how far the seeds scatter."""
+    from distill.compare import unnamed_teacher  # here: compare imports Lightning, slow to load
+
     labels = [textwrap.fill(f"{row['recipe']} ({row['method']}, {len(row['seeds'])} seed"
                             f"{'s' * (len(row['seeds']) > 1)})", 56) for row in gains]
     lines = sum(label.count("\n") + 1 for label in labels)
@@ -312,17 +314,16 @@ def plot_gains(gains: list[dict], out: Path, dataset: str) -> None:
         low, high = (mean, mean) if interval is None else (100 * interval[0], 100 * interval[1])
         side = ("one seed" if interval is None else "above" if low > 0 else "below" if high < 0
                 else "across")
-        rows.append((points, mean, low, high, side))
-    limit = gains_axis_limit([max(abs(v) for v in [*points, low, high])
-                              for points, _, low, high, _ in rows])
+        rows.append((points, mean, low, high, side, max(abs(v) for v in [*points, low, high])))
+    limit = gains_axis_limit([row[-1] for row in rows])
     shown = set()
-    for y, (points, mean, low, high, side) in enumerate(rows):
+    for y, (points, mean, low, high, side, extent) in enumerate(rows):
         colour, label = sides[side]
-        if limit is not None and max(abs(low), abs(high), *map(abs, points)) > limit:
+        if limit is not None and extent > limit:
             # Off the scale: written out at the edge it lies beyond, an arrow pointing further.
             edge = -limit if mean < 0 else limit
-            interval = "" if side == "one seed" else f" [{low:+.2f}, {high:+.2f}]"
-            ax.annotate(f"off the scale: mean {mean:+.2f}{interval}\nseeds "
+            bounds = "" if side == "one seed" else f" [{low:+.2f}, {high:+.2f}]"
+            ax.annotate(f"off the scale: mean {mean:+.2f}{bounds}\nseeds "
                         + ", ".join(f"{p:+.2f}" for p in points),
                         xy=(edge, y), xytext=(0.9 * edge, y), color=colour, fontsize=7,
                         ha="left" if edge < 0 else "right", va="center", zorder=3,
@@ -343,8 +344,6 @@ def plot_gains(gains: list[dict], out: Path, dataset: str) -> None:
     ax.set_yticks(range(len(gains)), list(reversed(labels)), fontsize=8)
     ax.set_ylim(-0.7, len(gains) - 0.3)
     ax.set_xlabel("student's test top-1 minus its twin's (points)")
-    from distill.compare import unnamed_teacher
-
     teacher = unnamed_teacher(gains).removeprefix("; ")  # on a line of its own: titles are cut
     ax.set_title(f"Gain over the twin on {dataset}, with its 95% interval over seeds"
                  + (f"\n({teacher})" if teacher else ""), fontsize=10)
