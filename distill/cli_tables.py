@@ -61,7 +61,7 @@ def report(
         help="Where to write comparison.md, comparison.json, gains.json and the plots: "
              "accuracy_vs_size.png, gains.png (gains over the twins) and labels_curve.png, each "
              "dataset but MNIST's with its name added (default: the single folder given, else "
-             "runs/).", show_default=False)] = None,
+             "runs/; never models/, which holds the releases).", show_default=False)] = None,
     measure: Annotated[bool, typer.Option(
         help="Measure every run's CPU latency and throughput again, one after another, so they "
              "compare under the same conditions.")] = True,
@@ -89,6 +89,7 @@ def report(
     )
 
     runs = runs or [Path("runs")]
+    target = report_folder(runs, out)
     reports = collect_reports(runs)
     if not reports:
         raise DistillError(f"No finished runs (report.json) in {', '.join(map(str, runs))}. "
@@ -117,6 +118,21 @@ def report(
             print_table(f"Gain over the twin on {dataset} (test top-1, points; mean ± sd over "
                         f"seeds, 95% t-interval{unnamed_teacher(gains)})", GAIN_COLUMNS,
                         gain_rows(gains))
-    target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("runs"))
     listed = write_comparison(reports, target)
     console.print(f"Wrote {', '.join(map(str, listed[:-1]))} and {listed[-1]}")
+
+
+def report_folder(runs: list[Path], out: Path | None) -> Path:
+    """Where `distill report` writes its tables and plots: --out, else the single folder read,
+    else runs/. Never into models/: `distill report models` is how the releases are compared,
+    and their folder holds only what `distill publish` wrote."""
+    from distill.files import is_in_releases
+
+    if out is not None:
+        if is_in_releases(out):
+            raise DistillError(f"--out {out} is inside models/, which holds the releases: write "
+                               "the report elsewhere, e.g. --out runs/releases.")
+        return out
+    if len(runs) == 1 and runs[0].is_dir() and not is_in_releases(runs[0]):
+        return runs[0]
+    return Path("runs")

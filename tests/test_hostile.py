@@ -311,3 +311,15 @@ def test_data_files_are_all_checked_before_training(data_dir, tmp_path, capsys, 
                    str(tmp_path / "run"), *QUICK], capsys)
     assert "t10k-images-idx3-ubyte" in out
     assert not (tmp_path / "run").exists()
+
+
+def test_the_report_of_the_releases_is_written_outside_models(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(MODELS_DIR)
+    main(["report", str(MODELS_DIR), "--no-measure"])
+    assert "runs/comparison.md" in " ".join(capsys.readouterr().out.split())
+    assert (tmp_path / "runs" / "comparison.md").is_file()
+    assert snapshot(MODELS_DIR) == before
+    out = refused(["report", str(MODELS_DIR), "--no-measure", "--out", str(MODELS_DIR / "x")],
+                  capsys, MODELS_DIR, tmp_path / "runs")
+    assert "holds the releases" in out
