@@ -47,6 +47,9 @@ NumNodes = Annotated[int, typer.Option(
 Strategy = Annotated[str, typer.Option(
     help="Lightning's strategy: auto (DDP when there is more than one process) or ddp.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in --out.")]
+StudentOverwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace the recipe's finished runs in RUNS: the student's, and its twin's "
+                        "unless --no-twin.")]
 Resume = Annotated[bool, typer.Option(
     "--resume", help="Continue an interrupted run from its last finished epoch.")]
 Progress = Annotated[bool | None, typer.Option(
@@ -193,7 +196,7 @@ def student(
     devices: Devices = 1,
     num_nodes: NumNodes = 1,
     strategy: Strategy = "auto",
-    overwrite: Overwrite = False,
+    overwrite: StudentOverwrite = False,
     resume: Resume = False,
     progress: Progress = None,
     train_batches: TrainBatches = None,
