@@ -162,9 +162,10 @@ def student(
              "to distill several in one go: they share the teacher's logits (see "
              "--teacher-cache).")] = ["tiny"],  # noqa: B006 - typer copies the default
     teachers: Annotated[list[Path] | None, typer.Option(
-        "--teacher", help="Teacher run folder or weights file; repeat it to distill from the mean "
-                          "of several teachers' logits (default: the recipe's `teachers`, else "
-                          "RUNS/teacher if it is finished, else the released models/digitnet).",
+        "--teacher", help="Teacher run folder or weights file: a DigitNet, or any network distill "
+                          "trained (a student can teach a smaller one); repeat it to distill from "
+                          "the mean of several teachers' logits (default: the recipe's `teachers`, "
+                          "else RUNS/teacher if it is finished, else the released models/digitnet).",
         show_default=False)] = None,
     runs_dir: Annotated[Path | None, typer.Option(
         "--runs", help="Folder for the runs: student-RECIPE/ and student-RECIPE-twin/ (with "

@@ -46,16 +46,13 @@ def default_teacher(runs_dir: Path) -> Path:
 
 
 def load_teacher(path: Path) -> nn.Module:
-    """The teacher of a run folder or weights file; a clear error for anything else."""
+    """The teacher of a run folder or weights file: a DigitNet, or any network distill trained,
+    such as a student teaching a smaller one (a teacher assistant, Mirzadeh et al. 2020)."""
     weights = path / "weights.safetensors" if path.is_dir() else path
     if not weights.exists():
         raise DistillError(f"No teacher at {path}. Train one first with `distill teacher`, or "
-                           "point --teacher at a teacher run folder or weights file.")
-    model, architecture = load_model(path)
-    if architecture != "digitnet":
-        raise DistillError(f"{path} holds a {architecture}, not a teacher (digitnet). Point "
-                           "--teacher at the folder written by `distill teacher`.")
-    return model
+                           "point --teacher at a finished run folder or weights file.")
+    return load_model(path)[0]
 
 
 def load_teachers(paths: list[Path]) -> nn.Module:

@@ -10,6 +10,7 @@ from distill.cli import main
 from distill.export import load_model
 from distill.nets import parameter_count
 from distill.pipeline import find_twin, load_teacher
+from distill.report import load_report
 from distill.recipes import load_recipe
 from distill.runs import train_run
 from distill.training import Limits, describe
@@ -182,14 +183,24 @@ def test_a_missing_teacher_tells_the_user_to_train_one(tmp_path, capsys):
     assert "distill teacher" in capsys.readouterr().out
 
 
-def test_a_students_weights_given_as_the_teacher_are_refused(teacher_run, tmp_path, capsys):
+def test_a_student_teaches_a_smaller_one(teacher_run, tmp_path, capsys):
+    """A teacher assistant: tiny learns from a student of DigitNet, not from DigitNet itself;
+    a feature method still needs a teacher with feature maps."""
     runs = tmp_path / "runs"
-    main(["student", "--recipe", "micro", "--teacher", str(teacher_run), "--runs", str(runs),
-          "--no-twin", *QUICK])
+    main(["student", "--recipe", "small", "--recipe", "mlp", "--teacher", str(teacher_run),
+          "--runs", str(runs), "--no-twin", *QUICK])
+    assistant = runs / "student-small"
+    main(["student", "--recipe", "tiny", "--teacher", str(assistant), "--runs",
+          str(tmp_path / "chain"), "--no-twin", *QUICK])
+    report = load_report(tmp_path / "chain" / "student-tiny")
+    assert report["teacher"] == str(assistant) and report["model"] == "convnet_tiny"
     capsys.readouterr()
-    with pytest.raises(SystemExit):
-        main(["student", "--teacher", str(runs / "student-micro"), "--runs", str(tmp_path / "x")])
-    assert "not a teacher" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["student", "--recipe", "tiny-fitnet", "--teacher", str(runs / "student-mlp"),
+              "--runs", str(tmp_path / "hints"), *QUICK])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 1 and "needs the teacher's feature maps" in out
+    assert not (tmp_path / "hints").exists()
 
 
 def fake_run(folder, kind, seed, top1, gain=None, recipe="tiny", epochs=10, teacher=None):
