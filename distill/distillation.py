@@ -44,9 +44,10 @@ def check_features(method: Method, student: nn.Module | type, teacher: nn.Module
     for network, role in ((student, "student"), (teacher, "teacher")):
         if not has_features(network):
             name = getattr(network, "__name__", type(network).__name__)
+            choice = ("a CNN student" if role == "student"
+                      else "a single teacher with feature maps (DigitNet or a CNN)")
             raise DistillError(f"Method {method.name} needs the {role}'s feature maps, and "
-                               f"{name} has none: choose a CNN student and a single teacher, "
-                               "or a logit method.")
+                               f"{name} has none: choose {choice}, or a logit method.")
 
 
 class Distiller(Classifier):
