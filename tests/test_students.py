@@ -10,8 +10,8 @@ from distill.cli import main
 from distill.export import load_model
 from distill.nets import parameter_count
 from distill.pipeline import find_twin, load_teacher
-from distill.report import load_report
 from distill.recipes import load_recipe
+from distill.report import load_report
 from distill.runs import train_run
 from distill.training import Limits, describe
 
