@@ -187,7 +187,7 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
         recipes: dict[int, list[str]] = {}
         best: dict[int, float] = {}
         for r, x, y in sorted(zip(chosen, xs, ys), key=lambda point: -point[2]):
-            recipes.setdefault(x, []).append(r.get("recipe") or r["name"])
+            recipes.setdefault(x, []).append(point_label(r))
             best.setdefault(x, y)
         labels += [(x, best[x], names[0], kind, len(set(names)) - 1)
                    for x, names in recipes.items()]
@@ -212,6 +212,17 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
     ax.margins(x=0.12, y=0.08)  # room for the labels above the points
     save_accuracy_figure(fig, ax, out, "parameters",
                          f"Accuracy against size on {reports[0].get('dataset', 'mnist')}", 3)
+
+
+def point_label(report: dict) -> str:
+    """A release by the name it is loaded by (`digitnet.fashion_mnist`: its recipe may be an
+    experiment's file), a run by its recipe."""
+    from distill.files import is_in_releases
+
+    run = report.get("run")
+    if run and is_in_releases(Path(run)):
+        return Path(run).name
+    return report.get("recipe") or report["name"]
 
 
 def save_accuracy_figure(fig: plt.Figure, ax: plt.Axes, out: Path, x: str, title: str,

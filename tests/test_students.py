@@ -301,6 +301,28 @@ def test_the_gains_plot_writes_out_a_row_that_would_squeeze_the_others(tmp_path,
     assert not figures[1].axes[0].texts
 
 
+def test_the_accuracy_plot_names_releases_as_they_are_loaded(tmp_path, monkeypatch):
+    # `distill report models`: a release trained from an experiment's recipe file was labelled
+    # by that file's name (teacher-fashion-mnist-150) instead of the name a user loads it by.
+    from distill import files, plots
+
+    releases = files.releases_dir()
+    reports = [{"kind": kind, "recipe": recipe, "name": name, "run": str(run),
+                "dataset": "fashion-mnist", "cost": {"parameters": parameters},
+                "evaluation": {"test": {"top1": top1}}}
+               for kind, recipe, name, run, parameters, top1 in [
+                   ("teacher", "teacher-fashion-mnist-150", "digitnet.fashion_mnist",
+                    releases / "digitnet.fashion_mnist", 467114, 0.9398),
+                   ("student", "tiny-t2-a05", "student-tiny-t2-a05",
+                    tmp_path / "student-tiny-t2-a05", 9042, 0.90)]]
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    plots.plot_accuracy_vs_size(reports, tmp_path / "size.png")
+    [figure] = figures
+    assert {text.get_text() for text in figure.axes[0].texts} == {"digitnet.fashion_mnist",
+                                                                   "tiny-t2-a05"}
+
+
 def test_the_accuracy_plot_labels_networks_of_nearly_the_same_size_apart(tmp_path, monkeypatch):
     # convnet_8k (7,946 parameters) and tiny (9,042) sit almost on one x on a log axis; their
     # labels used to be written over each other.
