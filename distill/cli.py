@@ -259,7 +259,9 @@ def student(
                 "Student against its twin: ", (f"{100 * reports[0]['gain_over_twin']:+.2f}", "bold"),
                 f" points of test top-1 (recipe {recipe.name}, seed {recipe.seed})."))
     if len(plan) > 1:
-        console.print(f"All {len(plan)} runs side by side, with each recipe's gain over its twin: "
+        # A count of runs would leave out the twins, which recipes of one network share.
+        runs = f"{len(plan)} students" + (" and their twins" if twin else "")
+        console.print(f"All {runs} side by side, with each recipe's gain over its twin: "
                       f"distill report {runs_dir}")
 
 

@@ -102,7 +102,7 @@ def test_every_method_distills_end_to_end(teacher_run, tmp_path, capsys, name, d
         assert "method.adapter.weight" in state  # the adapter was trained with the student
 
 
-def test_recipes_of_one_network_share_its_twin(teacher_run, tmp_path):
+def test_recipes_of_one_network_share_its_twin(teacher_run, tmp_path, capsys):
     runs = tmp_path / "runs"
     kd = write_recipe(tmp_path, "a", "convnet_tiny", "{method: kd}")
     dkd = write_recipe(tmp_path, "b", "convnet_tiny", "{method: dkd}")
@@ -113,6 +113,9 @@ def test_recipes_of_one_network_share_its_twin(teacher_run, tmp_path):
     second = json.loads((runs / "student-b" / "report.json").read_text())
     assert second["twin"] == str(runs / "student-a-twin")
     assert second["gain_over_twin"] is not None
+    # Three run folders: the last line counts students, not runs, and names the twins.
+    out = " ".join(capsys.readouterr().out.split())
+    assert "All 2 students and their twins side by side" in out
 
 
 def test_several_teachers_distill_from_the_mean_of_their_logits(teacher_run, tmp_path):
