@@ -99,14 +99,21 @@ def test_a_killed_two_process_run_resumes(tmp_path, data_dir):
     args = ["-m", "distill", "teacher", "--devices", "2", "--out", "k", "--epochs", "3",
             "--train-batches", "30", *SLICE]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Its own session, so that a run that fails the test is killed with all its ranks: ranks
+    # left behind hang on to the CPU and made the next run of this test fail too.
     run = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=env, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + TIMEOUT
-    while not (tmp_path / "k" / "checkpoints" / "last.ckpt").is_file():
-        assert run.poll() is None and time.monotonic() < deadline
-        time.sleep(0.5)
-    run.send_signal(signal.SIGTERM)  # as a cluster's scheduler stops a job
-    said = run.communicate(timeout=120)[0]
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (tmp_path / "k" / "checkpoints" / "last.ckpt").is_file():
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        run.send_signal(signal.SIGTERM)  # as a cluster's scheduler stops a job
+        said = run.communicate(timeout=120)[0]
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode == 1 and "--resume" in said
     distill("teacher", "--devices", "2", "--out", "k", "--epochs", "3", "--train-batches", "30",
             "--resume", *SLICE, cwd=tmp_path)
