@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -241,6 +242,32 @@ class EpochTimes(Callback):
         self.seconds_before_resume = sum(self.seconds)
 
 
+class StopOnSigterm(Callback):
+    """SIGTERM (`kill`, a cluster's scheduler) stops training at the end of a batch, every process
+    at the same one, keeping the last finished epoch for --resume.
+
+    It replaces Lightning's handler, which (2.6) broadcasts from inside the signal handler: a
+    collective at an arbitrary point between DDP's own, so that two processes could wait on
+    different collectives forever. This one only sets a flag; the processes agree on it at each
+    batch's end, as EarlyStopping agrees on stopping."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # Lightning put its handler in place just before; it restores the one before it at the end.
+        self.asked = False
+        signal.signal(signal.SIGTERM, self._ask)
+
+    def _ask(self, signum: int, frame: Any) -> None:
+        self.asked = True
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        if trainer.strategy.reduce_boolean_decision(self.asked, all=False):
+            raise SIGTERMException
+
+
 class DropReplacedRun(Callback):
     """Deletes the run that --overwrite set aside once the new run's first epoch has finished:
     until then, a failure puts the old run back (`files.restore_aside`)."""
@@ -264,6 +291,7 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
         EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
         LearningRateMonitor(logging_interval="epoch"),
         EpochTimes(summary_for=None if progress else out.name),
+        StopOnSigterm(),
         DropReplacedRun(),
     ]
     if config.ema_decay is not None:

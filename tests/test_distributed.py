@@ -109,12 +109,17 @@ def test_a_killed_two_process_run_resumes(tmp_path, data_dir):
         while not (tmp_path / "k" / "checkpoints" / "last.ckpt").is_file():
             assert run.poll() is None and time.monotonic() < deadline
             time.sleep(0.5)
-        run.send_signal(signal.SIGTERM)  # as a cluster's scheduler stops a job
+        # As a cluster's scheduler stops a job: every process. Lightning's own handler broadcast
+        # from inside the signal handler and left the two processes waiting on each other (or
+        # rank one with a traceback) in about two tries of three. Rank one holds the output
+        # pipe too, so one left hanging fails the timeout.
+        os.killpg(run.pid, signal.SIGTERM)
         said = run.communicate(timeout=120)[0]
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
-    assert run.returncode == 1 and "--resume" in said
+    # One line from rank zero; rank one stops at the same batch, without a traceback of its own.
+    assert run.returncode == 1 and "--resume" in said and "Traceback" not in said
     distill("teacher", "--devices", "2", "--out", "k", "--epochs", "3", "--train-batches", "30",
             "--resume", *SLICE, cwd=tmp_path)
     report = json.loads((tmp_path / "k" / "report.json").read_text())
