@@ -53,6 +53,20 @@ def file_digest(path: Path, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def current_identity(named: str) -> str:
+    """What the teacher (or the ensemble, its paths joined by ", ") named here is now."""
+    return ", ".join(teacher_identity(part) for part in named.split(", "))
+
+
+def teacher_name(identity: str, names: list[str]) -> str:
+    """A teacher shown by the first name that still holds it, else by the first it was given,
+    marked as replaced since."""
+    for named in dict.fromkeys(names):
+        if current_identity(named) == identity:
+            return shown_teachers(named)
+    return f"{shown_teachers(names[0])}, since replaced"
+
+
 def shown_teachers(named: str) -> str:
     """Each teacher's path (an ensemble's are joined by ", ") as the user would type it here:
     runs record absolute paths, which crowd the recipe column."""
@@ -66,24 +80,28 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
     teacher and settings. On MNIST one seed's gain is within the spread between seeds (about 0.1
     point), so it takes several seeds to tell what distillation buys."""
     groups: dict[tuple, list[dict]] = {}
-    teacher_names: dict[str | None, str | None] = {}
+    names_given: dict[str, list[str]] = {}
     for r in reports:
         if r.get("kind") != "student" or r.get("gain_over_twin") is None:
             continue
         settings = {key: value for key, value in normalized(r["config"]).items() if key != "seed"}
         teacher = r.get("teacher")
-        identity = teacher_identity(teacher) if teacher else None
-        # Each teacher is shown by the first name it was given.
-        teacher_names.setdefault(identity, teacher and shown_teachers(teacher))
+        # The digest the run recorded of the teacher it had: the folder it names may hold another
+        # one since (a release replaced). Runs from before the digest was recorded: the folder's.
+        identity = r.get("teacher_sha256") or (current_identity(teacher) if teacher else None)
+        if teacher:
+            names_given.setdefault(identity, []).append(teacher)
         key = (r.get("recipe") or r["name"], identity,
                json.dumps([{"method": "kd", **r["distillation"]}, settings], sort_keys=True))
         groups.setdefault(key, []).append(r)
+    teacher_names = {identity: teacher_name(identity, names)
+                     for identity, names in names_given.items()}
     # Where the runs have several teachers, a row names its teacher unless it is the one most
     # rows share, which the titles name instead (unnamed_teacher): "runs/teacher" on every row
     # of a table that has one ensemble row is noise.
     counts = collections.Counter(key[1] for key in groups)
     usual = max(counts, key=counts.get) if counts else None
-    labels = {key: key[0] if key[1] == usual else f"{key[0]} (teacher {teacher_names[key[1]]})"
+    labels = {key: key[0] if key[1] == usual else f"{key[0]} (teacher {teacher_names.get(key[1])})"
               for key in groups}
     for label in set(labels.values()):
         same_label = [key for key in groups if labels[key] == label]
@@ -103,7 +121,7 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
         twins = [s - g for s, g in zip(students, gains)]
         rows.append({"recipe": labels[key], "method": (runs[0].get("distillation") or {}).get(
                          "method", "kd"), "model": runs[0]["model"],
-                     "teacher": teacher_names[key[1]], "teacher_in_recipe": key[1] != usual,
+                     "teacher": teacher_names.get(key[1]), "teacher_in_recipe": key[1] != usual,
                      "seeds": [r["config"]["seed"] for r in runs],
                      "student_top1": students, "twin_top1": twins,
                      "student_mean": statistics.mean(students), "student_sd": sd(students),

@@ -1,3 +1,4 @@
+import hashlib
 import itertools
 import json
 import shutil
@@ -203,8 +204,10 @@ def test_a_student_teaches_a_smaller_one(teacher_run, tmp_path, capsys):
     assert not (tmp_path / "hints").exists()
 
 
-def fake_run(folder, kind, seed, top1, gain=None, recipe="tiny", epochs=10, teacher=None):
-    """A finished run's report.json with only what `distill report` reads."""
+def fake_run(folder, kind, seed, top1, gain=None, recipe="tiny", epochs=10, teacher=None,
+             teacher_weights=None):
+    """A finished run's report.json with only what `distill report` reads; `teacher_weights`:
+    the bytes of the teacher's weights when the run was trained (recorded as their digest)."""
     folder.mkdir(parents=True)
     report = {"name": folder.name, "model": "convnet_tiny", "kind": kind, "recipe": recipe,
               "teacher": teacher, "distillation": {"temperature": 4.0, "alpha": 0.9},
@@ -214,6 +217,8 @@ def fake_run(folder, kind, seed, top1, gain=None, recipe="tiny", epochs=10, teac
               "evaluation": {"test": {"top1": top1, "top2": 0.999, "ece": 0.002},
                              "augmented_test": {"top1": 0.95, "top2": 0.98, "ece": 0.01}},
               "gain_over_twin": gain}
+    if teacher_weights is not None:
+        report["teacher_sha256"] = hashlib.sha256(teacher_weights).hexdigest()
     (folder / "report.json").write_text(json.dumps(report))
 
 
@@ -273,6 +278,30 @@ def test_the_gains_group_students_by_their_teachers_weights_not_by_how_it_was_na
         ("tiny", [0, 1, 2]), ("tiny (teacher other)", [3])]
     assert "95% t-interval; teacher teacher unless named)" in (
         tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_the_gains_group_students_by_the_teacher_they_had_not_what_its_folder_holds_now(
+        tmp_path, monkeypatch):
+    # A release replaced since: its old students are told from the new one's, and grouped with
+    # the students of a copy of the old teacher.
+    for name, weights in [("release", b"new teacher"), ("old-copy", b"old teacher")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "weights.safetensors").write_bytes(weights)
+    monkeypatch.chdir(tmp_path)
+    had = {0: ("release", b"old teacher"), 1: ("release", b"old teacher"),
+           2: ("old-copy", b"old teacher"), 3: ("release", b"new teacher")}
+    for seed, (teacher, weights) in had.items():
+        fake_run(tmp_path / f"seed{seed}" / "student-tiny", "student", seed, 0.9945, 0.0005,
+                 teacher=teacher, teacher_weights=weights)
+    main(["report", *(f"seed{seed}" for seed in had), "--no-measure", "--out", "out"])
+    gains = json.loads((tmp_path / "out" / "gains.json").read_text())
+    assert sorted((g["recipe"], g["seeds"], g["teacher"]) for g in gains) == [
+        ("tiny", [0, 1, 2], "old-copy"), ("tiny (teacher release)", [3], "release")]
+    # Without a copy that still holds it, the old teacher is named as replaced.
+    shutil.rmtree(tmp_path / "seed2")
+    main(["report", *(f"seed{seed}" for seed in (0, 1, 3)), "--no-measure", "--out", "out"])
+    gains = json.loads((tmp_path / "out" / "gains.json").read_text())
+    assert sorted(g["teacher"] for g in gains) == ["release", "release, since replaced"]
 
 
 def test_the_gains_plot_writes_out_a_row_that_would_squeeze_the_others(tmp_path, monkeypatch):
