@@ -59,20 +59,23 @@ def current_identity(named: str) -> str:
 
 
 def teacher_name(identity: str, names: list[str]) -> str:
-    """A teacher shown by the first name that still holds it, else by the first it was given,
-    marked as replaced since."""
+    """A teacher shown by the first name that still holds it, else as an earlier one of the first
+    name it was given (the folder holds another teacher now)."""
     for named in dict.fromkeys(names):
         if current_identity(named) == identity:
             return shown_teachers(named)
-    return f"{shown_teachers(names[0])}, since replaced"
+    return f"an earlier {shown_teachers(names[0])}"
 
 
 def shown_teachers(named: str) -> str:
     """Each teacher's path (an ensemble's are joined by ", ") as the user would type it here:
-    runs record absolute paths, which crowd the recipe column."""
+    runs record absolute paths, which crowd the recipe column. A release's weights file (the
+    teacher a student falls back to) is shown as its folder, the name `--teacher` takes."""
     from distill.report import shown_path
 
-    return ", ".join(shown_path(Path(part)) for part in named.split(", "))
+    paths = [Path(part) for part in named.split(", ")]
+    return ", ".join(shown_path(path.parent if path.name == "weights.safetensors" else path)
+                     for path in paths)
 
 
 def gains_over_twins(reports: list[dict]) -> list[dict]:

@@ -289,7 +289,8 @@ def test_the_gains_group_students_by_the_teacher_they_had_not_what_its_folder_ho
         (tmp_path / name / "weights.safetensors").write_bytes(weights)
     monkeypatch.chdir(tmp_path)
     had = {0: ("release", b"old teacher"), 1: ("release", b"old teacher"),
-           2: ("old-copy", b"old teacher"), 3: ("release", b"new teacher")}
+           2: ("old-copy", b"old teacher"),
+           3: (str(tmp_path / "release" / "weights.safetensors"), b"new teacher")}
     for seed, (teacher, weights) in had.items():
         fake_run(tmp_path / f"seed{seed}" / "student-tiny", "student", seed, 0.9945, 0.0005,
                  teacher=teacher, teacher_weights=weights)
@@ -297,11 +298,11 @@ def test_the_gains_group_students_by_the_teacher_they_had_not_what_its_folder_ho
     gains = json.loads((tmp_path / "out" / "gains.json").read_text())
     assert sorted((g["recipe"], g["seeds"], g["teacher"]) for g in gains) == [
         ("tiny", [0, 1, 2], "old-copy"), ("tiny (teacher release)", [3], "release")]
-    # Without a copy that still holds it, the old teacher is named as replaced.
+    # Without a copy that still holds it, the old teacher is named as an earlier one.
     shutil.rmtree(tmp_path / "seed2")
     main(["report", *(f"seed{seed}" for seed in (0, 1, 3)), "--no-measure", "--out", "out"])
     gains = json.loads((tmp_path / "out" / "gains.json").read_text())
-    assert sorted(g["teacher"] for g in gains) == ["release", "release, since replaced"]
+    assert sorted(g["teacher"] for g in gains) == ["an earlier release", "release"]
 
 
 def test_the_gains_plot_writes_out_a_row_that_would_squeeze_the_others(tmp_path, monkeypatch):
