@@ -37,7 +37,10 @@ def flat_settings(report: dict) -> dict[str, Any]:
 
 def teacher_identity(named: str) -> str:
     """The same teacher under any name (a relative or an absolute path, a copied run folder): the
-    digest of its weights file; the name itself where the file cannot be read."""
+    digest of its weights file; the name itself where the file cannot be read. An ensemble (its
+    paths joined by ", "): its members' digests, joined the same way."""
+    if ", " in named:
+        return ", ".join(teacher_identity(part) for part in named.split(", "))
     path = Path(named)
     weights = path / "weights.safetensors" if path.is_dir() else path
     try:
@@ -53,16 +56,11 @@ def file_digest(path: Path, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def current_identity(named: str) -> str:
-    """What the teacher (or the ensemble, its paths joined by ", ") named here is now."""
-    return ", ".join(teacher_identity(part) for part in named.split(", "))
-
-
 def teacher_name(identity: str, names: list[str]) -> str:
     """A teacher shown by the first name that still holds it, else as an earlier one of the first
     name it was given (the folder holds another teacher now)."""
     for named in dict.fromkeys(names):
-        if current_identity(named) == identity:
+        if teacher_identity(named) == identity:
             return shown_teachers(named)
     return f"an earlier {shown_teachers(names[0])}"
 
@@ -91,7 +89,7 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
         teacher = r.get("teacher")
         # The digest the run recorded of the teacher it had: the folder it names may hold another
         # one since (a release replaced). Runs from before the digest was recorded: the folder's.
-        identity = r.get("teacher_sha256") or (current_identity(teacher) if teacher else None)
+        identity = r.get("teacher_sha256") or (teacher_identity(teacher) if teacher else None)
         if teacher:
             names_given.setdefault(identity, []).append(teacher)
         key = (r.get("recipe") or r["name"], identity,
