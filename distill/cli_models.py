@@ -29,18 +29,26 @@ def evaluate(
         "--dataset", help="The dataset to score on (default: the one each network was trained "
                           "on, as its weights file says).", show_default=False)] = None,
     test_images: TestImages = None,
+    split: Annotated[str, typer.Option(
+        "--split", help="What to score on: 'test', or 'validation', the training images every "
+                        "run holds out and keeps its epoch by; compare networks there to choose "
+                        "one (a teacher, an ensemble) without touching the test set.")] = "test",
 ) -> None:
-    """Score trained networks on their test set and its heavily augmented copy."""
+    """Score trained networks on their test set (or validation images) and its heavily augmented
+    copy."""
     import json
 
     from rich.table import Table
 
+    from distill.data import validation_split
     from distill.datasets import get_dataset
     from distill.export import dataset_of, load_model
-    from distill.metrics import predict_logits, scorecard
+    from distill.metrics import SPLITS, predict_logits, scorecard
     from distill.pipeline import load_teacher
     from distill.report import human, percent
 
+    if split not in SPLITS:
+        raise DistillError(f"--split {split!r}: use one of {', '.join(SPLITS)}.")
     if ensemble and len(weights) < 2:
         raise DistillError("--ensemble needs at least two networks to average.")
     names = {dataset or dataset_of(path) for path in weights}
@@ -48,7 +56,8 @@ def evaluate(
         raise DistillError(f"These networks were trained on different datasets ({', '.join(names)})"
                            ": evaluate each dataset's networks apart.")
     scored_on = get_dataset(names.pop())
-    images = scored_on.load("test", data_dir)[0][:test_images]  # bad data fails first
+    images = (scored_on.load("test", data_dir)[0] if split == "test" else
+              validation_split(data_dir, scored_on)[0])[:test_images]  # bad data fails first
     models = [(path, *load_model(path)) for path in weights]
     if ensemble:
         from distill.distillation import Ensemble
@@ -63,19 +72,19 @@ def evaluate(
     if teacher is not None:
         answers = predict_logits(load_teacher(teacher), images, dataset=scored_on).argmax(-1)
     results = []
-    with console.status("Scoring on the test set and its augmented copy") as status:
+    with console.status(f"Scoring on the {split} images and their augmented copy") as status:
         for path, model, architecture in models:
             status.update(f"Scoring {path}")
             results.append({"weights": str(path), "model": architecture,
                             "dataset": scored_on.name,
-                            **scorecard(model, data_dir, test_images, answers, scored_on)})
+                            **scorecard(model, data_dir, test_images, answers, scored_on, split)})
     if as_json:
         print(json.dumps(results, indent=2))
         return
-    table = Table(title=f"{scored_on.name}, {results[0]['test_images']:,} test images"
+    table = Table(title=f"{scored_on.name}, {results[0][f'{split}_images']:,} {split} images"
                   + (f"; agreement with {teacher}" if teacher else ""))
     columns = ["weights", "model", "params", "FLOPs", "top-1", "top-2", "aug top-1", "aug top-2",
-               "ECE", *(["agree"] if teacher else []), "most confused"]
+               "ECE", "loss", *(["agree"] if teacher else []), "most confused"]
     for column in columns:
         table.add_column(column, overflow="fold", justify="left" if column in (
             "weights", "model", "most confused") else "right")
@@ -84,9 +93,10 @@ def evaluate(
         confused = ", ".join(f"{classes[c['true']]} as {classes[c['predicted']]} ({c['count']})"
                              for c in r["most_confused"][:3])
         table.add_row(r["weights"], r["model"], f"{r['parameters']:,}", human(r["flops"]),
-                      percent(r["test"]["top1"]), percent(r["test"]["top2"]),
-                      percent(r["augmented_test"]["top1"]), percent(r["augmented_test"]["top2"]),
-                      f"{r['test']['ece']:.4f}",
+                      percent(r[split]["top1"]), percent(r[split]["top2"]),
+                      percent(r[f"augmented_{split}"]["top1"]),
+                      percent(r[f"augmented_{split}"]["top2"]),
+                      f"{r[split]['ece']:.4f}", f"{r[split]['loss']:.4f}",
                       *([percent(r["teacher_agreement"])] if teacher else []), confused or "-")
     console.print(table)
 

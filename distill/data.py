@@ -61,14 +61,20 @@ def train_val_indices(n: int = 60_000, val_size: int = 5_000) -> tuple[Tensor, T
     return order[val_size:].sort().values, order[:val_size].sort().values
 
 
-def validation_images(data_dir: Path | str | None = None, dataset: Dataset | str = "mnist",
-                      exclude_classes: list[int] | tuple[int, ...] = ()) -> Tensor:
-    """The validation slice of the training images, in the order validation sees them; without
-    the excluded classes' images, as a run of that transfer set validates."""
+def validation_split(data_dir: Path | str | None = None, dataset: Dataset | str = "mnist",
+                     exclude_classes: list[int] | tuple[int, ...] = ()) -> tuple[Tensor, Tensor]:
+    """The validation slice of the training images and its labels, in the order validation sees
+    them; without the excluded classes' images, as a run of that transfer set validates."""
     dataset = get_dataset(dataset) if isinstance(dataset, str) else dataset
     images, labels = dataset.load("train", data_dir)
     indices = train_val_indices(len(images), dataset.validation_size)[1]
-    return images[indices[kept_classes(labels[indices], exclude_classes)]]
+    indices = indices[kept_classes(labels[indices], exclude_classes)]
+    return images[indices], labels[indices]
+
+
+def validation_images(data_dir: Path | str | None = None, dataset: Dataset | str = "mnist",
+                      exclude_classes: list[int] | tuple[int, ...] = ()) -> Tensor:
+    return validation_split(data_dir, dataset, exclude_classes)[0]
 
 
 def to_unit(images: Tensor) -> Tensor:

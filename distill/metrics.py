@@ -17,7 +17,7 @@ from torchmetrics.classification import (
     MulticlassConfusionMatrix,
 )
 
-from distill.data import EVAL_BATCH, HEAVY_AUGMENT_SEED, prepare
+from distill.data import EVAL_BATCH, HEAVY_AUGMENT_SEED, prepare, validation_split
 from distill.datasets import Dataset, get_dataset
 from distill.nets import parameter_count
 
@@ -44,7 +44,8 @@ def accuracy_figures(logits: Tensor, labels: Tensor) -> dict[str, float]:
     top = {k: MulticlassAccuracy(classes, top_k=k, average="micro")(logits, labels).item()
            for k in (1, 2)}
     ece = MulticlassCalibrationError(classes, n_bins=15)(logits.softmax(-1), labels).item()
-    return {"top1": top[1], "top2": top[2], "ece": ece}
+    loss = torch.nn.functional.cross_entropy(logits, labels).item()  # what runs keep epochs by
+    return {"top1": top[1], "top2": top[2], "ece": ece, "loss": loss}
 
 
 def confusion(logits: Tensor, labels: Tensor) -> Tensor:
@@ -93,21 +94,27 @@ def cpu_speed(model: nn.Module, repeats: int = 5, dataset: Dataset | None = None
     return {"latency_ms": latency * 1000, "throughput": throughput}
 
 
+SPLITS = ("test", "validation")
+
+
 def evaluate(model: nn.Module, data_dir: Path | str | None = None, test_size: int | None = None,
-             device: torch.device | str = "cpu", dataset: Dataset | None = None
-             ) -> dict[str, Any]:
-    """Accuracy on the test set and on its heavily augmented copy, and the per-class picture."""
+             device: torch.device | str = "cpu", dataset: Dataset | None = None,
+             split: str = "test") -> dict[str, Any]:
+    """Accuracy on the test set (or the validation slice every run selects on) and on its heavily
+    augmented copy, and the per-class picture. The keys name the split: "test",
+    "augmented_test", "test_images", or "validation", "augmented_validation", ..."""
     dataset = dataset or get_dataset("mnist")
-    images, labels = dataset.load("test", data_dir)
+    images, labels = (dataset.load("test", data_dir) if split == "test" else
+                      validation_split(data_dir, dataset))
     images, labels = images[:test_size], labels[:test_size]
     clean = predict_logits(model, images, device=device, dataset=dataset)
     heavy = predict_logits(model, images, augmented=True, device=device, dataset=dataset)
     matrix = confusion(clean, labels)
     per_class = (matrix.diag() / matrix.sum(1).clamp(min=1)).tolist()
     return {
-        "test": accuracy_figures(clean, labels),
-        "augmented_test": accuracy_figures(heavy, labels),
-        "test_images": len(labels),
+        split: accuracy_figures(clean, labels),
+        f"augmented_{split}": accuracy_figures(heavy, labels),
+        f"{split}_images": len(labels),
         "per_class_accuracy": {str(c): acc for c, acc in enumerate(per_class)},
         "most_confused": most_confused(matrix),
         "confusion_matrix": matrix.tolist(),
@@ -123,14 +130,14 @@ def agreement(logits: Tensor, predictions: Tensor) -> float:
 
 
 def scorecard(model: nn.Module, data_dir: Path | str | None = None, test_size: int | None = None,
-              teacher_predictions: Tensor | None = None, dataset: Dataset | None = None
-              ) -> dict[str, Any]:
+              teacher_predictions: Tensor | None = None, dataset: Dataset | None = None,
+              split: str = "test") -> dict[str, Any]:
     """What `distill evaluate` says of a trained network: size, accuracy on the clean and the
-    heavily augmented test set, calibration, the classes it confuses, agreement with a teacher."""
-    ev = evaluate(model, data_dir, test_size, dataset=dataset)
-    card = {"parameters": parameter_count(model),
-            "flops": flops_per_image(model, dataset), "test_images": ev["test_images"], "test": ev["test"],
-            "augmented_test": ev["augmented_test"], "most_confused": ev["most_confused"]}
+    heavily augmented split, calibration, the classes it confuses, agreement with a teacher."""
+    ev = evaluate(model, data_dir, test_size, dataset=dataset, split=split)
+    card = {"parameters": parameter_count(model), "flops": flops_per_image(model, dataset),
+            **{key: ev[key] for key in (f"{split}_images", split, f"augmented_{split}")},
+            "most_confused": ev["most_confused"]}
     if teacher_predictions is not None:
         card["teacher_agreement"] = agreement(ev["_logits"], teacher_predictions)
     return card

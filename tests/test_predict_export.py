@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from distill.cli import main
-from distill.data import load_split
+from distill.data import load_split, validation_split
 from distill.errors import DistillError
 from distill.export import load_model
 from distill.metrics import predict_logits
@@ -135,6 +135,23 @@ def test_evaluate_scores_weights_as_their_run_did_and_their_agreement_with_a_tea
     assert micro["test"]["top1"] == pytest.approx((answers == labels).float().mean().item())
     assert micro["teacher_agreement"] == pytest.approx(
         (answers == predict_logits(teacher, images).argmax(-1)).float().mean().item())
+
+
+def test_evaluate_scores_the_validation_images_runs_select_on_when_asked(capsys):
+    micro = REPO / "models" / "convnet_micro"
+    main(["evaluate", str(micro), "--split", "validation", "--test-images", "300", "--json"])
+    scored, = json.loads(capsys.readouterr().out)
+    assert "test" not in scored and scored["validation_images"] == 300
+    images, labels = validation_split()
+    logits = predict_logits(load_model(micro)[0], images[:300])
+    assert scored["validation"]["top1"] == pytest.approx(
+        (logits.argmax(-1) == labels[:300]).float().mean().item())
+    assert scored["validation"]["loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, labels[:300]).item())
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(micro), "--split", "train"])
+    assert exit_.value.code == 1
+    assert "--split 'train': use one of test, validation." in capsys.readouterr().out
 
 
 def test_evaluate_names_a_missing_weights_file(capsys):
