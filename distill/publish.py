@@ -44,10 +44,12 @@ def model_card(report: dict) -> str:
                  "task": {"type": "image-classification"},
                  "dataset": {"type": hub, "name": shown, "split": "test"},
                  "metrics": metrics}]}]}
+    teachers = len((report.get("teacher_sha256") or report.get("teacher") or "").split(", "))
+    taught_by = (f"the mean of {teachers} teachers' logits (an ensemble)" if teachers > 1 else
+                 "the DigitNet teacher")
     role = {"teacher": "the DigitNet teacher (ConvNeXt-V2 blocks, stages 1-1-3-1, trained with "
                        "cross-entropy without label smoothing)",
-            "student": f"a student distilled from the DigitNet teacher with recipe "
-                       f"`{report.get('recipe')}`",
+            "student": f"a student distilled from {taught_by} with recipe `{report.get('recipe')}`",
             "twin": f"the twin of recipe `{report.get('recipe')}`, trained on labels alone"}
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
@@ -67,8 +69,8 @@ def model_card(report: dict) -> str:
         f"{percent(ev['augmented_test']['top2'])} |", "",
     ]
     if ev.get("teacher_agreement") is not None:
-        lines += [f"Agrees with the teacher on {percent(ev['teacher_agreement'])} of the test "
-                  "images.", ""]
+        lines += [f"Agrees with {'their mean' if teachers > 1 else 'the teacher'} on "
+                  f"{percent(ev['teacher_agreement'])} of the test images.", ""]
     if report.get("gain_over_twin") is not None:
         lines += [f"Against the same network trained on labels alone (its twin): "
                   f"{100 * report['gain_over_twin']:+.2f} points of test top-1.", ""]

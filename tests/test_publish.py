@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -30,6 +31,21 @@ def test_publish_writes_weights_and_a_model_card(teacher_run, tmp_path, capsys):
     # A run's own CPU speed depends on what else ran then; the card says so, and how to compare.
     assert "CPU speed as measured when training ended, on cpu" in card
     assert "`distill report models` measures every release again" in card
+
+
+def test_the_card_of_a_student_of_several_teachers_says_it_learned_from_their_mean(
+        teacher_run, tmp_path):
+    run = tmp_path / "student-self-ens"
+    shutil.copytree(teacher_run, run)
+    report = json.loads((run / "report.json").read_text())
+    report.update(kind="student", recipe="self", teacher="runs/a, runs/b",
+                  teacher_sha256="1" * 64 + ", " + "2" * 64)
+    report["evaluation"]["teacher_agreement"] = 0.99
+    (run / "report.json").write_text(json.dumps(report))
+    main(["publish", str(run), str(tmp_path / "models" / "digitnet")])
+    card = (tmp_path / "models" / "digitnet" / "README.md").read_text()
+    assert "a student distilled from the mean of 2 teachers' logits (an ensemble)" in card
+    assert "Agrees with their mean on 99.00% of the test images." in card
 
 
 def test_publish_refuses_a_folder_named_after_another_network(teacher_run, tmp_path, capsys):
