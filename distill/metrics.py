@@ -103,6 +103,8 @@ def evaluate(model: nn.Module, data_dir: Path | str | None = None, test_size: in
     """Accuracy on the test set (or the validation slice every run selects on) and on its heavily
     augmented copy, and the per-class picture. The keys name the split: "test",
     "augmented_test", "test_images", or "validation", "augmented_validation", ..."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: use one of {', '.join(SPLITS)}")
     dataset = dataset or get_dataset("mnist")
     images, labels = (dataset.load("test", data_dir) if split == "test" else
                       validation_split(data_dir, dataset))
