@@ -72,8 +72,11 @@ def model_card(report: dict) -> str:
         lines += [f"Agrees with {'their mean' if teachers > 1 else 'the teacher'} on "
                   f"{percent(ev['teacher_agreement'])} of the test images.", ""]
     if report.get("gain_over_twin") is not None:
-        lines += [f"Against the same network trained on labels alone (its twin): "
-                  f"{100 * report['gain_over_twin']:+.2f} points of test top-1.", ""]
+        # One seed's difference, not a claim: gains are claimed over seeds, with an interval.
+        lines += [f"Against the same network trained on labels alone with the same seed (its "
+                  f"twin): {100 * report['gain_over_twin']:+.2f} points of test top-1 on this "
+                  "seed; what distillation buys over seeds is in "
+                  "[docs/results.md](../../docs/results.md).", ""]
     lines += [line for text in transfer_lines(report) for line in (text, "")]  # few labels
     lines += [
         "## Use", "", "```python", "import timm", "import distill  # registers the networks with timm",
