@@ -177,6 +177,10 @@ def collect_reports(paths: list[Path]) -> list[RunReport]:
             found.append(path / "report.json")
         elif path.is_dir():  # run folders, and run folders of seeds (`--seeds`: seedN/RUN)
             found += sorted(path.glob("*/report.json")) + sorted(path.glob("seed*/*/report.json"))
+            # and another dataset's, which `distill teacher --dataset` puts in runs/DATASET/
+            for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(
+                    (".", "seed")) and not (p / "report.json").is_file()):
+                found += sorted(sub.glob("*/report.json")) + sorted(sub.glob("seed*/*/report.json"))
     unique: dict[Path, Path] = {}  # a run named twice (runs and runs/student-tiny) shown once
     for file in found:
         unique.setdefault(file.resolve(), file)

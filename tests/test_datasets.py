@@ -143,3 +143,13 @@ def test_a_batch_larger_than_a_folder_is_one_line_before_any_teacher_pass(data_d
     with pytest.raises(SystemExit):
         main(["teacher", "--dataset", str(root), "--out", str(tmp_path / "t"), *QUICK])
     assert "larger than the" in " ".join(capsys.readouterr().out.split())
+
+
+def test_report_finds_another_datasets_runs_where_distill_teacher_put_them(teacher_run, tmp_path,
+                                                                          capsys):
+    # `distill teacher --dataset fashion-mnist` writes runs/fashion-mnist/teacher; a bare
+    # `distill report` (runs/) must show it, not say there are no runs.
+    runs = tmp_path / "runs"
+    shutil.copytree(teacher_run, runs / "fashion-mnist" / "teacher")
+    main(["report", str(runs), "--no-measure"])
+    assert "Teacher and students on mnist" in capsys.readouterr().out
