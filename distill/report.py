@@ -169,18 +169,23 @@ def save_report(out: Path, report: RunReport) -> None:
     write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
 
 
+def runs_in(folder: Path) -> list[Path]:
+    """The report.json of the run folders in `folder`, and of its seeds' (`--seeds`: seedN/RUN)."""
+    return sorted(folder.glob("*/report.json")) + sorted(folder.glob("seed*/*/report.json"))
+
+
 def collect_reports(paths: list[Path]) -> list[RunReport]:
     """The report.json of every run among `paths` (run folders, or folders of run folders)."""
     found = []
     for path in paths:
         if (path / "report.json").is_file():
             found.append(path / "report.json")
-        elif path.is_dir():  # run folders, and run folders of seeds (`--seeds`: seedN/RUN)
-            found += sorted(path.glob("*/report.json")) + sorted(path.glob("seed*/*/report.json"))
+        elif path.is_dir():
+            found += runs_in(path)
             # and another dataset's, which `distill teacher --dataset` puts in runs/DATASET/
-            for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(
-                    (".", "seed")) and not (p / "report.json").is_file()):
-                found += sorted(sub.glob("*/report.json")) + sorted(sub.glob("seed*/*/report.json"))
+            found += [file for sub in sorted(path.iterdir()) if sub.is_dir()
+                      and not sub.name.startswith((".", "seed"))
+                      and not (sub / "report.json").is_file() for file in runs_in(sub)]
     unique: dict[Path, Path] = {}  # a run named twice (runs and runs/student-tiny) shown once
     for file in found:
         unique.setdefault(file.resolve(), file)
