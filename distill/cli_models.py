@@ -34,8 +34,7 @@ def evaluate(
                         "run holds out and keeps its epoch by; compare networks there to choose "
                         "one (a teacher, an ensemble) without touching the test set.")] = "test",
 ) -> None:
-    """Score trained networks on their test set (or validation images) and its heavily augmented
-    copy."""
+    """Score networks on their test set (or validation images) and its heavily augmented copy."""
     import json
 
     from rich.table import Table
@@ -107,7 +106,8 @@ def export(
     format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
     out: Annotated[Path | None, typer.Option(
         help="File to write, ending in .onnx (default: model.onnx beside the weights; for a "
-             "release in models/, NAME.onnx in the current folder).", show_default=False)] = None,
+             "release, e.g. models/convnet_tiny, convnet_tiny.onnx in the current folder).",
+        show_default=False)] = None,
     quantize: Annotated[bool, typer.Option(
         help="Also write an int8 model (onnxruntime dynamic quantization) and score it.")] = False,
     data_dir: DataDir = None,

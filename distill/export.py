@@ -53,6 +53,9 @@ def load_model(path: Path | str) -> tuple[nn.Module, str]:
         path = path / "weights.safetensors"
     if not path.is_file():
         raise DistillError(f"No weights at {path}. Give a run folder or a weights.safetensors file.")
+    if path.suffix == ".onnx":  # what `distill export` wrote: easy to mistake for the weights
+        raise DistillError(f"{path} is an ONNX export, which onnxruntime runs; distill reads the "
+                           "weights it came from: a run folder or weights.safetensors file.")
     try:
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
@@ -118,7 +121,9 @@ def export_target(weights: Path, architecture: str, out: Path | None) -> Path:
     from distill.files import is_in_releases
 
     folder = weights if weights.is_dir() else weights.parent
-    default = Path(f"{architecture}.onnx") if is_in_releases(folder) else folder / "model.onnx"
+    # A release's name, not its network's: convnet_tiny and convnet_tiny.fashion_mnist are the same
+    # network, and exporting both must not write one file twice.
+    default = Path(f"{folder.name}.onnx") if is_in_releases(folder) else folder / "model.onnx"
     target = out or default
     if target.suffix != ".onnx":
         raise DistillError(f"--out {target} must end in .onnx: distill writes ONNX files only "

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +76,17 @@ def test_onnx_export_matches_pytorch_on_real_test_images(teacher_run, tmp_path, 
     main(["export", str(teacher_run), "--out", str(target), "--test-images", "500"])
     printed = capsys.readouterr().out
     assert target.is_file() and "500/500" in printed
+    with pytest.raises(DistillError, match="is an ONNX export, which onnxruntime runs"):
+        load_model(target)  # what predict and evaluate say when given the export
+
+
+def test_two_releases_of_one_network_export_to_two_files():
+    from distill.export import export_target
+    from distill.nets import MODELS_DIR
+
+    mnist = export_target(MODELS_DIR / "convnet_tiny", "convnet_tiny", None)
+    fashion = export_target(MODELS_DIR / "convnet_tiny.fashion_mnist", "convnet_tiny", None)
+    assert (mnist, fashion) == (Path("convnet_tiny.onnx"), Path("convnet_tiny.fashion_mnist.onnx"))
 
 
 def test_onnx_has_a_dynamic_batch_axis(teacher_run, tmp_path):
