@@ -355,9 +355,10 @@ def plot_gains(gains: list[dict], out: Path, dataset: str) -> None:
     ax.set_yticks(range(len(gains)), list(reversed(labels)), fontsize=8)
     ax.set_ylim(-0.7, len(gains) - 0.3)
     ax.set_xlabel("student's test top-1 minus its twin's (points)")
-    teacher = unnamed_teacher(gains).removeprefix("; ")  # on a line of its own: titles are cut
+    teacher = unnamed_teacher(gains).removeprefix("; ")  # on lines of its own: titles are cut
     ax.set_title(f"Gain over the twin on {dataset}, with its 95% interval over seeds"
-                 + (f"\n({teacher})" if teacher else ""), fontsize=10)
+                 + ("\n" + textwrap.fill(f"({teacher})", 80, break_on_hyphens=False)
+                    if teacher else ""), fontsize=10)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v + 0.0:+.2f}"))
     ax.grid(alpha=0.3, axis="x")
     fig.legend(loc="outside lower center", ncols=5, frameon=False, fontsize=8)
