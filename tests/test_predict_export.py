@@ -9,8 +9,9 @@ from PIL import Image
 from distill.cli import main
 from distill.data import load_split, validation_split
 from distill.errors import DistillError
-from distill.export import load_model
+from distill.export import export_target, load_model
 from distill.metrics import predict_logits
+from distill.nets import MODELS_DIR
 from distill.predict import preprocess
 
 from .conftest import REPO
@@ -81,9 +82,6 @@ def test_onnx_export_matches_pytorch_on_real_test_images(teacher_run, tmp_path, 
 
 
 def test_two_releases_of_one_network_export_to_two_files():
-    from distill.export import export_target
-    from distill.nets import MODELS_DIR
-
     mnist = export_target(MODELS_DIR / "convnet_tiny", "convnet_tiny", None)
     fashion = export_target(MODELS_DIR / "convnet_tiny.fashion_mnist", "convnet_tiny", None)
     assert (mnist, fashion) == (Path("convnet_tiny.onnx"), Path("convnet_tiny.fashion_mnist.onnx"))
