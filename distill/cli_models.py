@@ -167,8 +167,9 @@ def predict(
 ) -> None:
     """Classify image files: the top-2 classes with their probabilities.
 
-    For MNIST networks, a digit of any size and either polarity is centred as
-    MNIST's digits are; other images are resized to the dataset's size.
+    Each picture is fitted to the network's dataset as that dataset was made: a digit (any size,
+    either polarity) centred as MNIST's, one garment trimmed and centred as Fashion-MNIST's (on a
+    light or dark background), a folder's images resized whole.
     """
     import json
 
@@ -176,15 +177,13 @@ def predict(
 
     from distill.datasets import get_dataset
     from distill.export import dataset_of, load_model
-    from distill.predict import load_image, load_resized, preprocess, probabilities, top_classes
+    from distill.predict import load_image, prepare, probabilities, top_classes
 
     dataset = get_dataset(dataset_of(weights))
     model, architecture = load_model(weights)
-    if dataset.name == "mnist":
-        prepared = [preprocess(load_image(path)) for path in images]
-        batch, inverted = torch.stack([p.image for p in prepared]), [p.inverted for p in prepared]
-    else:
-        batch, inverted = torch.stack([load_resized(path, dataset) for path in images]), None
+    prepared = [prepare(load_image(path), dataset) for path in images]
+    batch = torch.stack([p.image for p in prepared])
+    inverted = [p.inverted for p in prepared] if dataset.framing != "resize" else None
     probs = probabilities(model, batch, dataset)
     results = [{"image": str(path),
                 "top2": [{"class": dataset.classes[c], "index": c, "probability": round(v, 4)}
@@ -196,7 +195,7 @@ def predict(
         return
     for r in results:
         (first, second) = r["top2"]
-        note = " (dark on light paper: inverted)" if r.get("inverted") else ""
+        note = " (dark on a light background: inverted)" if r.get("inverted") else ""
         console.print(Text.assemble(
             f"{r['image']}: ", (first["class"], "bold"),
             f" {100 * first['probability']:.1f}%, then {second['class']} "
@@ -224,14 +223,18 @@ def publish(
 @app.command()
 def demo(
     models: Annotated[list[Path] | None, typer.Option(
-        "--models", help="Run folders or weights files to show (repeatable; default: the released "
-                         "models in models/).", show_default=False)] = None,
+        "--models", help="Run folders or weights files to show, all of one dataset (repeatable; "
+                         "default: the dataset's released models in models/).",
+        show_default=False)] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="Whose released models to show: mnist (the default) or fashion-mnist. "
+                          "With --models, their own dataset.", show_default=False)] = None,
     host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 7860,
     share: Annotated[bool, typer.Option(help="Also serve through a public Gradio link.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """A local web page: draw a digit, the teacher and its students answer side by side."""
+    """A local web page: draw a digit (or show a garment), the teacher and its students answer."""
     try:
         import gradio  # noqa: F401
     except ImportError as error:
@@ -239,6 +242,7 @@ def demo(
     from distill.demo import check_port, load_demo_models, serve
 
     check_port(host, port)
-    loaded = load_demo_models(models)
-    console.print(f"Serving {len(loaded)} models at http://{host}:{port} (Ctrl-C to stop)")
-    serve(loaded, host, port, share, data_dir)
+    loaded, scored_on = load_demo_models(models, dataset)
+    console.print(f"Serving {len(loaded)} {scored_on.name} models at http://{host}:{port} "
+                  "(Ctrl-C to stop)")
+    serve(loaded, scored_on, host, port, share, data_dir)

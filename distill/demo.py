@@ -1,6 +1,7 @@
-"""`distill demo`: draw a digit in the browser; the teacher and its students answer side by side.
+"""`distill demo`: draw or upload a picture in the browser; the teacher and its students answer
+side by side, in the words of their dataset (a digit, a sneaker, a folder's class).
 
-Built with Gradio (the `demo` extra). Drawings and uploads go through `predict.preprocess`, the
+Built with Gradio (the `demo` extra). Drawings and uploads go through `predict.prepare`, the
 same path as `distill predict`.
 """
 
@@ -18,12 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill.datasets import Dataset, get_dataset
 from distill.errors import DistillError
-from distill.export import load_model
-from distill.nets import MODELS_DIR, parameter_count
-from distill.predict import MAX_PIXELS, check_pixels, preprocess, probabilities, to_gray
+from distill.export import dataset_of, load_model
+from distill.nets import MODELS_DIR, parameter_count, release_name
+from distill.predict import MAX_PIXELS, check_pixels, prepare, probabilities
 
 EMPTY_CANVAS = "Draw a digit first."
+EMPTY_PICTURE = "Draw or upload a picture first."
 
 
 @dataclass
@@ -34,54 +37,70 @@ class DemoModel:
     bytes: int
 
 
-def released_model_paths() -> list[Path]:
-    """The released MNIST models (the demo reads digits), teacher first, then students from
-    largest to smallest. Releases of other datasets carry a tag: digitnet.fashion_mnist."""
+def released_model_paths(dataset: str = "mnist") -> list[Path]:
+    """The released models of one dataset (MNIST's are untagged, others carry a tag:
+    digitnet.fashion_mnist), teacher first, then students from largest to smallest."""
     paths = [p for p in sorted(MODELS_DIR.glob("*/weights.safetensors"))
-             if "." not in p.parent.name]
-    teacher = [p for p in paths if p.parent.name == "digitnet"]
+             if release_name(p.parent.name.split(".")[0], dataset) == p.parent.name]
+    teacher = [p for p in paths if p.parent.name == release_name("digitnet", dataset)]
     return teacher + sorted((p for p in paths if p not in teacher),
                             key=lambda p: -p.stat().st_size)
 
 
-def load_demo_models(paths: list[Path] | None = None) -> list[DemoModel]:
-    paths = paths or released_model_paths()
+def load_demo_models(paths: list[Path] | None = None, dataset: str | None = None
+                     ) -> tuple[list[DemoModel], Dataset]:
+    """The models to show and the dataset they answer for: `paths`, else the releases of
+    `dataset` (MNIST's by default). All of them must answer for one dataset."""
+    paths = paths or released_model_paths(dataset or "mnist")
     if not paths:
-        raise DistillError(f"No released models in {MODELS_DIR}. Pass --models with run folders "
-                           "or weights files.")
+        raise DistillError(f"No released {dataset or 'mnist'} models in {MODELS_DIR}. Pass --models "
+                           "with run folders or weights files.")
     models = []
     for path in paths:
         model, architecture = load_model(path)
         weights = path / "weights.safetensors" if path.is_dir() else path
-        name = "teacher (digitnet)" if architecture == "digitnet" else architecture
-        models.append(DemoModel(name, model, parameter_count(model),
-                                weights.stat().st_size))
-    return models
+        label = "teacher (digitnet)" if architecture == "digitnet" else architecture
+        models.append(DemoModel(label, model, parameter_count(model), weights.stat().st_size))
+    found = {dataset_of(path): path for path in paths}
+    if len(found) > 1:
+        named = ", ".join(f"{path} ({name})" for name, path in found.items())
+        raise DistillError(f"These models answer for different datasets: {named}. The demo shows "
+                           "one dataset at a time: give --models of one.")
+    (name, path), = found.items()
+    if dataset is not None and get_dataset(dataset).name != name:
+        raise DistillError(f"{path} was trained on {name}, not {dataset}: leave out --dataset, "
+                           f"or give --models of {dataset}.")
+    return models, get_dataset(name)
 
 
-def classify(models: list[DemoModel], image: np.ndarray | dict | None, is_photo: bool = False
-             ) -> tuple[str, list[dict[str, float] | None], list[str]]:
+def classify(models: list[DemoModel], dataset: Dataset, image: np.ndarray | dict | None,
+             is_photo: bool = False) -> tuple[str, list[dict[str, float] | None], list[str]]:
     """(status line, per-model class probabilities, per-model cost line) for a drawing or photo."""
     if isinstance(image, dict):  # the sketchpad's value: background, layers, composite
         image = image.get("composite")
     blank = ([None] * len(models), [cost_line(m) for m in models])
     if image is None or np.asarray(image).size == 0:
-        return EMPTY_CANVAS, *blank
+        return empty_message(dataset), *blank
     try:
         check_pixels(np.asarray(image).shape[1], np.asarray(image).shape[0], "The image")
-        prepared = preprocess(to_gray(np.asarray(image)))
+        prepared = prepare(np.asarray(image), dataset)
     except DistillError as error:
         return str(error), *blank
     labels, costs = [], []
     for m in models:
         started = time.perf_counter()
-        probs = probabilities(m.model, prepared.image.unsqueeze(0))[0]
+        probs = probabilities(m.model, prepared.image.unsqueeze(0), dataset)[0]
         seconds = time.perf_counter() - started
-        labels.append({str(digit): float(p) for digit, p in enumerate(probs)})
+        labels.append({name: float(p) for name, p in zip(dataset.classes, probs)})
         costs.append(cost_line(m, seconds))
     # A drawing is always dark on light; only for photos is the inversion news.
-    note = " (a dark digit on light paper: inverted first)" if prepared.inverted and is_photo else ""
-    return f"Each model's three most likely digits{note}:", labels, costs
+    note = " (dark on a light background: inverted first)" if prepared.inverted and is_photo else ""
+    things = "digits" if dataset.framing == "digit" else "classes"
+    return f"Each model's three most likely {things}{note}:", labels, costs
+
+
+def empty_message(dataset: Dataset) -> str:
+    return EMPTY_CANVAS if dataset.framing == "digit" else EMPTY_PICTURE
 
 
 def cost_line(m: DemoModel, seconds: float | None = None) -> str:
@@ -89,36 +108,43 @@ def cost_line(m: DemoModel, seconds: float | None = None) -> str:
     return f"{m.parameters:,} parameters · {m.bytes / 1024:,.1f} KiB on disk{took}"
 
 
-def example_images(count: int = 8, data_dir: Path | str | None = None) -> list[str]:
-    """A row of MNIST test digits as PNG files, to click and try."""
+def example_images(dataset: Dataset, count: int = 8, data_dir: Path | str | None = None
+                   ) -> list[str]:
+    """A row of the dataset's test images as PNG files, to click and try."""
     from PIL import Image
 
     from distill.data import load_split
 
-    images, _ = load_split("test", data_dir)
+    images, _ = load_split("test", data_dir, dataset=dataset)
     folder = Path(tempfile.mkdtemp(prefix="distill-demo-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)  # gradio serves them until then
     paths = []
-    for i in range(count):
+    for i in range(min(count, len(images))):
         path = folder / f"test-{i}.png"
-        Image.fromarray(images[i].numpy()).resize((112, 112), Image.NEAREST).save(path)
+        array = images[i].numpy() if images[i].dim() == 2 else images[i].permute(1, 2, 0).numpy()
+        Image.fromarray(array).resize((112, 112), Image.NEAREST).save(path)
         paths.append(str(path))
     return paths
 
 
-def build_app(models: list[DemoModel], examples: list[str]):
+def build_app(models: list[DemoModel], dataset: Dataset, examples: list[str]):
     import gradio as gr
 
     def answer(image, is_photo=False):
-        status, labels, costs = classify(models, image, is_photo)
+        status, labels, costs = classify(models, dataset, image, is_photo)
         return [status, *labels, *costs]
 
     def answer_photo(image):
         return answer(image, is_photo=True)
 
+    digits = dataset.framing == "digit"
+    intro = ("# Draw a digit\nThe DigitNet teacher and its distilled students answer the same "
+             "drawing, each with what it costs." if digits else
+             f"# Draw or upload a picture\nThe DigitNet teacher and its distilled students "
+             f"({dataset.name}) answer the same picture with one of {dataset.num_classes} "
+             f"classes ({', '.join(dataset.classes)}), each with what it costs.")
     with gr.Blocks(title="distill: teacher and students") as app:
-        gr.Markdown("# Draw a digit\nThe DigitNet teacher and its distilled students answer the "
-                    "same drawing, each with what it costs.")
+        gr.Markdown(intro)
         with gr.Row():
             with gr.Column(scale=1):
                 sketch = gr.Sketchpad(label="Draw here (select the brush first)", type="numpy",
@@ -128,11 +154,13 @@ def build_app(models: list[DemoModel], examples: list[str]):
                                       layers=False, elem_id="sketch")
                 classify_button = gr.Button("Classify the drawing", variant="primary",
                                             elem_id="classify")
-                upload = gr.Image(label="...or upload a photo of a digit", type="numpy",
+                upload = gr.Image(label="...or upload a photo of " + ("a digit" if digits else
+                                                                      "one object"), type="numpy",
                                   image_mode="RGBA", sources=["upload"], elem_id="upload")
-                gr.Examples(examples=examples, inputs=upload, label="MNIST test digits")
+                gr.Examples(examples=examples, inputs=upload, label="MNIST test digits" if digits
+                            else f"{dataset.name} test images")
             with gr.Column(scale=2):
-                status = gr.Markdown(EMPTY_CANVAS, elem_id="status")
+                status = gr.Markdown(empty_message(dataset), elem_id="status")
                 labels, costs = [], []
                 with gr.Row():
                     for i, m in enumerate(models):
@@ -157,7 +185,7 @@ def check_port(host: str, port: int) -> None:
                                "uses it. Pass --port with a free port, e.g. --port 7861.") from error
 
 
-def serve(models: list[DemoModel], host: str, port: int, share: bool,
+def serve(models: list[DemoModel], dataset: Dataset, host: str, port: int, share: bool,
           data_dir: Path | str | None = None) -> None:
     from PIL import Image
 
@@ -165,5 +193,5 @@ def serve(models: list[DemoModel], host: str, port: int, share: bool,
     # (a 144 KB PNG can claim 20000x20000 pixels, gigabytes once decoded).
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL refuses at twice this, warns above it
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    app = build_app(models, example_images(data_dir=data_dir))
+    app = build_app(models, dataset, example_images(dataset, data_dir=data_dir))
     app.launch(server_name=host, server_port=port, share=share, show_error=True)

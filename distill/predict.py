@@ -1,8 +1,12 @@
-"""Classify digits in ordinary image files: preprocess them as MNIST was made, then predict.
+"""Classify ordinary pictures: fit each to the dataset's images as the dataset was made, then predict.
 
 MNIST digits are white on black, fitted into a 20x20 box with their aspect ratio kept, and placed
-in a 28x28 image so that their centre of mass is at the centre. `preprocess` does the same to any
-picture of a digit (any size, either polarity), so that `distill predict` and the demo agree.
+in a 28x28 image so that their centre of mass is at the centre; `preprocess` does the same to any
+picture of a digit (any size, either polarity). Fashion-MNIST's clothes were product photos,
+trimmed to the object, their longer side resized to 28 pixels, centred and negated (Xiao et al.
+2017); `frame_object` does the same to any photo of one object. A folder's networks see the
+whole picture resized, as the folder's images were. `prepare` picks the dataset's way, so that
+`distill predict` and the demo agree.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from torch import Tensor, nn
 
 from distill.data import IMAGE_SIZE, normalize
 from distill.datasets import Dataset
+from distill.datasets.folder import decode_image
 from distill.errors import DistillError
 
 DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
 INK_THRESHOLD = 0.2  # of the brightest pixel: fainter pixels are paper, not ink
+# Fashion-MNIST trimmed edges within 5% of the corners' colour; a photo's noise needs a little more.
+OBJECT_THRESHOLD = 0.1
 # Larger images are refused before they are decoded: a photo of a digit needs far fewer pixels,
 # and a small compressed file can claim billions (a decompression bomb).
 MAX_PIXELS = 4096 * 4096
@@ -28,8 +35,8 @@ MAX_PIXELS = 4096 * 4096
 
 @dataclass
 class Prepared:
-    image: Tensor  # (28, 28) float in [0, 1], white digit on black
-    inverted: bool  # the input was a dark digit on light paper
+    image: Tensor  # (H, W) or (C, H, W) float in [0, 1], as the dataset's images
+    inverted: bool  # the input was dark on a light background, and was inverted
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -48,14 +55,15 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """A grayscale image in [0, 1]; a clear error for anything that is not an image."""
+    """The picture in a file as (H, W, 4) uint8 RGBA; a clear error for anything that is not an
+    image."""
     from PIL import Image, UnidentifiedImageError
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours, lower, is checked below
     try:
         with Image.open(path) as image:  # reads the header only
             check_pixels(image.width, image.height, str(path))
-            return to_gray(np.asarray(image.convert("RGBA")))
+            return np.asarray(image.convert("RGBA"))
     except FileNotFoundError as error:
         raise DistillError(f"No image at {path}.") from error
     except (UnidentifiedImageError, OSError) as error:
@@ -70,27 +78,69 @@ def check_pixels(width: int, height: int, name: str) -> None:
                            "reads: make it smaller first (a digit needs a few hundred).")
 
 
-def preprocess(gray: np.ndarray | Tensor) -> Prepared:
-    """Any grayscale digit picture in [0, 1] to a 28x28 MNIST-style image."""
+def prepare(picture: np.ndarray, dataset: Dataset) -> Prepared:
+    """A picture ((H, W) gray, or (H, W, 3 or 4) RGB(A), uint8) fitted to the dataset's images,
+    in the dataset's own way (its `framing`)."""
+    if dataset.framing == "digit":
+        return preprocess(to_gray(picture))
+    if dataset.framing == "object":
+        return frame_object(to_gray(picture), dataset.size)
+    from PIL import Image
+
+    array = decode_image(Image.fromarray(np.asarray(picture, dtype=np.uint8)), dataset.size,
+                         dataset.channels)
+    image = torch.from_numpy(array.astype(np.float32) / 255)
+    return Prepared(image if dataset.channels == 1 else image.permute(2, 0, 1), False)
+
+
+def light_on_black(gray: np.ndarray | Tensor) -> tuple[Tensor, bool]:
+    """The picture as a tensor, light on black (inverted when its border, mostly background, is
+    light), and whether it was inverted."""
     x = torch.as_tensor(np.asarray(gray, dtype=np.float32))
     if x.ndim != 2:
         raise DistillError("Expected a single grayscale image.")
-    # The border is mostly paper: a light border means a dark digit on light paper.
     border = torch.cat([x[0], x[-1], x[:, 0], x[:, -1]])
     inverted = bool(border.median() > 0.5)
-    if inverted:
-        x = 1 - x
+    return (1 - x if inverted else x), inverted
+
+
+def frame_object(gray: np.ndarray | Tensor, size: int = IMAGE_SIZE) -> Prepared:
+    """Any grayscale picture of one object in [0, 1] as Fashion-MNIST made its images from
+    product photos: trimmed to the object, its longer side resized to `size`, centred, light on
+    black. Intensities are kept, not stretched: a pale garment stays faint, as in the dataset."""
+    x, inverted = light_on_black(gray)
+    background = torch.cat([x[0], x[-1], x[:, 0], x[:, -1]]).median()
+    x = (x - background).clamp(min=0)
+    if x.max() <= OBJECT_THRESHOLD:
+        raise DistillError("The image is blank: nothing in it stands out from its background.")
+    fitted = crop_and_fit(x, OBJECT_THRESHOLD, size)
+    canvas = torch.zeros(size, size)
+    top, left = (size - fitted.shape[0]) // 2, (size - fitted.shape[1]) // 2
+    canvas[top: top + fitted.shape[0], left: left + fitted.shape[1]] = fitted
+    return Prepared(canvas, inverted)
+
+
+def crop_and_fit(x: Tensor, threshold: float, box: int) -> Tensor:
+    """The part of `x` whose pixels exceed `threshold`, its longer side resized to `box` pixels,
+    its aspect ratio kept."""
+    rows, cols = torch.nonzero(x > threshold, as_tuple=True)
+    x = x[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+    height, width = x.shape
+    scale = box / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return F.interpolate(x[None, None], size=size, mode="bilinear", antialias=True,
+                         align_corners=False)[0, 0].clamp(0, 1)
+
+
+def preprocess(gray: np.ndarray | Tensor) -> Prepared:
+    """Any grayscale digit picture in [0, 1] to a 28x28 MNIST-style image."""
+    x, inverted = light_on_black(gray)
     x = (x - x.min()).clamp(min=0)
     if x.max() <= 0.05:
         raise DistillError("Draw a digit first: the image is blank.")
     x = x / x.max()
-    rows, cols = torch.nonzero(x > INK_THRESHOLD, as_tuple=True)
-    x = x[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
-    height, width = x.shape
-    scale = DIGIT_BOX / max(height, width)
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    digit = F.interpolate(x[None, None], size=size, mode="bilinear", antialias=True,
-                          align_corners=False)[0, 0].clamp(0, 1)
+    digit = crop_and_fit(x, INK_THRESHOLD, DIGIT_BOX)
+    size = digit.shape
     # Centre of mass to the image's centre, as MNIST was made.
     ys, xs = torch.meshgrid(torch.arange(size[0]), torch.arange(size[1]), indexing="ij")
     mass = digit.sum()
@@ -102,20 +152,6 @@ def preprocess(gray: np.ndarray | Tensor) -> Prepared:
     canvas = torch.zeros(IMAGE_SIZE, IMAGE_SIZE)
     canvas[top: top + size[0], left: left + size[1]] = digit
     return Prepared(canvas, inverted)
-
-
-def load_resized(path: Path, dataset: Dataset) -> Tensor:
-    """An image resized to the dataset's size and channels, in [0, 1]: (H, W) or (C, H, W)."""
-    from PIL import Image
-
-    gray = load_image(path)  # the checks: readable, within the pixel budget
-    if dataset.channels == 1:
-        image = Image.fromarray((gray * 255).astype(np.uint8))
-        return torch.from_numpy(np.asarray(image.resize((dataset.size, dataset.size)),
-                                           dtype=np.float32) / 255)
-    with Image.open(path) as image:
-        rgb = image.convert("RGB").resize((dataset.size, dataset.size))
-    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)
 
 
 @torch.inference_mode()

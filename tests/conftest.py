@@ -5,11 +5,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
+SHARED_FASHION = REPO.parent / "shared" / "data" / "fashion-mnist"
 
 
 def mnist_folder() -> Path:
     """$DISTILL_DATA_DIR, else ../shared/data/mnist beside the repo."""
     return Path(os.environ.get("DISTILL_DATA_DIR") or SHARED_MNIST)
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    if not (SHARED_FASHION / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"The Fashion-MNIST tests need its files in {SHARED_FASHION}.")
+    return SHARED_FASHION
 
 
 @pytest.fixture(scope="session")

@@ -16,16 +16,7 @@ from distill.cli import main
 from distill.datasets import get_dataset
 from distill.errors import DistillError
 
-from .conftest import QUICK, REPO
-
-SHARED_FASHION = REPO.parent / "shared" / "data" / "fashion-mnist"
-
-
-@pytest.fixture(scope="session")
-def fashion_dir() -> Path:
-    if not (SHARED_FASHION / "train-images-idx3-ubyte.gz").exists():
-        pytest.fail(f"The Fashion-MNIST tests need its files in {SHARED_FASHION}.")
-    return SHARED_FASHION
+from .conftest import QUICK
 
 
 def test_fashion_mnist_is_read_and_checked_by_its_uncompressed_bytes(fashion_dir):
@@ -103,6 +94,10 @@ def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tm
     # Every run's confusion matrix is labelled by class name, not by index.
     assert confusion_axes and all(axis == ["digit-0", "digit-1", "digit-7"]
                                   for axis in confusion_axes)
+    # predict fits a picture to the folder's networks as the folder was decoded, and names it.
+    main(["predict", str(runs / "student-small-batches"), str(root / "digit-7" / "1.png"), "--json"])
+    answer = json.loads(capsys.readouterr().out)[0]
+    assert answer["top2"][0]["class"] in dataset.classes and "inverted" not in answer
 
 
 def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_path, capsys,

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from distill.demo import EMPTY_CANVAS, released_model_paths
+from distill.datasets import get_dataset
+from distill.demo import EMPTY_CANVAS, EMPTY_PICTURE, classify, load_demo_models, released_model_paths
+from distill.errors import DistillError
+from distill.nets import MODELS_DIR
 
 INSTALL_HINT = ("no Chromium found: `playwright install chromium` (Playwright's own) or "
                 "`apt-get install chromium` (the system's), or set DISTILL_CHROMIUM to a browser")
@@ -66,29 +69,40 @@ def chromium() -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def demo_url(data_dir, chromium):
-    assert released_model_paths(), "the demo test needs the released models in models/"
+def serve_demo(*args: str, env: dict[str, str]):
+    """`distill demo ARGS` on a free port, once it answers: (url, server)."""
     port = free_port()
-    env = {**os.environ, "DISTILL_DATA_DIR": str(data_dir), "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen([sys.executable, "-m", "distill", "demo", "--port", str(port)],
+    env = {**os.environ, **env, "GRADIO_ANALYTICS_ENABLED": "False"}
+    server = subprocess.Popen([sys.executable, "-m", "distill", "demo", "--port", str(port), *args],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
             urllib.request.urlopen(url, timeout=2)
-            break
+            return url, server
         except OSError:
             if server.poll() is not None:
                 pytest.fail(f"distill demo exited: {server.stdout.read()}")
             time.sleep(1)
-    else:
-        server.kill()
-        pytest.fail("distill demo did not answer within 120 s")
+    server.kill()
+    pytest.fail("distill demo did not answer within 120 s")
+
+
+@pytest.fixture(scope="module")
+def demo_url(data_dir, chromium):
+    assert released_model_paths(), "the demo test needs the released models in models/"
+    url, server = serve_demo(env={"DISTILL_DATA_DIR": str(data_dir)})
     yield url
     server.terminate()
     server.wait(timeout=30)
+
+
+def open_page(p, url: str, chromium: Path):
+    browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url, wait_until="networkidle")
+    return browser, page
 
 
 @pytest.fixture
@@ -96,9 +110,7 @@ def page(demo_url, chromium):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(demo_url, wait_until="networkidle")
+        browser, page = open_page(p, demo_url, chromium)
         yield page
         browser.close()
 
@@ -117,6 +129,10 @@ def draw(page, points) -> None:
 
 def answers(page) -> list[str]:
     page.locator("#classify").click()
+    return shown_answers(page)
+
+
+def shown_answers(page) -> list[str]:
     page.wait_for_function("document.querySelector('#status').innerText.includes('most likely')",
                            timeout=30_000)
     labels = page.locator("[id^='label-']")
@@ -152,3 +168,65 @@ def test_a_closed_loop_is_a_zero_for_the_teacher(page):
     # The README's screenshot: DISTILL_SCREENSHOT=assets/demo.png pytest tests/test_demo.py
     if screenshot := os.environ.get("DISTILL_SCREENSHOT"):
         page.screenshot(path=screenshot, full_page=True)
+
+
+def test_the_fashion_demo_answers_a_photo_in_class_names(fashion_dir):
+    """No browser needed: what the page shows for an uploaded photo of a test ankle boot, dark on
+    white, comes from `classify`."""
+    import numpy as np
+    from PIL import Image
+
+    from distill.data import load_split
+
+    models, dataset = load_demo_models(dataset="fashion-mnist")
+    assert [m.parent.name for m in released_model_paths("fashion-mnist")][0] == "digitnet.fashion_mnist"
+    assert len(models) == len(released_model_paths("fashion-mnist")) >= 3
+    images, labels = load_split("test", fashion_dir, download=False, dataset=dataset)
+    assert dataset.classes[int(labels[0])] == "Ankle boot"
+    boot = Image.fromarray(255 - images[0].numpy()).resize((140, 140), Image.BICUBIC)
+    photo = Image.new("L", (220, 180), 255)
+    photo.paste(boot, (50, 20))
+    status, answers, costs = classify(models, dataset, np.asarray(photo.convert("RGBA")),
+                                      is_photo=True)
+    assert status.startswith("Each model's three most likely classes") and "inverted" in status
+    assert set(answers[0]) == set(dataset.classes)
+    assert max(answers[0], key=answers[0].get) == "Ankle boot"
+    assert classify(models, dataset, None)[0] == EMPTY_PICTURE
+
+
+def test_models_of_two_datasets_are_one_line():
+    with pytest.raises(DistillError, match="different datasets"):
+        load_demo_models([MODELS_DIR / "convnet_tiny", MODELS_DIR / "convnet_tiny.fashion_mnist"])
+    with pytest.raises(DistillError, match="trained on mnist, not fashion-mnist"):
+        load_demo_models([MODELS_DIR / "convnet_tiny"], "fashion-mnist")
+
+
+def test_the_fashion_demo_names_an_uploaded_garment(fashion_dir, chromium, tmp_path):
+    """In the browser: `distill demo --dataset fashion-mnist`, a photo of a test ankle boot
+    (dark on white) uploaded; every released Fashion-MNIST model answers with class names."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from distill.data import load_split
+
+    images, _ = load_split("test", fashion_dir, download=False, dataset="fashion-mnist")
+    photo = Image.new("L", (220, 180), 255)
+    photo.paste(Image.fromarray(255 - images[0].numpy()).resize((140, 140), Image.BICUBIC), (50, 20))
+    photo.save(tmp_path / "boot.jpg")
+    url, server = serve_demo("--dataset", "fashion-mnist",
+                             env={"DISTILL_FASHION_MNIST_DIR": str(fashion_dir)})
+    try:
+        with sync_playwright() as p:
+            browser, page = open_page(p, url, chromium)
+            assert EMPTY_PICTURE in page.locator("#status").inner_text()
+            page.locator("#upload input[type='file']").set_input_files(str(tmp_path / "boot.jpg"))
+            shown = shown_answers(page)
+            if screenshot := os.environ.get("DISTILL_FASHION_SCREENSHOT"):
+                page.screenshot(path=screenshot, full_page=True)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert len(shown) == len(released_model_paths("fashion-mnist"))
+    assert top_class(shown[0]) == "Ankle boot"
+    assert all(top_class(text) in get_dataset("fashion-mnist").classes for text in shown)

@@ -28,6 +28,11 @@ class Dataset:
     teacher_augment: the teacher's (also scaled by `distill teacher --augment`).
     heavy_augment: the augmented test set's, drawn with a fixed seed.
     validation_size: training images held out for validation (early stopping, kept epoch).
+    framing: how `distill predict` and the demo fit a user's picture to the dataset's images:
+        "digit" (MNIST's: the ink in a 20x20 box, centred by its mass), "object" (Fashion-MNIST's:
+        the object trimmed of its background, its longer side the image's, centred) or "resize"
+        (the whole picture resized, as a folder's images were decoded). "digit" and "object" take
+        either polarity: a light background is inverted, as the datasets' images are light on black.
     """
 
     name: str
@@ -40,6 +45,7 @@ class Dataset:
     teacher_augment: Augment = field(default_factory=lambda: Augment(30.0, 0.2, 0.2, True))
     heavy_augment: Augment = HEAVY_DIGITS
     validation_size: int = 5_000
+    framing: str = "resize"
 
     @property
     def num_classes(self) -> int:

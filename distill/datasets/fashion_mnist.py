@@ -25,4 +25,5 @@ FASHION_MNIST = IdxDataset(
     env="DISTILL_FASHION_MNIST_DIR",
     torchvision="FashionMNIST",
     system_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian's dataset-fashion-mnist
+    framing="object",  # as its images were made from Zalando's product photos (Xiao et al. 2017)
 )

@@ -100,6 +100,15 @@ def mode_of(path: Path) -> str | None:
         return None
 
 
+def decode_image(image, size: int, channels: int) -> np.ndarray:
+    """A PIL image as the folder's images are decoded: (size, size) or (size, size, 3) uint8.
+    `distill predict` and the demo fit a user's picture to a folder network the same way."""
+    from PIL import Image
+
+    image = image.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
 @lru_cache(maxsize=4)
 def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tensor]:
     """Every image of the folder at size x size, its label, and whether it is a test image."""
@@ -121,9 +130,7 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
             with Image.open(path) as image:
                 if image.width * image.height > MAX_PIXELS:
                     raise ValueError("too many pixels")
-                image = image.convert("L" if channels == 1 else "RGB").resize(
-                    (size, size), Image.BILINEAR)
-                images.append(np.asarray(image, dtype=np.uint8))
+                images.append(decode_image(image, size, channels))
         except Exception:  # noqa: BLE001 - any unreadable file is skipped, and counted below
             skipped.append(path)
             continue

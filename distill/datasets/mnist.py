@@ -14,4 +14,5 @@ MNIST = IdxDataset(
     },
     env="DISTILL_DATA_DIR",
     torchvision="MNIST",
+    framing="digit",
 )
