@@ -51,10 +51,11 @@ def load_demo_models(paths: list[Path] | None = None, dataset: str | None = None
                      ) -> tuple[list[DemoModel], Dataset]:
     """The models to show and the dataset they answer for: `paths`, else the releases of
     `dataset` (MNIST's by default). All of them must answer for one dataset."""
-    paths = paths or released_model_paths(dataset or "mnist")
+    asked = get_dataset(dataset) if dataset is not None else None  # an unknown name: one line
+    paths = paths or released_model_paths(asked.name if asked else "mnist")
     if not paths:
-        raise DistillError(f"No released {dataset or 'mnist'} models in {MODELS_DIR}. Pass --models "
-                           "with run folders or weights files.")
+        raise DistillError(f"No released {asked.name if asked else 'mnist'} models in {MODELS_DIR}. "
+                           "Pass --models with run folders or weights files.")
     models = []
     for path in paths:
         model, architecture = load_model(path)
@@ -67,9 +68,9 @@ def load_demo_models(paths: list[Path] | None = None, dataset: str | None = None
         raise DistillError(f"These models answer for different datasets: {named}. The demo shows "
                            "one dataset at a time: give --models of one.")
     (name, path), = found.items()
-    if dataset is not None and get_dataset(dataset).name != name:
-        raise DistillError(f"{path} was trained on {name}, not {dataset}: leave out --dataset, "
-                           f"or give --models of {dataset}.")
+    if asked is not None and asked.name != name:
+        raise DistillError(f"{path} was trained on {name}, not {asked.name}: leave out --dataset, "
+                           f"or give --models of {asked.name}.")
     return models, get_dataset(name)
 
 

@@ -199,6 +199,8 @@ def test_models_of_two_datasets_are_one_line():
         load_demo_models([MODELS_DIR / "convnet_tiny", MODELS_DIR / "convnet_tiny.fashion_mnist"])
     with pytest.raises(DistillError, match="trained on mnist, not fashion-mnist"):
         load_demo_models([MODELS_DIR / "convnet_tiny"], "fashion-mnist")
+    with pytest.raises(DistillError, match="Did you mean 'fashion-mnist'"):
+        load_demo_models(dataset="fashion-mnsit")
 
 
 def test_the_fashion_demo_names_an_uploaded_garment(fashion_dir, chromium, tmp_path):
