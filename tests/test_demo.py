@@ -133,8 +133,9 @@ def answers(page) -> list[str]:
 
 
 def shown_answers(page) -> list[str]:
+    # 90 s: beside two training runs on two cores, one first answer took longer than 30 s.
     page.wait_for_function("document.querySelector('#status').innerText.includes('most likely')",
-                           timeout=30_000)
+                           timeout=90_000)
     labels = page.locator("[id^='label-']")
     return [labels.nth(i).inner_text() for i in range(labels.count())]
 
