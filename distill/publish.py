@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from distill.datasets import DATASETS
 from distill.errors import DistillError
 from distill.files import atomic_path, write_atomic
 from distill.nets import release_name
@@ -81,7 +82,7 @@ def model_card(report: dict) -> str:
     lines += [
         "## Use", "", "```python", "import timm", "import distill  # registers the networks with timm",
         "", f'model = timm.create_model("{name}", pretrained=True).eval()', "```", "",
-        f"or `distill predict models/{name} image.png`. "
+        f"or `distill predict models/{name} image.png`{predict_fitting(dataset)}. "
         + (f"Inputs are {shown} images normalized as the dataset's training images were; its "
            f"classes, in order: {', '.join(report['classes'])}." if report.get("classes")
            and dataset != "mnist" else
@@ -105,6 +106,18 @@ def at_commit(report: dict) -> str:
 
 
 RELEASE_FILES = ("README.md", "weights.safetensors", "report.json", *CARD_IMAGES)
+
+
+def predict_fitting(dataset: str) -> str:
+    """What `distill predict` does to a user's picture first, for the card's sentence on it (MNIST's
+    card says it in its own words)."""
+    framing = DATASETS[dataset].framing if dataset in DATASETS else "resize"  # else a folder
+    if framing == "object":
+        return (", which first fits a photo of one object as the dataset's images were made "
+                "(trimmed to it, centred, light on black; a light background is inverted)")
+    if framing == "resize":
+        return ", which resizes a picture as the dataset's images were decoded"
+    return ""
 
 
 def publish(run: Path, target: Path, overwrite: bool = False,

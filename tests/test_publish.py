@@ -86,3 +86,17 @@ def test_the_model_cards_python_snippet_runs_as_written(name):
                           text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "torch.Size([1, 10])"
+
+
+def test_every_release_card_is_what_publish_writes_today():
+    """A card edited by hand, or left behind by an older publish, shows here: re-render it with
+    `distill publish models/NAME models/NAME --overwrite` (weights and images are unchanged)."""
+    from distill.publish import model_card
+    from distill.report import load_report
+
+    releases = sorted(p.parent for p in MODELS_DIR.glob("*/report.json"))
+    assert releases
+    stale = [r.name for r in releases if (r / "README.md").read_text() != model_card(load_report(r))]
+    assert stale == []
+    card = (MODELS_DIR / "digitnet.fashion_mnist" / "README.md").read_text()
+    assert "fits a photo of one object" in card
