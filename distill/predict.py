@@ -99,9 +99,13 @@ def light_on_black(gray: np.ndarray | Tensor) -> tuple[Tensor, bool]:
     x = torch.as_tensor(np.asarray(gray, dtype=np.float32))
     if x.ndim != 2:
         raise DistillError("Expected a single grayscale image.")
-    border = torch.cat([x[0], x[-1], x[:, 0], x[:, -1]])
-    inverted = bool(border.median() > 0.5)
+    inverted = bool(border(x).median() > 0.5)
     return (1 - x if inverted else x), inverted
+
+
+def border(x: Tensor) -> Tensor:
+    """The outermost pixels of a picture: mostly background, whatever the picture shows."""
+    return torch.cat([x[0], x[-1], x[:, 0], x[:, -1]])
 
 
 def frame_object(gray: np.ndarray | Tensor, size: int = IMAGE_SIZE) -> Prepared:
@@ -109,7 +113,7 @@ def frame_object(gray: np.ndarray | Tensor, size: int = IMAGE_SIZE) -> Prepared:
     product photos: trimmed to the object, its longer side resized to `size`, centred, light on
     black. Intensities are kept, not stretched: a pale garment stays faint, as in the dataset."""
     x, inverted = light_on_black(gray)
-    background = torch.cat([x[0], x[-1], x[:, 0], x[:, -1]]).median()
+    background = border(x).median()
     x = (x - background).clamp(min=0)
     if x.max() <= OBJECT_THRESHOLD:
         raise DistillError("The image is blank: nothing in it stands out from its background.")

@@ -171,22 +171,29 @@ def test_a_closed_loop_is_a_zero_for_the_teacher(page):
         page.screenshot(path=screenshot, full_page=True)
 
 
-def test_the_fashion_demo_answers_a_photo_in_class_names(fashion_dir):
-    """No browser needed: what the page shows for an uploaded photo of a test ankle boot, dark on
-    white, comes from `classify`."""
-    import numpy as np
+def ankle_boot_photo(fashion_dir: Path):
+    """Fashion-MNIST's first test image, an ankle boot, as a photo: larger, dark on white, off
+    centre on a page of another shape."""
     from PIL import Image
 
     from distill.data import load_split
 
+    images, labels = load_split("test", fashion_dir, download=False, dataset="fashion-mnist")
+    assert get_dataset("fashion-mnist").classes[int(labels[0])] == "Ankle boot"
+    photo = Image.new("L", (220, 180), 255)
+    photo.paste(Image.fromarray(255 - images[0].numpy()).resize((140, 140), Image.BICUBIC), (50, 20))
+    return photo
+
+
+def test_the_fashion_demo_answers_a_photo_in_class_names(fashion_dir):
+    """No browser needed: what the page shows for an uploaded photo of a test ankle boot, dark on
+    white, comes from `classify`."""
+    import numpy as np
+
     models, dataset = load_demo_models(dataset="fashion-mnist")
     assert [m.parent.name for m in released_model_paths("fashion-mnist")][0] == "digitnet.fashion_mnist"
     assert len(models) == len(released_model_paths("fashion-mnist")) >= 3
-    images, labels = load_split("test", fashion_dir, download=False, dataset=dataset)
-    assert dataset.classes[int(labels[0])] == "Ankle boot"
-    boot = Image.fromarray(255 - images[0].numpy()).resize((140, 140), Image.BICUBIC)
-    photo = Image.new("L", (220, 180), 255)
-    photo.paste(boot, (50, 20))
+    photo = ankle_boot_photo(fashion_dir)
     status, answers, costs = classify(models, dataset, np.asarray(photo.convert("RGBA")),
                                       is_photo=True)
     assert status.startswith("Each model's three most likely classes") and "inverted" in status
@@ -207,15 +214,9 @@ def test_models_of_two_datasets_are_one_line():
 def test_the_fashion_demo_names_an_uploaded_garment(fashion_dir, chromium, tmp_path):
     """In the browser: `distill demo --dataset fashion-mnist`, a photo of a test ankle boot
     (dark on white) uploaded; every released Fashion-MNIST model answers with class names."""
-    from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    from distill.data import load_split
-
-    images, _ = load_split("test", fashion_dir, download=False, dataset="fashion-mnist")
-    photo = Image.new("L", (220, 180), 255)
-    photo.paste(Image.fromarray(255 - images[0].numpy()).resize((140, 140), Image.BICUBIC), (50, 20))
-    photo.save(tmp_path / "boot.jpg")
+    ankle_boot_photo(fashion_dir).save(tmp_path / "boot.jpg")
     url, server = serve_demo("--dataset", "fashion-mnist",
                              env={"DISTILL_FASHION_MNIST_DIR": str(fashion_dir)})
     try:
