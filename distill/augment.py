@@ -52,6 +52,16 @@ class Augment:
     def is_identity(self) -> bool:
         return not self.moves and self.erasing == 0
 
+    def __str__(self) -> str:
+        """In words, as a command tells a user, e.g. 'mirrored, shifts up to 10%'."""
+        parts = (["mirrored"] if self.hflip else []) + [
+            f"{what} up to {value:g}{unit}" for what, value, unit in (
+                ("rotations", self.degrees, " degrees"), ("shifts", 100 * self.translate, "%"),
+                ("zooms", 100 * self.scale, "%"), ("erasing on", 100 * self.erasing, "% of images"))
+            if value]
+        magnitude = " (each image at a magnitude of its own)" if self.random_magnitude else ""
+        return ", ".join(parts) + magnitude if parts else "none"
+
 
 # The "heavily augmented" test set: twice the default training ranges (30 degrees, 20% shifts,
 # zoom 0.8-1.2), drawn with a fixed seed so that every model is scored on the same images.

@@ -141,8 +141,10 @@ def teacher(
         raise DistillError(f"{recipe.name} is a student recipe: distill it with `distill student "
                            f"--recipe {recipe.name}`, or give `distill teacher` a recipe with "
                            "`role: teacher` (recipes/teacher.yaml).")
-    recipe = overridden(recipe, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                        seed=seed, views=views, dataset=dataset, image_size=image_size)
+    recipe, given = overridden(recipe, epochs=epochs, batch_size=batch_size, lr=lr,
+                               patience=patience, seed=seed, views=views, dataset=dataset,
+                               image_size=image_size), recipe
+    say_dataset_augmentation(given, recipe)
     config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile)
     parallel = Parallel(devices, num_nodes, strategy)
     check_parallel(parallel, accelerator, config.batch_size)
@@ -227,8 +229,10 @@ def student(
             raise DistillError(f"{teacher_recipes[0]} is a teacher recipe: train it with "
                                f"`distill teacher --recipe {teacher_recipes[0]}`.")
         chosen = [recipe for recipe in chosen if recipe.role != "teacher"]
-    chosen = [overridden(recipe, epochs=epochs, dataset=dataset, image_size=image_size)
-              for recipe in chosen]
+    given, chosen = chosen, [overridden(recipe, epochs=epochs, dataset=dataset,
+                                        image_size=image_size) for recipe in chosen]
+    for recipe, changed in zip(given, chosen, strict=True):
+        say_dataset_augmentation(recipe, changed)
     if runs_dir is None:
         runs_dir = Path("runs") / get_dataset(chosen[0].dataset, chosen[0].image_size).folder_name
     # (recipe, runs folder) in the order they train: seed by seed, so that every recipe of a
@@ -263,6 +267,15 @@ def student(
         runs = f"{len(plan)} students" + (" and their twins" if twin else "")
         console.print(f"All {runs} side by side, with each recipe's gain over its twin: "
                       f"distill report {runs_dir}")
+
+
+def say_dataset_augmentation(recipe, changed) -> None:
+    """--dataset of another dataset than the recipe's trains with that dataset's augmentation
+    (digits' rotations do not suit clothes); the recipe's file says otherwise, so say so."""
+    if recipe.augmentation is not None and changed.augmentation is None:
+        console.print(f"Recipe {recipe.name}'s augmentation is for {recipe.dataset}: on "
+                      f"{changed.dataset} it trains with that dataset's own "
+                      f"({changed.train_config().augment}).")
 
 
 def show_progress(asked: bool | None) -> bool:

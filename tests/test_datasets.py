@@ -111,6 +111,21 @@ def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_p
     assert not (tmp_path / "runs" / "student-tiny").exists()
 
 
+
+def test_another_dataset_brings_its_own_augmentation_and_says_so(fashion_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    from distill.nets import MODELS_DIR
+
+    monkeypatch.setenv("DISTILL_FASHION_MNIST_DIR", str(fashion_dir))
+    main(["student", "--recipe", "tiny", "--dataset", "fashion-mnist", "--no-twin", "--teacher",
+          str(MODELS_DIR / "digitnet.fashion_mnist"), "--runs", str(tmp_path / "runs"), *QUICK])
+    out = " ".join(capsys.readouterr().out.split())
+    # The recipe's file says 7.5-degree rotations, made for digits: the clothes' own are used.
+    assert ("Recipe tiny's augmentation is for mnist: on fashion-mnist it trains with that "
+            "dataset's own (mirrored, shifts up to 10%)") in out
+    config = json.loads((tmp_path / "runs" / "student-tiny" / "report.json").read_text())["config"]
+    assert Augment(**config["augment"]) == get_dataset("fashion-mnist").augment
+
 @pytest.mark.parametrize("layout, message", [
     ("flat", "has no class subfolders"),
     ("empty", "holds no image"),
