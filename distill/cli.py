@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.text import Text
 from distill.bounds import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_SEED
 from distill.distributed import is_rank_zero
 from distill.errors import DistillError
+
+if TYPE_CHECKING:
+    from distill.recipes import Recipe
 
 app = typer.Typer(help="Train a strong teacher, distill it into tiny students, and measure what "
                        "each keeps and what it costs (MNIST, Fashion-MNIST or your images).",
@@ -269,7 +272,7 @@ def student(
                       f"distill report {runs_dir}")
 
 
-def say_dataset_augmentation(recipe, changed) -> None:
+def say_dataset_augmentation(recipe: Recipe, changed: Recipe) -> None:
     """--dataset of another dataset than the recipe's trains with that dataset's augmentation
     (digits' rotations do not suit clothes); the recipe's file says otherwise, so say so."""
     if recipe.augmentation is not None and changed.augmentation is None:
