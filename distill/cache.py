@@ -149,8 +149,8 @@ def compute_missing(teacher: nn.Module, config: TrainConfig, limits: Limits, fol
                     tables: dict[int, Tensor | None]) -> None:
     """Compute these epochs' tables, each written to `folder` as soon as it is done."""
     contiguous = missing[-1] - missing[0] + 1 == len(missing)
-    which = (f"epochs {missing[0] + 1}-{missing[-1] + 1}" if contiguous else
-             f"{len(missing)} epochs")
+    which = (f"epoch {missing[0] + 1}" if len(missing) == 1 else
+             f"epochs {missing[0] + 1}-{missing[-1] + 1}" if contiguous else f"{len(missing)} epochs")
     print(f"Teacher logits for {which} of {epochs}: computed once, kept in {folder}", flush=True)
     datamodule = DataModule.for_run(config, data_dir, limits.train_size,
                                     get_dataset(config.dataset, config.image_size),

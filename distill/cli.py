@@ -148,6 +148,7 @@ def teacher(
                                patience=patience, seed=seed, views=views, dataset=dataset,
                                image_size=image_size), recipe
     say_dataset_augmentation(given, recipe)
+    say_folders([recipe])
     config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile)
     parallel = Parallel(devices, num_nodes, strategy)
     check_parallel(parallel, accelerator, config.batch_size)
@@ -236,6 +237,7 @@ def student(
                                         image_size=image_size) for recipe in chosen]
     for recipe, changed in zip(given, chosen, strict=True):
         say_dataset_augmentation(recipe, changed)
+    say_folders(chosen)
     if runs_dir is None:
         runs_dir = Path("runs") / get_dataset(chosen[0].dataset, chosen[0].image_size).folder_name
     # (recipe, runs folder) in the order they train: seed by seed, so that every recipe of a
@@ -281,6 +283,16 @@ def say_dataset_augmentation(recipe: Recipe, changed: Recipe) -> None:
                       f"({changed.train_config().augment}).")
 
 
+def say_folders(recipes: list[Recipe]) -> None:
+    """A folder of one's own images: what distill found in it, before any training on it."""
+    from distill.datasets import get_dataset
+    from distill.datasets.folder import FolderDataset
+
+    for dataset in dict.fromkeys(get_dataset(r.dataset, r.image_size) for r in recipes):
+        if isinstance(dataset, FolderDataset):
+            console.print(dataset.summary())
+
+
 def show_progress(asked: bool | None) -> bool:
     """Bars in a terminal; in a log file their redrawn frames would bury the epoch lines."""
     return console.is_terminal if asked is None else asked
@@ -316,6 +328,10 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     # A resumed run writes into its own checkpoint folder on purpose.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # A small folder dataset has fewer steps an epoch than the step metrics' interval; the epoch's
+    # metrics, which the command prints and plots, are logged all the same.
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than "
+                            r"the logging interval")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,7 +41,7 @@ def evaluate(
 
     from distill.data import validation_split
     from distill.datasets import get_dataset
-    from distill.export import dataset_of, load_model
+    from distill.export import dataset_of, image_size_of, load_model
     from distill.metrics import SPLITS, predict_logits, scorecard
     from distill.pipeline import load_teacher
     from distill.report import human, percent
@@ -50,11 +50,12 @@ def evaluate(
         raise DistillError(f"--split {split!r}: use one of {', '.join(SPLITS)}.")
     if ensemble and len(weights) < 2:
         raise DistillError("--ensemble needs at least two networks to average.")
-    names = {dataset or dataset_of(path) for path in weights}
-    if len(names) > 1:
-        raise DistillError(f"These networks were trained on different datasets ({', '.join(names)})"
-                           ": evaluate each dataset's networks apart.")
-    scored_on = get_dataset(names.pop())
+    trained_on = {(dataset or dataset_of(path), image_size_of(path)) for path in weights}
+    if len(trained_on) > 1:
+        listed = ", ".join(f"{name} at {size}x{size}" for name, size in sorted(trained_on))
+        raise DistillError(f"These networks were trained on different datasets or image sizes "
+                           f"({listed}): evaluate each dataset's networks apart.")
+    scored_on = get_dataset(*trained_on.pop())
     images = (scored_on.load("test", data_dir)[0] if split == "test" else
               validation_split(data_dir, scored_on)[0])[:test_images]  # bad data fails first
     models = [(path, *load_model(path)) for path in weights]
@@ -116,14 +117,13 @@ def export(
     """Export a network to ONNX and check it against PyTorch on its test set."""
     from rich.table import Table
 
-    from distill.datasets import get_dataset
     from distill.export import (
-        dataset_of,
         export_onnx,
         export_target,
         load_model,
         parity,
         quantize_int8,
+        trained_dataset,
     )
     from distill.report import percent
 
@@ -134,7 +134,7 @@ def export(
     except ImportError as error:
         raise DistillError("ONNX export needs the onnx extra: pip install -e \".[onnx]\"") from error
     model, architecture = load_model(weights)
-    dataset = get_dataset(dataset_of(weights))
+    dataset = trained_dataset(weights)
     images, labels = dataset.load("test", data_dir)  # bad data fails before anything is written
     images, labels = images[:test_images], labels[:test_images]
     target = export_target(weights, architecture, out)
@@ -175,11 +175,10 @@ def predict(
 
     import torch
 
-    from distill.datasets import get_dataset
-    from distill.export import dataset_of, load_model
+    from distill.export import load_model, trained_dataset
     from distill.predict import load_image, prepare, probabilities, top_classes
 
-    dataset = get_dataset(dataset_of(weights))
+    dataset = trained_dataset(weights)
     model, architecture = load_model(weights)
     prepared = [prepare(load_image(path), dataset) for path in images]
     batch = torch.stack([p.image for p in prepared])

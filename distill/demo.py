@@ -21,7 +21,7 @@ from torch import nn
 
 from distill.datasets import Dataset, get_dataset
 from distill.errors import DistillError
-from distill.export import dataset_of, load_model
+from distill.export import dataset_of, image_size_of, load_model
 from distill.nets import MODELS_DIR, parameter_count, release_name
 from distill.predict import MAX_PIXELS, check_pixels, prepare, probabilities
 
@@ -62,16 +62,16 @@ def load_demo_models(paths: list[Path] | None = None, dataset: str | None = None
         weights = path / "weights.safetensors" if path.is_dir() else path
         label = "teacher (digitnet)" if architecture == "digitnet" else architecture
         models.append(DemoModel(label, model, parameter_count(model), weights.stat().st_size))
-    found = {dataset_of(path): path for path in paths}
+    found = {(dataset_of(path), image_size_of(path)): path for path in paths}
     if len(found) > 1:
-        named = ", ".join(f"{path} ({name})" for name, path in found.items())
-        raise DistillError(f"These models answer for different datasets: {named}. The demo shows "
-                           "one dataset at a time: give --models of one.")
-    (name, path), = found.items()
+        named = ", ".join(f"{path} ({name} at {size}x{size})" for (name, size), path in found.items())
+        raise DistillError(f"These models answer for different datasets or image sizes: {named}. "
+                           "The demo shows one dataset at a time: give --models of one.")
+    ((name, size), path), = found.items()
     if asked is not None and asked.name != name:
         raise DistillError(f"{path} was trained on {name}, not {asked.name}: leave out --dataset, "
                            f"or give --models of {asked.name}.")
-    return models, get_dataset(name)
+    return models, get_dataset(name, size)
 
 
 def classify(models: list[DemoModel], dataset: Dataset, image: np.ndarray | dict | None,

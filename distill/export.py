@@ -46,6 +46,25 @@ def dataset_of(path: Path | str) -> str:
     return weights_metadata(path).get("dataset", "mnist")
 
 
+def image_size_of(path: Path | str) -> int:
+    """The side of the images a network was trained on: 28 unless its arguments name another
+    (a folder decoded with --image-size)."""
+    try:
+        size = json.loads(weights_metadata(path).get("kwargs", "{}")).get("img_size", 28)
+    except (ValueError, AttributeError):
+        return 28  # load_model refuses such a file with its own message
+    return size if isinstance(size, int) else 28
+
+
+def trained_dataset(path: Path | str) -> Dataset:
+    """The dataset a network was trained on, decoded at the size it was trained at: every
+    network here ends in global pooling, so it would also take images of another size and
+    answer them worse, without a word."""
+    from distill.datasets import get_dataset
+
+    return get_dataset(dataset_of(path), image_size_of(path))
+
+
 def load_model(path: Path | str) -> tuple[nn.Module, str]:
     """The network stored in a weights file (or a run folder), in eval mode, and its name."""
     path = Path(path)

@@ -20,7 +20,7 @@ from distill.datasets import Dataset, get_dataset
 from distill.distillation import Ensemble, check_features
 from distill.distributed import is_rank_zero
 from distill.errors import DistillError
-from distill.export import dataset_of, load_model
+from distill.export import dataset_of, image_size_of, load_model
 from distill.metrics import predict_logits
 from distill.nets import NETWORK_CLASSES, released_weights
 from distill.recipes import Recipe
@@ -122,6 +122,10 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
             raise DistillError(f"The teacher {path} was trained on {taught}, and the recipe "
                                f"{recipe.name} distills on {dataset.name}: give a teacher of "
                                f"{dataset.name} (distill teacher --dataset {dataset.name}).")
+        if (size := image_size_of(path)) != dataset.size:
+            raise DistillError(f"The teacher {path} was trained on {size}x{size} images, and the "
+                               f"recipe {recipe.name} distills on {dataset.size}x{dataset.size}: "
+                               f"give --image-size {size}, or a teacher trained at {dataset.size}.")
     check_transfer_set(config.exclude_classes, dataset, recipe.name)
     limits = run_args.get("limits") or Limits()
     data_dir = run_args.get("data_dir")

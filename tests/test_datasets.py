@@ -88,6 +88,11 @@ def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tm
     main(["report", str(runs), "--no-measure"])
     out = capsys.readouterr().out
     assert f"Teacher and students on folder:{root}" in out
+    # Before training, each command says what it found in the folder.
+    found = (f"{root}: 3 classes (digit-0, digit-1, digit-7), 60 training images (6 of them for "
+             "validation) and 12 test images (held out at random, the same on every run), "
+             "decoded in RGB at 28x28.")
+    assert " ".join(out.split()).count(found) == 2  # teacher and student
     student = json.loads((runs / "student-small-batches" / "report.json").read_text())
     assert student["dataset"] == f"folder:{root}" and student["classes"][2] == "digit-7"
     assert len(student["evaluation"]["per_class_accuracy"]) == 3
@@ -98,6 +103,37 @@ def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tm
     main(["predict", str(runs / "student-small-batches"), str(root / "digit-7" / "1.png"), "--json"])
     answer = json.loads(capsys.readouterr().out)[0]
     assert answer["top2"][0]["class"] in dataset.classes and "inverted" not in answer
+
+
+def test_a_network_of_another_image_size_is_scored_exported_and_taught_at_its_own(
+        data_dir, tmp_path, capsys):
+    # Every network ends in global pooling, so 28x28 images would go through one trained at 20x20
+    # and score worse without a word: each command takes the size from the weights file.
+    root = write_folder(tmp_path / "digits", data_dir)
+    teacher = tmp_path / "runs" / "teacher"
+    with pytest.warns(UserWarning, match="1 file"):
+        main(["teacher", "--dataset", str(root), "--image-size", "20", "--out", str(teacher),
+              "--batch-size", "16", "--epochs", "1", "--no-progress"])
+    trained = json.loads((teacher / "report.json").read_text())
+    capsys.readouterr()
+    main(["evaluate", str(teacher), "--json"])
+    scored = json.loads(capsys.readouterr().out)[0]
+    assert scored["test"] == trained["evaluation"]["test"]
+    assert scored["flops"] == trained["cost"]["flops"]
+    main(["export", str(teacher)])
+    import onnx
+
+    shape = onnx.load(teacher / "model.onnx").graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in shape[1:]] == [3, 20, 20]
+    from distill.demo import load_demo_models
+
+    assert load_demo_models([teacher])[1].size == 20  # the demo fits pictures to 20x20
+    with pytest.raises(SystemExit) as exit_:
+        main(["student", "--recipe", "tiny", "--dataset", str(root), "--teacher", str(teacher),
+              "--runs", str(tmp_path / "runs"), "--epochs", "1", "--no-progress"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 1 and "trained on 20x20 images" in out and "--image-size 20" in out
+    assert not (tmp_path / "runs" / "student-tiny").exists()
 
 
 def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_path, capsys,

@@ -36,7 +36,7 @@ def test_distill_student_writes_the_student_and_its_twin(teacher_run, tmp_path, 
     out = capsys.readouterr().out
     assert "Student against its twin: " in out
     # Without progress bars, a log still says what the run is doing: the teacher's pass, each epoch.
-    assert "Teacher logits for epochs 1-1 of 1: computed once" in out
+    assert "Teacher logits for epoch 1 of 1: computed once" in out
     assert "student-tiny: epoch 1/1, train distillation loss " in out
     assert "student-tiny-twin: epoch 1/1, train loss " in out
     # Each run's summary comes as soon as it is done, not after the twin's training.

@@ -69,6 +69,19 @@ class FolderDataset(Dataset):
                                                                           labels[test])
 
 
+    def summary(self) -> str:
+        """What was found in the folder, in a sentence a command prints before training on it."""
+        train, test = len(self.load("train")[1]), len(self.load("test")[1])
+        root = Path(self.root)
+        shown = ", ".join(self.classes[:6]) + (", ..." if len(self.classes) > 6 else "")
+        tested = ("its test/ tree" if (root / "test").is_dir() and (root / "train").is_dir()
+                  else "held out at random, the same on every run")
+        return (f"{root}: {self.num_classes} classes ({shown}), {train:,} training images "
+                f"({self.validation_size:,} of them for validation) and {test:,} test images "
+                f"({tested}), decoded in {'grayscale' if self.channels == 1 else 'RGB'} at "
+                f"{self.size}x{self.size}.")
+
+
 def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
     """The dataset of a folder: classes from its subfolders, channels from its images' modes,
     mean and standard deviation from its training images."""
