@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -26,10 +27,16 @@ LICENSES = {"mnist": "MNIST by Yann LeCun and Corinna Cortes (CC BY-SA 3.0).",
             "fashion-mnist": "Fashion-MNIST by Zalando SE (MIT)."}
 
 
-def model_card(report: dict) -> str:
+def model_card(report: dict, network_kwargs: dict | None = None) -> str:
+    """The README of a release. `network_kwargs`: the weights file's network arguments, which a
+    folder network's card needs to say how timm builds it."""
     ev, c, t = report["evaluation"], report["cost"], report["training"]
     dataset = report.get("dataset", "mnist")
-    hub, shown = HUB_DATASETS.get(dataset, (dataset, dataset))
+    folder = dataset not in DATASETS
+    shown = Path(dataset.removeprefix("folder:")).name if folder else HUB_DATASETS[dataset][1]
+    # A folder has no name on the hub: the card names it by its folder, and leaves it out of the
+    # front matter's datasets, which link to the hub.
+    hub = "imagefolder" if folder else HUB_DATASETS[dataset][0]
     name = release_name(report["model"], dataset)
     metrics = [
         {"type": "accuracy", "name": "top-1 accuracy (test set)", "value": round(ev["test"]["top1"], 4)},
@@ -40,7 +47,8 @@ def model_card(report: dict) -> str:
          "value": round(ev["augmented_test"]["top2"], 4)},
     ]
     front = {"license": "mit", "library_name": "timm", "pipeline_tag": "image-classification",
-             "datasets": [hub], "tags": ["distill", dataset, report["kind"]],
+             **({} if folder else {"datasets": [hub]}),
+             "tags": ["distill", shown if folder else dataset, report["kind"]],
              "model-index": [{"name": name, "results": [{
                  "task": {"type": "image-classification"},
                  "dataset": {"type": hub, "name": shown, "split": "test"},
@@ -81,9 +89,13 @@ def model_card(report: dict) -> str:
     lines += [line for text in transfer_lines(report) for line in (text, "")]  # few labels
     lines += [
         "## Use", "", "```python", "import timm", "import distill  # registers the networks with timm",
-        "", f'model = timm.create_model("{name}", pretrained=True).eval()', "```", "",
+        "", *(folder_snippet(report, name, network_kwargs or {}) if folder else
+              [f'model = timm.create_model("{name}", pretrained=True).eval()']), "```", "",
         f"or `distill predict models/{name} image.png`{predict_fitting(dataset)}. "
-        + (f"Inputs are {shown} images normalized as the dataset's training images were; its "
+        + (f"Inputs are {input_shape(report, network_kwargs or {})} images of {shown} normalized "
+           "as the folder's training images were; its classes, in order: "
+           f"{', '.join(report['classes'])}." if folder else
+           f"Inputs are {shown} images normalized as the dataset's training images were; its "
            f"classes, in order: {', '.join(report['classes'])}." if report.get("classes")
            and dataset != "mnist" else
            "Inputs are 28x28 MNIST-style images (white digit on black), normalized with mean "
@@ -97,6 +109,27 @@ def model_card(report: dict) -> str:
         "## License", "", "MIT. " + LICENSES.get(dataset, ""), "",
     ]
     return "\n".join(lines)
+
+
+def input_shape(report: dict, network_kwargs: dict) -> str:
+    size = report.get("config", {}).get("image_size", 28)
+    return f"{size}x{size} {'RGB' if network_kwargs.get('in_chans', 1) == 3 else 'grayscale'}"
+
+
+def folder_snippet(report: dict, name: str, network_kwargs: dict) -> list[str]:
+    """How timm builds a folder's network from its weights: timm knows pretrained tags only of
+    the datasets distill ships, so the file, its classes and its input shape are given by hand
+    (without them in the overlay, timm would drop the trained head and adapt the first conv)."""
+    kwargs = {"num_classes": network_kwargs.get("num_classes", 10),
+              "in_chans": network_kwargs.get("in_chans", 1),
+              "img_size": network_kwargs.get("img_size", 28)}
+    args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    shape = (kwargs["in_chans"], kwargs["img_size"], kwargs["img_size"])
+    return ["model = timm.create_model(",
+            f'    "{report["model"]}", pretrained=True, {args},',
+            f'    pretrained_cfg_overlay=dict(file="models/{name}/weights.safetensors",',
+            f'                                num_classes={kwargs["num_classes"]}, input_size={shape}),',
+            ").eval()"]
 
 
 def at_commit(report: dict) -> str:
@@ -129,7 +162,7 @@ def publish(run: Path, target: Path, overwrite: bool = False,
     An existing release is replaced only with `overwrite`. `assets` also gets the run's
     examples.png and its confusion matrix as cm.png (the README's images).
     """
-    from distill.export import load_model
+    from distill.export import load_model, weights_metadata
 
     report = load_report(run)
     if report is None:
@@ -137,9 +170,10 @@ def publish(run: Path, target: Path, overwrite: bool = False,
                            "`distill teacher` or `distill student` wrote.")
     expected = release_name(report["model"], report.get("dataset", "mnist"))
     if target.name != expected:
+        where = ("" if report.get("dataset", "mnist") not in DATASETS else
+                 ", the folder timm's pretrained=True reads")
         raise DistillError(f"{run} holds a {report['model']} of {report.get('dataset', 'mnist')}: "
-                           f"publish it to models/{expected}, the folder timm's pretrained=True "
-                           "reads.")
+                           f"publish it to models/{expected}{where}.")
     if missing := [name for name in RELEASE_FILES[1:] if not (run / name).is_file()]:
         raise DistillError(f"{run} lacks {', '.join(missing)}: it is not a complete run. Train it "
                            "again (or with --resume) before publishing.")
@@ -159,7 +193,8 @@ def publish(run: Path, target: Path, overwrite: bool = False,
     try:
         for name in RELEASE_FILES[1:]:
             shutil.copyfile(run / name, staging / name)
-        write_atomic(staging / "README.md", model_card(report))
+        write_atomic(staging / "README.md",
+                     model_card(report, json.loads(weights_metadata(run).get("kwargs", "{}"))))
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         if target.exists():
             target.rename(old)

@@ -15,6 +15,7 @@ from distill.augment import Augment, augment
 from distill.cli import main
 from distill.datasets import get_dataset
 from distill.errors import DistillError
+from distill.export import load_model
 
 from .conftest import QUICK
 
@@ -105,8 +106,8 @@ def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tm
     assert answer["top2"][0]["class"] in dataset.classes and "inverted" not in answer
 
 
-def test_a_network_of_another_image_size_is_scored_exported_and_taught_at_its_own(
-        data_dir, tmp_path, capsys):
+def test_a_network_of_another_image_size_is_scored_exported_published_and_taught_at_its_size(
+        data_dir, tmp_path, capsys, monkeypatch):
     # Every network ends in global pooling, so 28x28 images would go through one trained at 20x20
     # and score worse without a word: each command takes the size from the weights file.
     root = write_folder(tmp_path / "digits", data_dir)
@@ -128,6 +129,15 @@ def test_a_network_of_another_image_size_is_scored_exported_and_taught_at_its_ow
     from distill.demo import load_demo_models
 
     assert load_demo_models([teacher])[1].size == 20  # the demo fits pictures to 20x20
+    # Its card's snippet builds it in timm as trained: 3 channels, 20x20, the trained head.
+    monkeypatch.chdir(tmp_path)
+    main(["publish", str(teacher), "models/digitnet.digits"])
+    card = (tmp_path / "models" / "digitnet.digits" / "README.md").read_text()
+    assert "Inputs are 20x20 RGB images of digits" in card
+    scope = {}
+    exec(card.split("```python\n")[1].split("```")[0], scope)
+    x = torch.randn(2, 3, 20, 20)
+    assert torch.equal(scope["model"](x), load_model(teacher)[0](x))
     with pytest.raises(SystemExit) as exit_:
         main(["student", "--recipe", "tiny", "--dataset", str(root), "--teacher", str(teacher),
               "--runs", str(tmp_path / "runs"), "--epochs", "1", "--no-progress"])
