@@ -41,7 +41,7 @@ def evaluate(
 
     from distill.data import validation_split
     from distill.datasets import get_dataset
-    from distill.export import dataset_of, image_size_of, load_model
+    from distill.export import dataset_of, image_size_of, load_model, trained_dataset
     from distill.metrics import SPLITS, predict_logits, scorecard
     from distill.pipeline import load_teacher
     from distill.report import human, percent
@@ -55,7 +55,7 @@ def evaluate(
         listed = ", ".join(f"{name} at {size}x{size}" for name, size in sorted(trained_on))
         raise DistillError(f"These networks were trained on different datasets or image sizes "
                            f"({listed}): evaluate each dataset's networks apart.")
-    scored_on = get_dataset(*trained_on.pop())
+    scored_on = get_dataset(*trained_on.pop()) if dataset else trained_dataset(weights[0])
     images = (scored_on.load("test", data_dir)[0] if split == "test" else
               validation_split(data_dir, scored_on)[0])[:test_images]  # bad data fails first
     models = [(path, *load_model(path)) for path in weights]
@@ -178,7 +178,7 @@ def predict(
     from distill.export import load_model, trained_dataset
     from distill.predict import load_image, prepare, probabilities, top_classes
 
-    dataset = trained_dataset(weights)
+    dataset = trained_dataset(weights, images=False)
     model, architecture = load_model(weights)
     prepared = [prepare(load_image(path), dataset) for path in images]
     batch = torch.stack([p.image for p in prepared])

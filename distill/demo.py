@@ -21,7 +21,7 @@ from torch import nn
 
 from distill.datasets import Dataset, get_dataset
 from distill.errors import DistillError
-from distill.export import dataset_of, image_size_of, load_model
+from distill.export import dataset_of, image_size_of, load_model, trained_dataset
 from distill.nets import MODELS_DIR, parameter_count, release_name
 from distill.predict import MAX_PIXELS, check_pixels, prepare, probabilities
 
@@ -71,7 +71,7 @@ def load_demo_models(paths: list[Path] | None = None, dataset: str | None = None
     if asked is not None and asked.name != name:
         raise DistillError(f"{path} was trained on {name}, not {asked.name}: leave out --dataset, "
                            f"or give --models of {asked.name}.")
-    return models, get_dataset(name, size)
+    return models, trained_dataset(path, images=False)
 
 
 def classify(models: list[DemoModel], dataset: Dataset, image: np.ndarray | dict | None,
@@ -116,7 +116,10 @@ def example_images(dataset: Dataset, count: int = 8, data_dir: Path | str | None
 
     from distill.data import load_split
 
-    images, _ = load_split("test", data_dir, dataset=dataset)
+    try:
+        images, _ = load_split("test", data_dir, dataset=dataset)
+    except DistillError:  # a folder network shown where its folder is not: no examples to click
+        return []
     folder = Path(tempfile.mkdtemp(prefix="distill-demo-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)  # gradio serves them until then
     paths = []
@@ -158,8 +161,9 @@ def build_app(models: list[DemoModel], dataset: Dataset, examples: list[str]):
                 upload = gr.Image(label="...or upload a photo of " + ("a digit" if digits else
                                                                       "one object"), type="numpy",
                                   image_mode="RGBA", sources=["upload"], elem_id="upload")
-                gr.Examples(examples=examples, inputs=upload, label="MNIST test digits" if digits
-                            else f"{dataset.name} test images")
+                if examples:
+                    gr.Examples(examples=examples, inputs=upload, label="MNIST test digits" if
+                                digits else f"{dataset.name} test images")
             with gr.Column(scale=2):
                 status = gr.Markdown(empty_message(dataset), elem_id="status")
                 labels, costs = [], []

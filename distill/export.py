@@ -13,7 +13,8 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 import distill.nets  # noqa: F401 - registers the networks with timm
-from distill.datasets import Dataset
+from distill.datasets import FOLDER_PREFIX, Dataset
+from distill.datasets.folder import FolderDataset
 from distill.errors import DistillError
 from distill.files import atomic_path
 
@@ -26,6 +27,8 @@ def save_weights(model: nn.Module, architecture: str, kwargs: dict, path: Path,
     metadata = {"architecture": architecture, "kwargs": json.dumps(kwargs)}
     if dataset is not None:
         metadata |= {"dataset": dataset.name, "classes": json.dumps(list(dataset.classes))}
+        if isinstance(dataset, FolderDataset):  # so that it answers where its folder is not
+            metadata["normalization"] = json.dumps({"mean": dataset.mean, "std": dataset.std})
     with atomic_path(path) as tmp:
         save_file(state, tmp, metadata=metadata)
 
@@ -46,23 +49,59 @@ def dataset_of(path: Path | str) -> str:
     return weights_metadata(path).get("dataset", "mnist")
 
 
+MAX_KWARGS_CHARS = 2_000
+
+
+def network_arguments(metadata: dict[str, str]) -> dict | None:
+    """The network arguments a weights file names; None where they are not a small JSON object
+    (the file may come from anyone: a long or deeply nested text is not parsed at all)."""
+    text = metadata.get("kwargs", "{}")
+    try:
+        kwargs = json.loads(text) if len(text) <= MAX_KWARGS_CHARS else None
+    except (ValueError, RecursionError):
+        kwargs = None
+    return kwargs if isinstance(kwargs, dict) else None
+
+
 def image_size_of(path: Path | str) -> int:
     """The side of the images a network was trained on: 28 unless its arguments name another
     (a folder decoded with --image-size)."""
-    try:
-        size = json.loads(weights_metadata(path).get("kwargs", "{}")).get("img_size", 28)
-    except (ValueError, AttributeError):
-        return 28  # load_model refuses such a file with its own message
-    return size if isinstance(size, int) else 28
+    size = (network_arguments(weights_metadata(path)) or {}).get("img_size", 28)
+    return size if isinstance(size, int) else 28  # load_model refuses a bad file in its own words
 
 
-def trained_dataset(path: Path | str) -> Dataset:
+def trained_dataset(path: Path | str, images: bool = True) -> Dataset:
     """The dataset a network was trained on, decoded at the size it was trained at: every
     network here ends in global pooling, so it would also take images of another size and
-    answer them worse, without a word."""
+    answer them worse, without a word.
+
+    images: whether the caller reads the dataset's images (evaluate, export). Without, a folder
+    network's dataset comes from its weights file alone (classes, size, channels, normalization):
+    `distill predict` and the demo answer without the folder, and without decoding it.
+    """
     from distill.datasets import get_dataset
 
-    return get_dataset(dataset_of(path), image_size_of(path))
+    metadata = weights_metadata(path)
+    name, size = metadata.get("dataset", "mnist"), image_size_of(path)
+    if images or "normalization" not in metadata:
+        root = Path(name.removeprefix(FOLDER_PREFIX))
+        if name.startswith(FOLDER_PREFIX) and not root.is_dir():
+            why = (": this command scores it on that folder's test images" if images else
+                   ", and its weights file (from an older distill) does not say how those images "
+                   "were normalized")
+            raise DistillError(f"{path} was trained on the images in {root}, which is not there"
+                               f"{why}. Put the folder back.")
+        return get_dataset(name, size)
+    try:
+        norm, classes = json.loads(metadata["normalization"]), json.loads(metadata["classes"])
+        channels = (network_arguments(metadata) or {}).get("in_chans", 1)
+        return FolderDataset(name=name, classes=tuple(map(str, classes)),
+                             mean=tuple(map(float, norm["mean"])), std=tuple(map(float, norm["std"])),
+                             channels=int(channels), size=size,
+                             root=name.removeprefix(FOLDER_PREFIX))
+    except (ValueError, KeyError, TypeError) as error:
+        raise DistillError(f"{path}: its dataset's description is not readable ({error}): "
+                           "refused.") from error
 
 
 def load_model(path: Path | str) -> tuple[nn.Module, str]:
@@ -92,9 +131,6 @@ def load_model(path: Path | str) -> tuple[nn.Module, str]:
     return model.eval(), architecture
 
 
-MAX_KWARGS_CHARS = 2_000
-
-
 def build_from_metadata(metadata: dict[str, str], path: Path) -> nn.Module:
     """The network a weights file's metadata names, its arguments checked before it is built
     (`distill.nets.arguments_problem`): the file may come from anyone."""
@@ -107,12 +143,8 @@ def build_from_metadata(metadata: dict[str, str], path: Path) -> nn.Module:
     if architecture not in NETWORKS:
         raise DistillError(f"{path} names the network {reprlib.repr(architecture)}, which is not "
                            f"one of distill's ({', '.join(NETWORKS)}): refused.")
-    text = metadata.get("kwargs", "{}")
-    try:
-        kwargs = json.loads(text) if len(text) <= MAX_KWARGS_CHARS else None
-    except ValueError:
-        kwargs = None
-    if not isinstance(kwargs, dict):
+    kwargs = network_arguments(metadata)
+    if kwargs is None:
         raise DistillError(f"{path}: its network arguments are not a small JSON object: refused.")
     if problem := arguments_problem(architecture, kwargs):
         raise DistillError(f"{path}: {problem}: refused.")

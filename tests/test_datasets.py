@@ -106,7 +106,7 @@ def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tm
     assert answer["top2"][0]["class"] in dataset.classes and "inverted" not in answer
 
 
-def test_a_network_of_another_image_size_is_scored_exported_published_and_taught_at_its_size(
+def test_a_folder_network_of_another_size_is_scored_published_and_taught_at_its_size(
         data_dir, tmp_path, capsys, monkeypatch):
     # Every network ends in global pooling, so 28x28 images would go through one trained at 20x20
     # and score worse without a word: each command takes the size from the weights file.
@@ -144,6 +144,18 @@ def test_a_network_of_another_image_size_is_scored_exported_published_and_taught
     out = " ".join(capsys.readouterr().out.split())
     assert exit_.value.code == 1 and "trained on 20x20 images" in out and "--image-size 20" in out
     assert not (tmp_path / "runs" / "student-tiny").exists()
+    # The release answers where its folder is not (its weights file says how the folder's images
+    # were normalized) as it did beside it; what needs the folder's images says so in a line.
+    picture = shutil.copy(root / "digit-7" / "1.png", tmp_path / "seven.png")
+    main(["predict", "models/digitnet.digits", str(picture), "--json"])
+    beside = json.loads(capsys.readouterr().out)[0]["top2"]
+    root.rename(tmp_path / "moved")
+    main(["predict", "models/digitnet.digits", str(picture), "--json"])
+    assert json.loads(capsys.readouterr().out)[0]["top2"] == beside
+    with pytest.raises(SystemExit):
+        main(["evaluate", "models/digitnet.digits"])
+    assert f"trained on the images in {root}, which is not there" in " ".join(
+        capsys.readouterr().out.split())
 
 
 def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_path, capsys,
