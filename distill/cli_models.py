@@ -178,8 +178,8 @@ def predict(
     from distill.export import load_model, trained_dataset
     from distill.predict import load_image, prepare, probabilities, top_classes
 
+    model, architecture = load_model(weights)  # checks the file's network arguments first
     dataset = trained_dataset(weights, images=False)
-    model, architecture = load_model(weights)
     prepared = [prepare(load_image(path), dataset) for path in images]
     batch = torch.stack([p.image for p in prepared])
     inverted = [p.inverted for p in prepared] if dataset.framing != "resize" else None

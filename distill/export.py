@@ -50,6 +50,7 @@ def dataset_of(path: Path | str) -> str:
 
 
 MAX_KWARGS_CHARS = 2_000
+MAX_DESCRIPTION_CHARS = 1_000_000  # a folder's class names and normalization
 
 
 def network_arguments(metadata: dict[str, str]) -> dict | None:
@@ -92,16 +93,24 @@ def trained_dataset(path: Path | str, images: bool = True) -> Dataset:
             raise DistillError(f"{path} was trained on the images in {root}, which is not there"
                                f"{why}. Put the folder back.")
         return get_dataset(name, size)
+    # The file may come from anyone: every field is checked against the network it describes.
     try:
+        if max(len(metadata["normalization"]), len(metadata["classes"])) > MAX_DESCRIPTION_CHARS:
+            raise ValueError("too long")
         norm, classes = json.loads(metadata["normalization"]), json.loads(metadata["classes"])
-        channels = (network_arguments(metadata) or {}).get("in_chans", 1)
-        return FolderDataset(name=name, classes=tuple(map(str, classes)),
-                             mean=tuple(map(float, norm["mean"])), std=tuple(map(float, norm["std"])),
-                             channels=int(channels), size=size,
-                             root=name.removeprefix(FOLDER_PREFIX))
-    except (ValueError, KeyError, TypeError) as error:
+        kwargs = network_arguments(metadata) or {}
+        channels, count = kwargs.get("in_chans", 1), kwargs.get("num_classes", 10)
+        dataset = FolderDataset(name=name, classes=tuple(map(str, classes)),
+                                mean=tuple(map(float, norm["mean"])),
+                                std=tuple(map(float, norm["std"])), channels=int(channels),
+                                size=size, root=name.removeprefix(FOLDER_PREFIX))
+        if (channels not in (1, 3) or len(dataset.classes) != count
+                or not len(dataset.mean) == len(dataset.std) == channels):
+            raise ValueError("its classes, channels or normalization do not fit the network")
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise DistillError(f"{path}: its dataset's description is not readable ({error}): "
                            "refused.") from error
+    return dataset
 
 
 def load_model(path: Path | str) -> tuple[nn.Module, str]:

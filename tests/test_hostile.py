@@ -207,6 +207,27 @@ def test_a_weights_file_only_ever_builds_one_of_distills_networks(tmp_path, caps
     assert message in out and "refused" in out
 
 
+@pytest.mark.parametrize("classes, normalization", [
+    ('["a", "b"]', '{"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}'),  # 2 names, 3 outputs
+    ('["a", "b", "c"]', '{"mean": [0.5], "std": [0.2]}'),  # one channel's, for three
+    ('["a", "b", "c"]', "[" * 5000),
+    ('["a", "b", "c"]', '{"mean": "x"}'),
+])
+def test_a_folder_networks_description_is_checked_against_the_network(tmp_path, capsys, classes,
+                                                                       normalization):
+    import timm
+
+    kwargs = {"num_classes": 3, "in_chans": 3}
+    state = {k: v.contiguous() for k, v in timm.create_model("convnet_tiny", **kwargs).state_dict().items()}
+    path = tmp_path / "weights.safetensors"
+    save_file(state, str(path), metadata={
+        "architecture": "convnet_tiny", "kwargs": json.dumps(kwargs), "classes": classes,
+        "dataset": f"folder:{tmp_path / 'gone'}", "normalization": normalization})
+    (tmp_path / "photo.png").write_bytes(b"")
+    out = refused(["predict", str(path), str(tmp_path / "photo.png")], capsys, tmp_path)
+    assert "description is not readable" in out and "refused" in out
+
+
 def test_nan_weights_do_not_predict(teacher_run, tmp_path, capsys):
     state = load_file(str(teacher_run / "weights.safetensors"))
     state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
