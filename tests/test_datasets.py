@@ -158,6 +158,33 @@ def test_a_folder_network_of_another_size_is_scored_published_and_taught_at_its_
         capsys.readouterr().out.split())
 
 
+def test_a_folder_is_decoded_once_and_again_when_an_image_changes(data_dir, tmp_path, monkeypatch,
+                                                                     capsys):
+    from distill.datasets.folder import decoded
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = write_folder(tmp_path / "digits", data_dir, per_class=4)
+    (root / "digit-0" / "broken.png").unlink()
+
+    def decode() -> tuple:
+        decoded.cache_clear()  # as a new command would: only the file on disk carries over
+        return decoded(root.resolve(), 28, 1)
+
+    first = decode()
+    assert "Decoded 12 images" in capsys.readouterr().err
+    kept = list((tmp_path / "cache" / "distill" / "folders").glob("digits-*.pt"))
+    assert len(kept) == 1
+    again = decode()
+    assert capsys.readouterr().err == "" and all(map(torch.equal, first, again))
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(root / "digit-7" / "0.png")
+    edited = decode()
+    assert "Decoded 12 images" in capsys.readouterr().err
+    assert not torch.equal(first[0], edited[0])
+    # The file of the folder as it was is replaced, not kept beside.
+    assert [p.name for p in kept[0].parent.glob("digits-*.pt")] != [kept[0].name]
+    assert len(list(kept[0].parent.glob("digits-*.pt"))) == 1
+
+
 def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_path, capsys,
                                                   monkeypatch):
     monkeypatch.setenv("DISTILL_FASHION_MNIST_DIR", str(fashion_dir))

@@ -6,6 +6,9 @@ they do for MNIST."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,13 +19,14 @@ import torch
 from torch import Tensor
 
 from distill.augment import Augment
-from distill.datasets.base import Dataset
+from distill.datasets.base import Dataset, cache_home
 from distill.errors import DistillError
 
 TEST_SHARE = 1 / 6  # MNIST's 10,000 of 70,000
 SPLIT_SEED = 20_261_201  # the held-out test images are the same on every run
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 MAX_IMAGES = 1_000_000
+DECODED_FORMAT = 1  # of the files in ~/.cache/distill/folders: a change decodes every folder again
 
 
 def class_folders(root: Path) -> list[Path]:
@@ -124,11 +128,8 @@ def decode_image(image, size: int, channels: int) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Every image of the folder at size x size, its label, and whether it is a test image."""
-    from PIL import Image
-
-    from distill.predict import MAX_PIXELS
-
+    """Every image of the folder at size x size, its label, and whether it is a test image:
+    decoded once, then read back from distill's cache while the folder's files are unchanged."""
     train, test = check_layout(root)
     entries = [(path, label, False) for label, paths in enumerate(train.values()) for path in paths]
     if test is not None:
@@ -137,6 +138,59 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
     if len(entries) > MAX_IMAGES:
         raise DistillError(f"{root} holds {len(entries):,} files, over the {MAX_IMAGES:,} distill "
                            "decodes into memory.")
+    kept = decoded_file(root, size, channels, entries)
+    try:
+        found = torch.load(kept, weights_only=True) if kept.is_file() else None
+    except Exception:  # noqa: BLE001 - a damaged file is decoded again and replaced
+        found = None
+    if found is None:
+        found = decode_entries(root, size, channels, entries, test is None)
+        keep_decoded(found, kept, root)
+    if found["skipped"]:
+        warnings.warn(f"{len(found['skipped'])} file(s) in {root} are not readable images and "
+                      f"were skipped (e.g. {found['skipped'][0]}).", stacklevel=2)
+    return found["images"], found["labels"], found["held_out"]
+
+
+def decoded_file(root: Path, size: int, channels: int, entries: list[tuple[Path, int, bool]]
+                 ) -> Path:
+    """Where a folder's decoded images are kept between commands: named by the folder and the
+    settings, and keyed by every file's path, label, size and modification time, so that an
+    added, removed or edited image decodes the folder again."""
+    key = hashlib.sha256(f"{DECODED_FORMAT}|{size}|{channels}\n".encode())
+    for path, label, in_test in entries:
+        stat = path.stat()
+        key.update(f"{path.relative_to(root)}|{label}|{in_test}|{stat.st_size}|"
+                   f"{stat.st_mtime_ns}\n".encode())
+    settings = hashlib.sha256(f"{root}|{size}|{channels}".encode()).hexdigest()[:8]
+    return cache_home() / "folders" / f"{root.name}-{settings}-{key.hexdigest()[:16]}.pt"
+
+
+def keep_decoded(found: dict, kept: Path, root: Path) -> None:
+    """Write the decoded folder beside its earlier versions' files, which it replaces; skipped
+    where the disk has not twice its size free (the next command decodes it again)."""
+    from distill.files import atomic_path
+
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(kept.parent).free < 2 * found["images"].nbytes:
+        return
+    with atomic_path(kept) as tmp:
+        torch.save(found, tmp)
+    prefix = kept.name.rsplit("-", 1)[0] + "-"
+    for older in kept.parent.glob(f"{prefix}*.pt"):
+        if older != kept:
+            older.unlink(missing_ok=True)
+    print(f"Decoded {len(found['labels']):,} images of {root} once, kept in "
+          f"{kept}", file=sys.stderr, flush=True)
+
+
+def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Path, int, bool]],
+                   hold_out: bool) -> dict:
+    """Decode the files: images, labels, which are test images, and the unreadable files."""
+    from PIL import Image
+
+    from distill.predict import MAX_PIXELS
+
     images, labels, is_test, skipped = [], [], [], []
     for path, label, in_test in entries:
         try:
@@ -149,20 +203,18 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
             continue
         labels.append(label)
         is_test.append(in_test)
-    if skipped:
-        warnings.warn(f"{len(skipped)} file(s) in {root} are not readable images and were skipped "
-                      f"(e.g. {skipped[0]}).", stacklevel=2)
     if not images:
         raise DistillError(f"{root}: none of its files is a readable image.")
     stacked = torch.from_numpy(np.stack(images))
     if channels == 3:
         stacked = stacked.permute(0, 3, 1, 2).contiguous()
     held_out = torch.tensor(is_test)
-    if test is None:  # a fixed share of every class held out as the test set
+    if hold_out:  # a fixed share of every class held out as the test set
         generator = torch.Generator().manual_seed(SPLIT_SEED)
         label_tensor = torch.tensor(labels)
         for label in label_tensor.unique():
             members = (label_tensor == label).nonzero().flatten()
             chosen = members[torch.randperm(len(members), generator=generator)]
             held_out[chosen[: max(1, round(len(members) * TEST_SHARE))]] = True
-    return stacked, torch.tensor(labels, dtype=torch.long), held_out
+    return {"images": stacked, "labels": torch.tensor(labels, dtype=torch.long),
+            "held_out": held_out, "skipped": [str(path) for path in skipped]}
