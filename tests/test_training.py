@@ -167,13 +167,17 @@ def test_a_run_records_its_commit_and_whether_the_code_had_changes(tmp_path):
     assert code_version(tmp_path) == f"{commit}-dirty"
 
 
-def test_the_gpu_script_runs_quickly_anywhere(tmp_path, data_dir):
+def test_the_gpu_script_runs_quickly_anywhere(tmp_path, data_dir, fashion_dir):
+    import os
     import subprocess
     import sys
 
     from .conftest import REPO
 
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--quick",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+                           "--fashion-teacher", "1", "--out", str(tmp_path)], capture_output=True,
+                          text=True, timeout=600,
+                          env={**os.environ, "DISTILL_FASHION_MNIST_DIR": str(fashion_dir)})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "| teacher, eager" in done.stdout and "The cache's speed-up" in done.stdout
+    assert "| Fashion-MNIST teacher, epochs: 1" in done.stdout
