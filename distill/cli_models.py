@@ -41,7 +41,13 @@ def evaluate(
 
     from distill.data import validation_split
     from distill.datasets import get_dataset
-    from distill.export import dataset_of, image_size_of, load_model, trained_dataset
+    from distill.export import (
+        dataset_of,
+        image_size_of,
+        load_model,
+        read_as_trained,
+        trained_dataset,
+    )
     from distill.metrics import SPLITS, predict_logits, scorecard
     from distill.pipeline import load_teacher
     from distill.report import human, percent
@@ -55,7 +61,11 @@ def evaluate(
         listed = ", ".join(f"{name} at {size}x{size}" for name, size in sorted(trained_on))
         raise DistillError(f"These networks were trained on different datasets or image sizes "
                            f"({listed}): evaluate each dataset's networks apart.")
-    scored_on = get_dataset(*trained_on.pop()) if dataset else trained_dataset(weights[0])
+    if dataset:  # the networks' classes, and a folder normalized as their own training images
+        named = get_dataset(*trained_on.pop())
+        scored_on = [read_as_trained(path, named) for path in weights][0]
+    else:
+        scored_on = trained_dataset(weights[0])
     images = (scored_on.load("test", data_dir)[0] if split == "test" else
               validation_split(data_dir, scored_on)[0])[:test_images]  # bad data fails first
     models = [(path, *load_model(path)) for path in weights]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import reprlib
+from dataclasses import replace
 from pathlib import Path
 
 import timm
@@ -13,7 +14,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 import distill.nets  # noqa: F401 - registers the networks with timm
-from distill.datasets import FOLDER_PREFIX, Dataset
+from distill.datasets import DATASETS, FOLDER_PREFIX, Dataset
 from distill.datasets.folder import FolderDataset
 from distill.errors import DistillError
 from distill.files import atomic_path
@@ -110,6 +111,31 @@ def trained_dataset(path: Path | str, images: bool = True) -> Dataset:
     except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise DistillError(f"{path}: its dataset's description is not readable ({error}): "
                            "refused.") from error
+    return dataset
+
+
+def read_as_trained(path: Path | str, dataset: Dataset) -> Dataset:
+    """`dataset` as the network at `path` reads it (`distill evaluate --dataset`): its classes must
+    be the network's, in the network's order, or every score would pair the wrong classes; a folder
+    is normalized as the network's own training images were."""
+    metadata = weights_metadata(path)
+    text = metadata.get("classes", "")
+    try:
+        classes = json.loads(text) if 0 < len(text) <= MAX_DESCRIPTION_CHARS else None
+    except (ValueError, RecursionError):
+        classes = None
+    if not text and dataset_of(path) in DATASETS:  # a file from before classes were written
+        classes = list(DATASETS[dataset_of(path)].classes)
+    if isinstance(classes, list) and [str(c) for c in classes] != list(dataset.classes):
+        def shown(names: list | tuple) -> str:
+            return ", ".join(map(str, names[:6])) + (", ..." if len(names) > 6 else "")
+
+        raise DistillError(f"{path} answers for the classes {shown(classes)}, and {dataset.name} "
+                           f"has {shown(dataset.classes)}: give a dataset with the network's "
+                           "classes, in its order (class folders sort by name).")
+    if "normalization" in metadata and isinstance(dataset, FolderDataset):
+        trained = trained_dataset(path, images=False)
+        dataset = replace(dataset, mean=trained.mean, std=trained.std)
     return dataset
 
 

@@ -106,7 +106,7 @@ def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tm
     assert answer["top2"][0]["class"] in dataset.classes and "inverted" not in answer
 
 
-def test_a_folder_network_of_another_size_is_scored_published_and_taught_at_its_size(
+def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes(
         data_dir, tmp_path, capsys, monkeypatch):
     # Every network ends in global pooling, so 28x28 images would go through one trained at 20x20
     # and score worse without a word: each command takes the size from the weights file.
@@ -144,6 +144,18 @@ def test_a_folder_network_of_another_size_is_scored_published_and_taught_at_its_
     out = " ".join(capsys.readouterr().out.split())
     assert exit_.value.code == 1 and "trained on 20x20 images" in out and "--image-size 20" in out
     assert not (tmp_path / "runs" / "student-tiny").exists()
+    # Scored on another folder of its classes, it reads it normalized as its own training images;
+    # a folder of other classes is refused rather than scored against the wrong names.
+    from distill.export import read_as_trained
+
+    other = get_dataset(str(write_folder(tmp_path / "more", data_dir, per_class=6)), 20)
+    assert other.mean != get_dataset(str(root), 20).mean
+    assert read_as_trained(teacher, other).mean == get_dataset(str(root), 20).mean
+    fewer = write_folder(tmp_path / "fewer", data_dir, per_class=4, classes=(0, 1))
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(teacher), "--dataset", str(fewer)])
+    assert "answers for the classes digit-0, digit-1, digit-7, and" in " ".join(
+        capsys.readouterr().out.split())
     # The release answers where its folder is not (its weights file says how the folder's images
     # were normalized) as it did beside it; what needs the folder's images says so in a line.
     picture = shutil.copy(root / "digit-7" / "1.png", tmp_path / "seven.png")
