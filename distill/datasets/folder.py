@@ -37,8 +37,10 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
+@lru_cache(maxsize=4)  # a command asks twice (channels, then decoding): listing 70,000 files takes 1.6 s
 def check_layout(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]] | None]:
-    """The class folders of the training tree and of the test tree (None: held out)."""
+    """The class folders of the training tree and of the test tree (None: held out), as listed
+    once per command."""
     if not root.is_dir():
         raise DistillError(f"No folder at {root}: --dataset takes mnist, fashion-mnist or a "
                            "folder of class subfolders.")
