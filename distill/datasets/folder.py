@@ -74,7 +74,6 @@ class FolderDataset(Dataset):
         return (images[~test], labels[~test]) if split == "train" else (images[test],
                                                                           labels[test])
 
-
     def summary(self) -> str:
         """What was found in the folder, in a sentence a command prints before training on it."""
         train, test = len(self.load("train")[1]), len(self.load("test")[1])
@@ -170,14 +169,18 @@ def decoded_file(root: Path, size: int, channels: int, entries: list[tuple[Path,
 
 def keep_decoded(found: dict, kept: Path, root: Path) -> None:
     """Write the decoded folder beside its earlier versions' files, which it replaces; skipped
-    where the disk has not twice its size free (the next command decodes it again)."""
+    where it cannot be written or the disk has not twice its size free (the next command decodes
+    the folder again)."""
     from distill.files import atomic_path
 
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    if shutil.disk_usage(kept.parent).free < 2 * found["images"].nbytes:
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        if shutil.disk_usage(kept.parent).free < 2 * found["images"].nbytes:
+            return
+        with atomic_path(kept) as tmp:
+            torch.save(found, tmp)
+    except OSError:  # a cache that cannot be written (read-only home, full disk) is only slower
         return
-    with atomic_path(kept) as tmp:
-        torch.save(found, tmp)
     prefix = kept.name.rsplit("-", 1)[0] + "-"
     for older in kept.parent.glob(f"{prefix}*.pt"):
         if older != kept:
