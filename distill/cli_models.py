@@ -63,7 +63,9 @@ def evaluate(
                            f"({listed}): evaluate each dataset's networks apart.")
     if dataset:  # the networks' classes, and a folder normalized as their own training images
         named = get_dataset(*trained_on.pop())
-        scored_on = [read_as_trained(path, named) for path in weights][0]
+        for path in weights[1:]:  # each network's classes checked; the first one's reading kept
+            read_as_trained(path, named)
+        scored_on = read_as_trained(weights[0], named)
     else:
         scored_on = trained_dataset(weights[0])
     images = (scored_on.load("test", data_dir)[0] if split == "test" else

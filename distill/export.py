@@ -15,6 +15,7 @@ from torch import nn
 
 import distill.nets  # noqa: F401 - registers the networks with timm
 from distill.datasets import DATASETS, FOLDER_PREFIX, Dataset
+from distill.datasets.base import shown_classes
 from distill.datasets.folder import FolderDataset
 from distill.errors import DistillError
 from distill.files import atomic_path
@@ -127,12 +128,9 @@ def read_as_trained(path: Path | str, dataset: Dataset) -> Dataset:
     if not text and dataset_of(path) in DATASETS:  # a file from before classes were written
         classes = list(DATASETS[dataset_of(path)].classes)
     if isinstance(classes, list) and [str(c) for c in classes] != list(dataset.classes):
-        def shown(names: list | tuple) -> str:
-            return ", ".join(map(str, names[:6])) + (", ..." if len(names) > 6 else "")
-
-        raise DistillError(f"{path} answers for the classes {shown(classes)}, and {dataset.name} "
-                           f"has {shown(dataset.classes)}: give a dataset with the network's "
-                           "classes, in its order (class folders sort by name).")
+        raise DistillError(f"{path} answers for the classes {shown_classes(classes)}, and "
+                           f"{dataset.name} has {shown_classes(dataset.classes)}: give a dataset "
+                           "with the network's classes, in its order (class folders sort by name).")
     if "normalization" in metadata and isinstance(dataset, FolderDataset):
         trained = trained_dataset(path, images=False)
         dataset = replace(dataset, mean=trained.mean, std=trained.std)

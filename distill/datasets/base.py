@@ -74,6 +74,11 @@ class Dataset:
         return kwargs
 
 
+def shown_classes(names: tuple | list, most: int = 6) -> str:
+    """Class names as a command prints them: the first few, then an ellipsis."""
+    return ", ".join(map(str, names[:most])) + (", ..." if len(names) > most else "")
+
+
 def data_folder(data_dir: Path | str | None, env: str, default: Path) -> Path:
     """`--data-dir`, else the environment variable, else the default folder."""
     if data_dir:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from distill.augment import Augment
-from distill.datasets.base import Dataset, cache_home
+from distill.datasets.base import Dataset, cache_home, shown_classes
 from distill.errors import DistillError
 
 TEST_SHARE = 1 / 6  # MNIST's 10,000 of 70,000
@@ -78,13 +78,12 @@ class FolderDataset(Dataset):
         """What was found in the folder, in a sentence a command prints before training on it."""
         train, test = len(self.load("train")[1]), len(self.load("test")[1])
         root = Path(self.root)
-        shown = ", ".join(self.classes[:6]) + (", ..." if len(self.classes) > 6 else "")
         tested = ("its test/ tree" if (root / "test").is_dir() and (root / "train").is_dir()
                   else "held out at random, the same on every run")
-        return (f"{root}: {self.num_classes} classes ({shown}), {train:,} training images "
-                f"({self.validation_size:,} of them for validation) and {test:,} test images "
-                f"({tested}), decoded in {'grayscale' if self.channels == 1 else 'RGB'} at "
-                f"{self.size}x{self.size}.")
+        return (f"{root}: {self.num_classes} classes ({shown_classes(self.classes)}), "
+                f"{train:,} training images ({self.validation_size:,} of them for validation) and "
+                f"{test:,} test images ({tested}), decoded in "
+                f"{'grayscale' if self.channels == 1 else 'RGB'} at {self.size}x{self.size}.")
 
 
 def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
