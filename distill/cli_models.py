@@ -61,35 +61,39 @@ def evaluate(
         listed = ", ".join(f"{name} at {size}x{size}" for name, size in sorted(trained_on))
         raise DistillError(f"These networks were trained on different datasets or image sizes "
                            f"({listed}): evaluate each dataset's networks apart.")
-    if dataset:  # the networks' classes, and a folder normalized as their own training images
-        named = get_dataset(*trained_on.pop())
-        for path in weights[1:]:  # each network's classes checked; the first one's reading kept
-            read_as_trained(path, named)
-        scored_on = read_as_trained(weights[0], named)
-    else:
-        scored_on = trained_dataset(weights[0])
+    # Each network reads the images as it was trained to: with --dataset, its classes are checked
+    # and a folder is normalized as that network's own training images (networks of two folders
+    # scored on a third each keep their own normalization).
+    named = get_dataset(*trained_on.pop()) if dataset else trained_dataset(weights[0])
+    readings = [read_as_trained(path, named) if dataset else named for path in weights]
+    scored_on = readings[0]
     images = (scored_on.load("test", data_dir)[0] if split == "test" else
               validation_split(data_dir, scored_on)[0])[:test_images]  # bad data fails first
-    models = [(path, *load_model(path)) for path in weights]
+    models = [(path, *load_model(path), reading) for path, reading in zip(weights, readings)]
     if ensemble:
         from distill.distillation import Ensemble
 
-        if len({getattr(model, "num_classes", None) for _, model, _ in models}) > 1:
+        if len({getattr(model, "num_classes", None) for _, model, _, _ in models}) > 1:
             raise DistillError("These networks answer with different numbers of classes: they "
                                "cannot be averaged (--ensemble).")
-        architectures = sorted({architecture for _, _, architecture in models})
-        models.append((f"mean of the {len(models)} above", Ensemble([m for _, m, _ in models]),
-                       f"ensemble ({', '.join(architectures)})"))
+        if len({(r.mean, r.std) for r in readings}) > 1:
+            raise DistillError("These networks were trained on images normalized differently "
+                               "(different folders): their logits cannot be averaged on one "
+                               "reading of the images (--ensemble).")
+        architectures = sorted({architecture for _, _, architecture, _ in models})
+        models.append((f"mean of the {len(models)} above", Ensemble([m for _, m, _, _ in models]),
+                       f"ensemble ({', '.join(architectures)})", scored_on))
     answers = None
     if teacher is not None:
-        answers = predict_logits(load_teacher(teacher), images, dataset=scored_on).argmax(-1)
+        answers = predict_logits(load_teacher(teacher), images,
+                                 dataset=read_as_trained(teacher, named)).argmax(-1)
     results = []
     with console.status(f"Scoring on the {split} images and their augmented copy") as status:
-        for path, model, architecture in models:
+        for path, model, architecture, reading in models:
             status.update(f"Scoring {path}")
             results.append({"weights": str(path), "model": architecture,
                             "dataset": scored_on.name,
-                            **scorecard(model, data_dir, test_images, answers, scored_on, split)})
+                            **scorecard(model, data_dir, test_images, answers, reading, split)})
     if as_json:
         print(json.dumps(results, indent=2))
         return

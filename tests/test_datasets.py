@@ -151,6 +151,23 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
     other = get_dataset(str(write_folder(tmp_path / "more", data_dir, per_class=6)), 20)
     assert other.mean != get_dataset(str(root), 20).mean
     assert read_as_trained(teacher, other).mean == get_dataset(str(root), 20).mean
+    # Networks of two folders scored together on a third each keep their own normalization, and
+    # are not averaged on one reading of the images.
+    from safetensors.torch import load_file, safe_open, save_file
+
+    with safe_open(str(teacher / "weights.safetensors"), "pt") as f:
+        metadata = f.metadata()
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    save_file(load_file(teacher / "weights.safetensors"), elsewhere, metadata={
+        **metadata, "normalization": json.dumps({"mean": [0.9] * 3, "std": [0.1] * 3})})
+    main(["evaluate", str(teacher), "--dataset", str(other.root), "--json"])
+    alone = json.loads(capsys.readouterr().out)[0]
+    main(["evaluate", str(elsewhere), str(teacher), "--dataset", str(other.root), "--json"])
+    together = json.loads(capsys.readouterr().out)
+    assert together[1]["test"] == alone["test"] != together[0]["test"]
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(elsewhere), str(teacher), "--dataset", str(other.root), "--ensemble"])
+    assert "normalized differently" in capsys.readouterr().out
     fewer = write_folder(tmp_path / "fewer", data_dir, per_class=4, classes=(0, 1))
     with pytest.raises(SystemExit):
         main(["evaluate", str(teacher), "--dataset", str(fewer)])
