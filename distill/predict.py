@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from distill.data import IMAGE_SIZE, normalize
 from distill.datasets import Dataset
-from distill.datasets.folder import decode_image
+from distill.datasets.folder import decode_image, upright
 from distill.errors import DistillError
 
 DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
@@ -63,7 +63,7 @@ def load_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:  # reads the header only
             check_pixels(image.width, image.height, str(path))
-            return np.asarray(image.convert("RGBA"))
+            return np.asarray(upright(image).convert("RGBA"))
     except FileNotFoundError as error:
         raise DistillError(f"No image at {path}.") from error
     except (UnidentifiedImageError, OSError) as error:

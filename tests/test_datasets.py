@@ -214,6 +214,28 @@ def test_a_folder_is_decoded_once_and_again_when_an_image_changes(data_dir, tmp_
     assert len(list(kept[0].parent.glob("digits-*.pt"))) == 1
 
 
+def test_a_photo_stored_sideways_with_an_orientation_tag_is_read_upright(tmp_path, monkeypatch):
+    # A phone keeps a photo taken upright as sideways pixels and an EXIF tag saying so.
+    from distill.datasets.folder import decoded
+    from distill.predict import load_image
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    upright = np.zeros((40, 40), np.uint8)
+    upright[:20] = 255  # light above, dark below
+    for name in ("up", "down"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        Image.fromarray(upright).save(tmp_path / "photos" / name / "plain.png")
+    sideways = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90 degrees clockwise to show"
+    sideways.save(tmp_path / "photos" / "up" / "phone.jpg", exif=exif, quality=100)
+    assert np.abs(load_image(tmp_path / "photos" / "up" / "phone.jpg")[..., 0].astype(int)
+                  - upright).max() < 8
+    images = decoded((tmp_path / "photos").resolve(), 28, 1)[0].float()
+    assert (images[:, :10].mean((1, 2)) > 200).all()  # (N, 28, 28): each one light on top
+    assert (images[:, -10:].mean((1, 2)) < 50).all()
+
+
 def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_path, capsys,
                                                   monkeypatch):
     monkeypatch.setenv("DISTILL_FASHION_MNIST_DIR", str(fashion_dir))

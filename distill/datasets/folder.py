@@ -26,7 +26,7 @@ TEST_SHARE = 1 / 6  # MNIST's 10,000 of 70,000
 SPLIT_SEED = 20_261_201  # the held-out test images are the same on every run
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 MAX_IMAGES = 1_000_000
-DECODED_FORMAT = 1  # of the files in ~/.cache/distill/folders: a change decodes every folder again
+DECODED_FORMAT = 2  # of the files in ~/.cache/distill/folders: a change decodes every folder again
 
 
 def class_folders(root: Path) -> list[Path]:
@@ -117,6 +117,16 @@ def mode_of(path: Path) -> str | None:
         return None
 
 
+def upright(image):
+    """A PIL image turned as its EXIF orientation says: a phone stores a photo taken upright as
+    sideways pixels and a tag, which PIL (and torchvision's ImageFolder) leave unapplied."""
+    from PIL import ExifTags, ImageOps
+
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1):
+        return image  # most files: no tag, and no copy
+    return ImageOps.exif_transpose(image)
+
+
 def decode_image(image, size: int, channels: int) -> np.ndarray:
     """A PIL image as the folder's images are decoded: (size, size) or (size, size, 3) uint8.
     `distill predict` and the demo fit a user's picture to a folder network the same way."""
@@ -201,7 +211,7 @@ def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Pat
             with Image.open(path) as image:
                 if image.width * image.height > MAX_PIXELS:
                     raise ValueError("too many pixels")
-                images.append(decode_image(image, size, channels))
+                images.append(decode_image(upright(image), size, channels))
         except Exception:  # noqa: BLE001 - any unreadable file is skipped, and counted below
             skipped.append(path)
             continue
