@@ -83,9 +83,11 @@ def command_line() -> str:
 
 @app.command()
 def teacher(
-    recipe_name: Annotated[str, typer.Option(
-        "--recipe", help="Teacher recipe: a name or a YAML file's path (`distill recipes teacher` "
-                         "shows the default one). The options below override its fields.")] = "teacher",
+    recipe_name: Annotated[str | None, typer.Option(
+        "--recipe", help="Teacher recipe: a name or a YAML file's path (default: teacher, or the "
+                         "dataset's own, e.g. teacher-fashion-mnist for --dataset fashion-mnist; "
+                         "`distill recipes teacher` shows one). The options below override its "
+                         "fields.", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(
         help="Run folder to write (default: runs/teacher; for another dataset, "
              "runs/DATASET/teacher).", show_default=False)] = None,
@@ -135,11 +137,14 @@ def teacher(
 
     from distill.datasets import get_dataset
     from distill.distributed import Parallel, check_parallel
-    from distill.recipes import load_recipe, overridden
+    from distill.recipes import load_recipe, overridden, teacher_recipe_of
     from distill.runs import train_run
     from distill.training import Limits
 
-    recipe = load_recipe(recipe_name)
+    recipe = load_recipe(recipe_name or teacher_recipe_of(dataset))
+    if recipe_name is None and recipe.name != "teacher":
+        console.print(f"{recipe.dataset} has a teacher recipe of its own: {recipe.name} "
+                      f"({recipe.schedule.epochs} epochs; --recipe teacher for MNIST's).")
     if recipe.role != "teacher":
         raise DistillError(f"{recipe.name} is a student recipe: distill it with `distill student "
                            f"--recipe {recipe.name}`, or give `distill teacher` a recipe with "

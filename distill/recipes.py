@@ -347,6 +347,13 @@ def available_recipes() -> dict[str, Path]:
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"), key=lambda p: p.stem)}
 
 
+def teacher_recipe_of(dataset: str | None) -> str:
+    """The recipe `distill teacher --dataset NAME` trains with: the dataset's own where it has
+    one (clothes need ten times MNIST's epochs), else `teacher`."""
+    own = f"teacher-{dataset}"
+    return own if dataset and own in available_recipes() else "teacher"
+
+
 def load_recipe(name_or_path: str) -> Recipe:
     """A recipe by name (recipes/NAME.yaml) or by the path of a YAML file."""
     path = Path(name_or_path)

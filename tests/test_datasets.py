@@ -262,6 +262,21 @@ def test_another_dataset_brings_its_own_augmentation_and_says_so(fashion_dir, tm
     config = json.loads((tmp_path / "runs" / "student-tiny" / "report.json").read_text())["config"]
     assert Augment(**config["augment"]) == get_dataset("fashion-mnist").augment
 
+def test_a_teacher_for_fashion_mnist_trains_with_that_datasets_own_recipe(fashion_dir, tmp_path,
+                                                                           capsys, monkeypatch):
+    # MNIST's recipe (10 epochs) left the clothes' teacher two points short of their own (100).
+    monkeypatch.setenv("DISTILL_FASHION_MNIST_DIR", str(fashion_dir))
+    main(["teacher", "--dataset", "fashion-mnist", "--out", str(tmp_path / "t"), *QUICK])
+    assert ("fashion-mnist has a teacher recipe of its own: teacher-fashion-mnist (100 epochs; "
+            "--recipe teacher for MNIST's)") in " ".join(capsys.readouterr().out.split())
+    report = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert report["recipe"] == "teacher-fashion-mnist" and report["config"]["augment"]["erasing"]
+    main(["teacher", "--recipe", "teacher", "--dataset", "fashion-mnist", "--out",
+          str(tmp_path / "m"), *QUICK])
+    assert "of its own" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "m" / "report.json").read_text())["recipe"] == "teacher"
+
+
 @pytest.mark.parametrize("layout, message", [
     ("flat", "has no class subfolders"),
     ("empty", "holds no image"),
