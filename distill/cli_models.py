@@ -196,7 +196,7 @@ def predict(
 
     model, architecture = load_model(weights)  # checks the file's network arguments first
     dataset = trained_dataset(weights, images=False)
-    prepared = [prepare(load_image(path), dataset) for path in images]
+    prepared = [prepare(load_image(path, dataset), dataset) for path in images]
     batch = torch.stack([p.image for p in prepared])
     inverted = [p.inverted for p in prepared] if dataset.framing != "resize" else None
     probs = probabilities(model, batch, dataset)

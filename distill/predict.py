@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from distill.data import IMAGE_SIZE, normalize
 from distill.datasets import Dataset
-from distill.datasets.folder import decode_image, upright
+from distill.datasets.folder import decode_image, draft, upright
 from distill.errors import DistillError
 
 DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
@@ -54,15 +54,17 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def load_image(path: Path) -> np.ndarray:
+def load_image(path: Path, dataset: Dataset | None = None) -> np.ndarray:
     """The picture in a file as (H, W, 4) uint8 RGBA; a clear error for anything that is not an
-    image."""
+    image. For a folder's network (`dataset`), decoded as the folder's images were."""
     from PIL import Image, UnidentifiedImageError
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours, lower, is checked below
     try:
         with Image.open(path) as image:  # reads the header only
             check_pixels(image.width, image.height, str(path))
+            if dataset is not None and dataset.framing == "resize":
+                draft(image, dataset.size, dataset.channels)
             return np.asarray(upright(image).convert("RGBA"))
     except FileNotFoundError as error:
         raise DistillError(f"No image at {path}.") from error

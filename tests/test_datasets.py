@@ -231,7 +231,15 @@ def test_a_photo_stored_sideways_with_an_orientation_tag_is_read_upright(tmp_pat
     sideways.save(tmp_path / "photos" / "up" / "phone.jpg", exif=exif, quality=100)
     assert np.abs(load_image(tmp_path / "photos" / "up" / "phone.jpg")[..., 0].astype(int)
                   - upright).max() < 8
+    # A big JPEG decodes at a fraction of its scale, as predict decodes it for the folder's network.
+    from distill.predict import prepare
+
+    photo = Image.fromarray(upright).resize((800, 600), Image.BICUBIC)
+    photo.save(tmp_path / "photos" / "down" / "big.jpg", quality=95)
     images = decoded((tmp_path / "photos").resolve(), 28, 1)[0].float()
+    dataset = get_dataset(str(tmp_path / "photos"))
+    picture = load_image(tmp_path / "photos" / "down" / "big.jpg", dataset)
+    assert torch.equal(prepare(picture, dataset).image * 255, images[0])  # "down", big.jpg first
     assert (images[:, :10].mean((1, 2)) > 200).all()  # (N, 28, 28): each one light on top
     assert (images[:, -10:].mean((1, 2)) < 50).all()
 
