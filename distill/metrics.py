@@ -55,7 +55,7 @@ def confusion(logits: Tensor, labels: Tensor) -> Tensor:
 def most_confused(matrix: Tensor, count: int = 5) -> list[dict[str, int]]:
     off = matrix.clone()
     off.fill_diagonal_(0)
-    values, flat = off.flatten().topk(count)
+    values, flat = off.flatten().topk(min(count, off.numel()))  # two classes: two mistakes
     classes = len(matrix)
     return [{"true": int(i) // classes, "predicted": int(i) % classes, "count": int(v)}
             for v, i in zip(values, flat) if v > 0]

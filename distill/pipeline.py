@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from distill.cache import teacher_clean_logits, teacher_logits_table
 from distill.compare import teacher_identity
-from distill.data import EVAL_BATCH, validation_images
-from distill.datasets import Dataset, get_dataset
+from distill.data import EVAL_BATCH, IMAGE_SIZE, validation_images
+from distill.datasets import FOLDER_PREFIX, Dataset, get_dataset
 from distill.distillation import Ensemble, check_features
 from distill.distributed import is_rank_zero
 from distill.errors import DistillError
@@ -119,9 +119,11 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     dataset = get_dataset(config.dataset, config.image_size)
     for path in teacher_paths:
         if (taught := dataset_of(path)) != dataset.name:
+            typed = dataset.name.removeprefix(FOLDER_PREFIX) + (
+                f" --image-size {dataset.size}" if dataset.size != IMAGE_SIZE else "")
             raise DistillError(f"The teacher {path} was trained on {taught}, and the recipe "
                                f"{recipe.name} distills on {dataset.name}: give a teacher of "
-                               f"{dataset.name} (distill teacher --dataset {dataset.name}).")
+                               f"{dataset.name} (distill teacher --dataset {typed}).")
         if (size := image_size_of(path)) != dataset.size:
             raise DistillError(f"The teacher {path} was trained on {size}x{size} images, and the "
                                f"recipe {recipe.name} distills on {dataset.size}x{dataset.size}: "

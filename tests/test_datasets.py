@@ -289,6 +289,7 @@ def test_a_teacher_for_fashion_mnist_trains_with_that_datasets_own_recipe(fashio
     ("flat", "has no class subfolders"),
     ("empty", "holds no image"),
     ("mismatch", "different classes"),
+    ("one", "has one class folder"),
 ])
 def test_a_bad_folder_is_one_line(data_dir, tmp_path, layout, message):
     root = tmp_path / "data"
@@ -298,12 +299,24 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, layout, message):
     elif layout == "empty":
         write_folder(root, data_dir, per_class=2)
         (root / "digit-9").mkdir()
+    elif layout == "one":
+        write_folder(root, data_dir, per_class=2, classes=(0,))
     else:
         write_folder(root / "train", data_dir, per_class=2)
         write_folder(root / "test", data_dir, per_class=2, classes=(0, 1, 8))
     with pytest.raises(DistillError, match=message):
         get_dataset(str(root))
     shutil.rmtree(root)
+
+
+def test_a_folder_of_two_classes_trains_to_the_end(data_dir, tmp_path):
+    # Two classes make two possible mistakes: the report's five most confused pairs must fit.
+    root = write_folder(tmp_path / "two", data_dir, per_class=12, classes=(0, 1))
+    with pytest.warns(UserWarning, match="1 file"):
+        main(["teacher", "--dataset", str(root), "--out", str(tmp_path / "t"), "--batch-size",
+              "8", *QUICK])
+    confused = json.loads((tmp_path / "t" / "report.json").read_text())["evaluation"]
+    assert len(confused["most_confused"]) <= 2 and confused["test"]["top2"] == 1.0
 
 
 def test_a_batch_larger_than_a_folder_is_one_line_before_any_teacher_pass(data_dir, tmp_path,

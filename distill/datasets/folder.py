@@ -52,6 +52,9 @@ def check_layout(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path
         if not classes:
             raise DistillError(f"{tree} has no class subfolders: put each class's images in a "
                                "folder of its own (e.g. cats/, dogs/).")
+        if len(classes) == 1:
+            raise DistillError(f"{tree} has one class folder ({classes[0].name}/): a classifier "
+                               "needs at least two, each in a folder of its own.")
         files = {c.name: image_files(c) for c in classes}
         if empty := [name for name, paths in files.items() if not paths]:
             raise DistillError(f"{tree}: the class folder {empty[0]}/ holds no image.")
@@ -122,9 +125,11 @@ def upright(image):
     sideways pixels and a tag, which PIL (and torchvision's ImageFolder) leave unapplied."""
     from PIL import ExifTags, ImageOps
 
-    if image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1):
-        return image  # most files: no tag, and no copy
-    return ImageOps.exif_transpose(image)
+    with warnings.catch_warnings():  # a damaged EXIF block: PIL warns, and the tag is not used
+        warnings.simplefilter("ignore")
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1):
+            return image  # most files: no tag, and no copy
+        return ImageOps.exif_transpose(image)
 
 
 def draft(image, size: int, channels: int) -> None:
