@@ -290,6 +290,7 @@ def test_a_teacher_for_fashion_mnist_trains_with_that_datasets_own_recipe(fashio
     ("empty", "holds no image"),
     ("mismatch", "different classes"),
     ("one", "has one class folder"),
+    ("single", "holds one image, which would be held out"),
 ])
 def test_a_bad_folder_is_one_line(data_dir, tmp_path, layout, message):
     root = tmp_path / "data"
@@ -301,6 +302,8 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, layout, message):
         (root / "digit-9").mkdir()
     elif layout == "one":
         write_folder(root, data_dir, per_class=2, classes=(0,))
+    elif layout == "single":
+        write_folder(root, data_dir, per_class=1)
     else:
         write_folder(root / "train", data_dir, per_class=2)
         write_folder(root / "test", data_dir, per_class=2, classes=(0, 1, 8))

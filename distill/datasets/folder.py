@@ -58,6 +58,10 @@ def check_layout(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path
         files = {c.name: image_files(c) for c in classes}
         if empty := [name for name, paths in files.items() if not paths]:
             raise DistillError(f"{tree}: the class folder {empty[0]}/ holds no image.")
+        if not split and (single := [name for name, paths in files.items() if len(paths) == 1]):
+            raise DistillError(f"{tree}: the class folder {single[0]}/ holds one image, which "
+                               "would be held out for testing and never trained on: give each "
+                               "class at least two (or train/ and test/ trees).")
         found[split_name] = files
     if split and list(found["train"]) != list(found["test"]):
         raise DistillError(f"{root}: train/ and test/ have different classes ("
