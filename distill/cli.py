@@ -258,7 +258,8 @@ def student(
         check_parallel(parallel, accelerator, recipe.batch_size)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     for recipe, folder in plan:
-        paths = teachers or [Path(t) for t in recipe.teachers] or [default_teacher(runs_dir)]
+        paths = teachers or [Path(t) for t in recipe.teachers] or [
+            default_teacher(runs_dir, recipe.dataset, recipe.image_size)]
         if paths[0].name == "weights.safetensors" and not teachers and not recipe.teachers:
             console.print(f"No finished teacher in {runs_dir / 'teacher'}: distilling the released "
                           f"teacher {paths[0]}.")

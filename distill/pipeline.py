@@ -22,7 +22,7 @@ from distill.distributed import is_rank_zero
 from distill.errors import DistillError
 from distill.export import dataset_of, image_size_of, load_model
 from distill.metrics import predict_logits
-from distill.nets import NETWORK_CLASSES, released_weights
+from distill.nets import NETWORK_CLASSES, release_name, released_weights
 from distill.recipes import Recipe
 from distill.report import load_report, save_report
 from distill.run_report import RunReport
@@ -37,12 +37,27 @@ from distill.training import Limits, describe, normalized
 from distill.transfer import bias_correction
 
 
-def default_teacher(runs_dir: Path) -> Path:
-    """The local teacher run if there is one, else the released teacher in models/."""
+def default_teacher(runs_dir: Path, dataset: str = "mnist", image_size: int = IMAGE_SIZE) -> Path:
+    """The local teacher run if there is one, else the dataset's released teacher in models/
+    (digitnet for MNIST, digitnet.fashion_mnist for Fashion-MNIST)."""
     local = runs_dir / "teacher"
-    if (local / FINISHED_MARKER).is_file() or not released_weights("digitnet").is_file():
+    released = released_weights(release_name("digitnet", dataset))
+    if (local / FINISHED_MARKER).is_file():
         return local
-    return released_weights("digitnet")
+    if released.is_file() and image_size == IMAGE_SIZE:
+        return released
+    if (local / "weights.safetensors").is_file():
+        return local
+    raise DistillError(f"No teacher in {local}, and none released for {dataset}: train one "
+                       f"first ({teacher_command(dataset, image_size)}), or give --teacher.")
+
+
+def teacher_command(dataset: str, image_size: int) -> str:
+    """The command that trains a teacher of the dataset, as the user would type it."""
+    return " ".join(["distill teacher",
+                     *([f"--dataset {dataset.removeprefix(FOLDER_PREFIX)}"] if dataset != "mnist"
+                       else []),
+                     *([f"--image-size {image_size}"] if image_size != IMAGE_SIZE else [])])
 
 
 def load_teacher(path: Path) -> nn.Module:
@@ -119,11 +134,9 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     dataset = get_dataset(config.dataset, config.image_size)
     for path in teacher_paths:
         if (taught := dataset_of(path)) != dataset.name:
-            typed = dataset.name.removeprefix(FOLDER_PREFIX) + (
-                f" --image-size {dataset.size}" if dataset.size != IMAGE_SIZE else "")
             raise DistillError(f"The teacher {path} was trained on {taught}, and the recipe "
                                f"{recipe.name} distills on {dataset.name}: give a teacher of "
-                               f"{dataset.name} (distill teacher --dataset {typed}).")
+                               f"{dataset.name} ({teacher_command(dataset.name, dataset.size)}).")
         if (size := image_size_of(path)) != dataset.size:
             raise DistillError(f"The teacher {path} was trained on {size}x{size} images, and the "
                                f"recipe {recipe.name} distills on {dataset.size}x{dataset.size}: "

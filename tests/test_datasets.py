@@ -261,9 +261,12 @@ def test_another_dataset_brings_its_own_augmentation_and_says_so(fashion_dir, tm
     from distill.nets import MODELS_DIR
 
     monkeypatch.setenv("DISTILL_FASHION_MNIST_DIR", str(fashion_dir))
-    main(["student", "--recipe", "tiny", "--dataset", "fashion-mnist", "--no-twin", "--teacher",
-          str(MODELS_DIR / "digitnet.fashion_mnist"), "--runs", str(tmp_path / "runs"), *QUICK])
+    main(["student", "--recipe", "tiny", "--dataset", "fashion-mnist", "--no-twin", "--runs",
+          str(tmp_path / "runs"), *QUICK])
     out = " ".join(capsys.readouterr().out.split())
+    # With no teacher of its own in the runs folder, the dataset's release teaches (not MNIST's).
+    assert (f"distilling the released teacher {MODELS_DIR / 'digitnet.fashion_mnist'}"
+            in out)
     # The recipe's file says 7.5-degree rotations, made for digits: the clothes' own are used.
     assert ("Recipe tiny's augmentation is for mnist: on fashion-mnist it trains with that "
             "dataset's own (mirrored, shifts up to 10%)") in out
@@ -310,6 +313,15 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, layout, message):
     with pytest.raises(DistillError, match=message):
         get_dataset(str(root))
     shutil.rmtree(root)
+
+
+def test_a_student_of_a_folder_without_a_teacher_says_how_to_train_one(data_dir, tmp_path, capsys):
+    root = write_folder(tmp_path / "digits", data_dir, per_class=6)
+    with pytest.raises(SystemExit):
+        main(["student", "--recipe", "tiny", "--dataset", str(root), "--image-size", "20",
+              "--runs", str(tmp_path / "runs"), *QUICK])
+    assert (f"none released for folder:{root}: train one first (distill teacher --dataset {root} "
+            "--image-size 20), or give --teacher.") in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_folder_of_two_classes_trains_to_the_end(data_dir, tmp_path):
