@@ -119,3 +119,11 @@ def test_a_misspelt_recipe_key_from_the_cli_is_one_line(tmp_path, capsys):
     # Rich wraps the line where the temporary folder's name makes it long: compare the words.
     assert code == 1 and "Did you mean 'distillation.temperature'?" in " ".join(out.split())
     assert "Traceback" not in out
+
+
+def test_an_image_size_for_mnist_is_refused_not_ignored(tmp_path, capsys):
+    # MNIST comes at 28x28: --image-size 32 trained at 28 without a word.
+    code, out = run_cli(["teacher", "--image-size", "32", "--out", str(tmp_path / "run"),
+                         "--no-progress"], capsys)
+    assert code == 1 and "mnist's images are 28x28: a size of 32 (--image-size)" in out
+    assert not (tmp_path / "run").exists()

@@ -22,6 +22,9 @@ def get_dataset(name: str = "mnist", image_size: int = 28) -> Dataset:
     """A registered dataset by name, or the folder a path names (`folder:PATH` as reports write
     it, or the path itself)."""
     if name in DATASETS:
+        if image_size != DATASETS[name].size:  # a registered dataset comes at its own size
+            raise DistillError(f"{name}'s images are {DATASETS[name].size}x{DATASETS[name].size}: "
+                               f"a size of {image_size} (--image-size) is for a folder of images.")
         return DATASETS[name]
     path = Path(name.removeprefix(FOLDER_PREFIX))
     if name.startswith(FOLDER_PREFIX) or path.is_dir() or "/" in name:
