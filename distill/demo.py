@@ -97,7 +97,8 @@ def classify(models: list[DemoModel], dataset: Dataset, image: np.ndarray | dict
     # A drawing is always dark on light; only for photos is the inversion news.
     note = " (dark on a light background: inverted first)" if prepared.inverted and is_photo else ""
     things = "digits" if dataset.framing == "digit" else "classes"
-    return f"Each model's three most likely {things}{note}:", labels, costs
+    shown = "three" if dataset.num_classes > 2 else "two"  # a folder may have two classes
+    return f"Each model's {shown} most likely {things}{note}:", labels, costs
 
 
 def empty_message(dataset: Dataset) -> str:

@@ -332,6 +332,12 @@ def test_a_folder_of_two_classes_trains_to_the_end(data_dir, tmp_path):
               "8", *QUICK])
     confused = json.loads((tmp_path / "t" / "report.json").read_text())["evaluation"]
     assert len(confused["most_confused"]) <= 2 and confused["test"]["top2"] == 1.0
+    from distill.demo import classify, load_demo_models
+
+    models, dataset = load_demo_models([tmp_path / "t"])
+    picture = np.asarray(Image.open(root / "digit-1" / "0.png").convert("RGBA"))
+    status, (answer,), _ = classify(models, dataset, picture, is_photo=True)
+    assert status.startswith("Each model's two most likely classes") and len(answer) == 2
 
 
 def test_a_batch_larger_than_a_folder_is_one_line_before_any_teacher_pass(data_dir, tmp_path,
