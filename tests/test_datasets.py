@@ -294,8 +294,9 @@ def test_a_teacher_for_fashion_mnist_trains_with_that_datasets_own_recipe(fashio
     ("mismatch", "different classes"),
     ("one", "has one class folder"),
     ("single", "holds one image, which would be held out"),
+    ("memory", "over half of this machine's 0 GiB of memory: give a smaller --image-size"),
 ])
-def test_a_bad_folder_is_one_line(data_dir, tmp_path, layout, message):
+def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, message):
     root = tmp_path / "data"
     root.mkdir()
     if layout == "flat":
@@ -307,6 +308,10 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, layout, message):
         write_folder(root, data_dir, per_class=2, classes=(0,))
     elif layout == "single":
         write_folder(root, data_dir, per_class=1)
+    elif layout == "memory":  # a machine of 40 kB: 72 images of 28x28 would not fit in half
+        write_folder(root, data_dir, per_class=24)
+        monkeypatch.setattr("distill.datasets.folder.os.sysconf",
+                            {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 10}.get)
     else:
         write_folder(root / "train", data_dir, per_class=2)
         write_folder(root / "test", data_dir, per_class=2, classes=(0, 1, 8))

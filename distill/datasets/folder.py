@@ -7,6 +7,7 @@ they do for MNIST."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 import warnings
@@ -164,6 +165,7 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
     if len(entries) > MAX_IMAGES:
         raise DistillError(f"{root} holds {len(entries):,} files, over the {MAX_IMAGES:,} distill "
                            "decodes into memory.")
+    check_memory(root, len(entries) * channels * size * size, size)
     kept = decoded_file(root, size, channels, entries)
     try:
         found = torch.load(kept, weights_only=True) if kept.is_file() else None
@@ -176,6 +178,20 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
         warnings.warn(f"{len(found['skipped'])} file(s) in {root} are not readable images and "
                       f"were skipped (e.g. {found['skipped'][0]}).", stacklevel=2)
     return found["images"], found["labels"], found["held_out"]
+
+
+def check_memory(root: Path, needed: int, size: int) -> None:
+    """Refuse, before decoding, a folder whose images would not fit in half of this machine's
+    memory at this size: training holds them all (the fast data path), and the system would
+    otherwise end the command without a word after minutes of decoding."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): not checked
+        return
+    if needed > memory // 2:
+        raise DistillError(f"{root} decoded at {size}x{size} takes {needed / 2**30:.1f} GiB, over "
+                           f"half of this machine's {memory / 2**30:.0f} GiB of memory: give a "
+                           "smaller --image-size, or fewer images.")
 
 
 def decoded_file(root: Path, size: int, channels: int, entries: list[tuple[Path, int, bool]]
