@@ -234,22 +234,28 @@ def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Pat
                    hold_out: bool) -> dict:
     """Decode the files: images, labels, which are test images, and the unreadable files."""
     from PIL import Image
+    from rich.console import Console
+    from rich.progress import Progress
 
     from distill.predict import MAX_PIXELS
 
     images, labels, is_test, skipped = [], [], [], []
-    for path, label, in_test in entries:
-        try:
-            with Image.open(path) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    raise ValueError("too many pixels")
-                draft(image, size, channels)
-                images.append(decode_image(upright(image), size, channels))
-        except Exception:  # noqa: BLE001 - any unreadable file is skipped, and counted below
-            skipped.append(path)
-            continue
-        labels.append(label)
-        is_test.append(in_test)
+    console = Console(stderr=True)  # stdout stays the command's own (--json)
+    console.print(f"Decoding the {len(entries):,} files of {root} at {size}x{size}.",
+                  highlight=False)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        for path, label, in_test in bar.track(entries, description="Decoding"):
+            try:
+                with Image.open(path) as image:
+                    if image.width * image.height > MAX_PIXELS:
+                        raise ValueError("too many pixels")
+                    draft(image, size, channels)
+                    images.append(decode_image(upright(image), size, channels))
+            except Exception:  # noqa: BLE001 - any unreadable file is skipped, and counted below
+                skipped.append(path)
+                continue
+            labels.append(label)
+            is_test.append(in_test)
     if not images:
         raise DistillError(f"{root}: none of its files is a readable image.")
     stacked = torch.from_numpy(np.stack(images))
