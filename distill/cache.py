@@ -55,6 +55,10 @@ def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits,
                 "train_size": limits.train_size, "train_batches": limits.train_batches}
     if config.dataset != "mnist":  # MNIST's keys stay as they were before datasets were named
         settings["dataset"] = [config.dataset, config.image_size]
+        # A folder's files may change between two students: the rows would be other images.
+        if fingerprint := getattr(get_dataset(config.dataset, config.image_size), "fingerprint",
+                                  ""):
+            settings["dataset"].append(fingerprint)
     if config.exclude_classes:  # other batches (a labeled fraction changes no batch)
         settings["exclude_classes"] = sorted(config.exclude_classes)
     if method is not None and method.view_key() is not None:  # kd's keys stay as they were

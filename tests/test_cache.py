@@ -183,3 +183,26 @@ def test_mnist_cache_keys_are_those_of_runs_before_datasets_flips_and_erasing(tm
                                "batch_size": config.batch_size, "train_size": LIMITS.train_size,
                                "train_batches": LIMITS.train_batches}, sort_keys=True).encode())
     assert cache_key(teacher, config, LIMITS) == earlier.hexdigest()[:16]
+
+
+def test_a_folders_cache_key_changes_with_its_files(tmp_path, data_dir, monkeypatch):
+    """Teacher logits are rows by image position: after an image of the folder is edited (or one
+    is added), the rows of the earlier cache belong to other pictures and must not serve."""
+    import numpy as np
+    from PIL import Image
+
+    from distill.cache import cache_key
+    from distill.datasets.folder import check_layout, decoded
+
+    from .test_datasets import write_folder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = write_folder(tmp_path / "digits", data_dir, per_class=4).resolve()
+    (root / "digit-0" / "broken.png").unlink()
+    teacher = small_teacher()
+    config = TrainConfig(model="convnet_micro", dataset=f"folder:{root}", batch_size=4)
+    before = cache_key(teacher, config, LIMITS)
+    assert cache_key(teacher, config, LIMITS) == before
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(root / "digit-7" / "0.png")
+    decoded.cache_clear(), check_layout.cache_clear()  # as the next command would
+    assert cache_key(teacher, config, LIMITS) != before

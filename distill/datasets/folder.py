@@ -72,13 +72,14 @@ def check_layout(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path
 
 @dataclass(frozen=True)
 class FolderDataset(Dataset):
-    """root: the folder; read by `decode_tree` at `size` x `size`."""
+    """root: the folder; read by `decoded` at `size` x `size`."""
 
     root: str = ""
+    fingerprint: str = ""  # changes with any added, removed or edited file (teacher-logits keys)
 
     def load(self, split: str, data_dir: Path | str | None = None, download: bool = True
              ) -> tuple[Tensor, Tensor]:
-        images, labels, test = decoded(Path(self.root), self.size, self.channels)
+        images, labels, test, _ = decoded(Path(self.root), self.size, self.channels)
         return (images[~test], labels[~test]) if split == "train" else (images[test],
                                                                           labels[test])
 
@@ -101,7 +102,7 @@ def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
     train, test = check_layout(root)
     channels = 1 if all(mode_of(path) in GRAY_MODES for paths in train.values()
                         for path in paths[:20]) else 3
-    images, labels, held_out = decoded(root, size, channels)
+    images, labels, held_out, fingerprint = decoded(root, size, channels)
     pixels = images[~held_out].float().div(255)
     pixels = pixels.unsqueeze(1) if pixels.dim() == 3 else pixels
     mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
@@ -112,7 +113,8 @@ def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
                          augment=Augment(degrees=10.0, translate=0.1, scale=0.1),
                          teacher_augment=Augment(15.0, 0.1, 0.1, random_magnitude=True),
                          heavy_augment=Augment(degrees=20.0, translate=0.15, scale=0.15),
-                         validation_size=max(1, train_count // 10), root=str(root))
+                         validation_size=max(1, train_count // 10), root=str(root),
+                         fingerprint=fingerprint)
 
 
 def mode_of(path: Path) -> str | None:
@@ -154,9 +156,10 @@ def decode_image(image, size: int, channels: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Every image of the folder at size x size, its label, and whether it is a test image:
-    decoded once, then read back from distill's cache while the folder's files are unchanged."""
+def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tensor, str]:
+    """Every image of the folder at size x size, its label, whether it is a test image, and the
+    folder's fingerprint (of its files' paths, labels, sizes and times): decoded once, then read
+    back from distill's cache while the folder's files are unchanged."""
     train, test = check_layout(root)
     entries = [(path, label, False) for label, paths in enumerate(train.values()) for path in paths]
     if test is not None:
@@ -177,7 +180,7 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
     if found["skipped"]:
         warnings.warn(f"{len(found['skipped'])} file(s) in {root} are not readable images and "
                       f"were skipped (e.g. {found['skipped'][0]}).", stacklevel=2)
-    return found["images"], found["labels"], found["held_out"]
+    return found["images"], found["labels"], found["held_out"], kept.stem.rsplit("-", 1)[-1]
 
 
 def check_memory(root: Path, needed: int, size: int) -> None:
