@@ -153,7 +153,7 @@ def teacher(
                                patience=patience, seed=seed, views=views, dataset=dataset,
                                image_size=image_size), recipe
     say_dataset_augmentation(given, recipe)
-    say_folders([recipe])
+    say_folders([recipe], quick_trial=train_batches is not None)
     config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile)
     parallel = Parallel(devices, num_nodes, strategy)
     check_parallel(parallel, accelerator, config.batch_size)
@@ -242,7 +242,7 @@ def student(
                                         image_size=image_size) for recipe in chosen]
     for recipe, changed in zip(given, chosen, strict=True):
         say_dataset_augmentation(recipe, changed)
-    say_folders(chosen)
+    say_folders(chosen, quick_trial=train_batches is not None)
     if runs_dir is None:
         runs_dir = Path("runs") / get_dataset(chosen[0].dataset, chosen[0].image_size).folder_name
     # (recipe, runs folder) in the order they train: seed by seed, so that every recipe of a
@@ -289,14 +289,29 @@ def say_dataset_augmentation(recipe: Recipe, changed: Recipe) -> None:
                       f"({changed.train_config().augment}).")
 
 
-def say_folders(recipes: list[Recipe]) -> None:
-    """A folder of one's own images: what distill found in it, before any training on it."""
+FEW_STEPS = 200  # MNIST's shortest recipe takes 4,290; a small folder can make a few dozen
+
+
+def say_folders(recipes: list[Recipe], quick_trial: bool = False) -> None:
+    """A folder of one's own images: what distill found in it, before any training on it, and
+    a recipe that would take too few steps on it to learn (epochs are MNIST-sized)."""
     from distill.datasets import get_dataset
     from distill.datasets.folder import FolderDataset
 
     for dataset in dict.fromkeys(get_dataset(r.dataset, r.image_size) for r in recipes):
-        if isinstance(dataset, FolderDataset):
-            console.print(dataset.summary())
+        if not isinstance(dataset, FolderDataset):
+            continue
+        console.print(dataset.summary())
+        images = len(dataset.load("train")[1]) - dataset.validation_size
+        for recipe in (r for r in recipes if r.dataset == dataset.name and not quick_trial):
+            per_epoch = images // recipe.batch_size  # the last, partial batch is dropped
+            if (steps := per_epoch * recipe.schedule.epochs) < FEW_STEPS:
+                epochs = recipe.schedule.epochs
+                console.print(f"{recipe.name}: {epochs} epoch{'s' * (epochs > 1)} of {images:,} "
+                              f"images in batches of {recipe.batch_size} make only {steps} steps, "
+                              f"few to learn from: give more --epochs (about "
+                              f"{-(-FEW_STEPS * 5 // max(per_epoch, 1))} for {FEW_STEPS * 5:,} "
+                              "steps), or a smaller --batch-size.")
 
 
 def show_progress(asked: bool | None) -> bool:
