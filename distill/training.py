@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -300,7 +301,10 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
         callbacks.append(EpochProgressBar(out.name))
     return L.Trainer(
         default_root_dir=out, accelerator=accelerator, **parallel.trainer_args(),
-        max_epochs=config.epochs,
+        # Early stopping waits for the warm-up's end: while the rate still rises, a validation
+        # loss that has not improved for `patience` epochs says nothing of the schedule (a long
+        # schedule on a small folder stopped at its 16th epoch of 30 warming up).
+        max_epochs=config.epochs, min_epochs=math.ceil(config.warmup * config.epochs),
         precision="bf16-mixed" if cuda else "32-true", callbacks=callbacks,
         logger=CSVLogger(out, name="logs", version=""), enable_progress_bar=progress,
         enable_model_summary=False, log_every_n_steps=min(50, limits.train_batches or 50),

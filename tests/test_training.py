@@ -181,3 +181,10 @@ def test_the_gpu_script_runs_quickly_anywhere(tmp_path, data_dir, fashion_dir):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "| teacher, eager" in done.stdout and "The cache's speed-up" in done.stdout
     assert "| Fashion-MNIST teacher, epochs: 1" in done.stdout
+
+
+def test_early_stopping_waits_for_the_end_of_the_warm_up(tmp_path):
+    # 300 epochs warm up for 30: a validation loss flat for 3 of them says nothing yet.
+    config = TrainConfig(epochs=300, warmup=0.1, patience=3)
+    trainer = training.make_trainer(tmp_path, config, Limits(), accelerator="cpu", progress=False)
+    assert trainer.fit_loop.min_epochs == 30 and trainer.fit_loop.max_epochs == 300
