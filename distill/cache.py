@@ -107,14 +107,46 @@ def read_epoch(path: Path) -> Tensor | None:
         return None
 
 
+class EpochTables:
+    """The teacher's logits epoch by epoch, as `teacher_logits_table` gives them, for a run that
+    may stop early: the epochs it can reach before it may stop are computed first, the others
+    `CHUNK` at a time when training first reaches them. A long schedule stopped at its 30th
+    epoch of 300 pays for about 30 epochs of teacher passes, not 300."""
+
+    CHUNK = 10
+
+    def __init__(self, tables: dict[int, Tensor | None],
+                 compute: Callable[[list[int], bool], None], teacher: nn.Module) -> None:
+        self.tables, self.compute, self.teacher = tables, compute, teacher
+
+    def __len__(self) -> int:
+        return len(self.tables)
+
+    def __getitem__(self, epoch: int) -> Tensor:
+        if self.tables[epoch] is None:
+            wanted = [e for e in range(epoch, min(epoch + self.CHUNK, len(self)))
+                      if self.tables[e] is None]
+            # Between two training steps: the student's random state is left as it was (the
+            # same weights as a run whose logits were all computed first), and no progress bar
+            # of its own under the run's.
+            home = next(self.teacher.parameters()).device
+            with torch.random.fork_rng(devices=[]):
+                self.compute(wanted, False)
+            self.teacher.to(home)  # computed on the cache's device; training has it here
+        return self.tables[epoch]
+
+
 def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits, cache_dir: Path,
                          data_dir: Path | str | None = None, device: str | torch.device = "cpu",
-                         progress: bool = True, method: Method | None = None) -> Tensor:
+                         progress: bool = True, method: Method | None = None,
+                         ahead: int | None = None) -> Tensor | EpochTables:
     """(epochs, 60000, classes) logits for these settings: read from `cache_dir`, or computed and
     stored there.
 
     Each epoch is a file of its own, written as soon as it is computed: an interrupted pass keeps
     the epochs it finished, and a longer recipe computes only the epochs it lacks.
+    ahead: compute only the first `ahead` epochs now, and give `EpochTables` that compute the
+    others when asked for (one process; several compute every epoch first, sharing them).
     """
     # Without augmentation every epoch shows the teacher the same images: one pass over the whole
     # training slice (whatever the batch limit) serves every epoch.
@@ -140,9 +172,16 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
         wait_for_rank_zero()
         tables = {epoch: read_epoch(epoch_file(folder, epoch)) for epoch in range(epochs)}
         missing = [epoch for epoch, table in tables.items() if table is None]
+    def compute(which: list[int], bar: bool) -> None:
+        compute_missing(teacher, config, limits, folder, data_dir, device, bar, method, which,
+                        epochs, augmented, tables)
+
+    if ahead is not None and augmented and world_size == 1 and ahead < epochs:
+        if now := [epoch for epoch in missing if epoch < ahead]:
+            compute(now, progress)
+        return EpochTables(tables, compute, teacher)
     if missing:
-        compute_missing(teacher, config, limits, folder, data_dir, device, progress, method,
-                        missing, epochs, augmented, tables)
+        compute(missing, progress)
     stacked = torch.stack([tables[epoch] for epoch in range(epochs)])
     return stacked if augmented else stacked.expand(config.epochs, -1, -1)
 

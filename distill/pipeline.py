@@ -8,6 +8,7 @@ recipes that differ only in their method (tiny and tiny-dkd) compare against the
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -164,8 +165,12 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     logits = validation_logits = None
     if teacher_cache and not method.needs_features and not (
             resume and (student_dir / FINISHED_MARKER).is_file()):
+        # The epochs a run trains before it may stop early (the warm-up, or the patience) first;
+        # the others when it reaches them.
+        ahead = max(math.ceil(config.warmup * config.epochs), config.patience + 1)
         table = functools.partial(teacher_logits_table, teacher, config, limits, cache, data_dir,
-                                  progress=run_args.get("progress", True), method=method)
+                                  progress=run_args.get("progress", True), method=method,
+                                  ahead=ahead)
         # With several processes the table is computed once they all run, each taking its
         # share of the epochs (`Distiller.setup`); alone, now, before any folder is made.
         parallel = run_args.get("parallel")
