@@ -53,6 +53,18 @@ def default_teacher(runs_dir: Path, dataset: str = "mnist", image_size: int = IM
                        f"first ({teacher_command(dataset, image_size)}), or give --teacher.")
 
 
+def training_device(accelerator: str) -> str:
+    """Where the run trains, as Lightning chooses it: the teacher's pass for the logits cache
+    runs there too (on a GPU, not on the CPU beside it)."""
+    import torch
+
+    if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available():
+        return "cuda"
+    if accelerator in ("auto", "mps") and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def teacher_command(dataset: str, image_size: int) -> str:
     """The command that trains a teacher of the dataset, as the user would type it."""
     return " ".join(["distill teacher",
@@ -169,6 +181,7 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
         # the others when it reaches them.
         ahead = max(math.ceil(config.warmup * config.epochs), config.patience + 1)
         table = functools.partial(teacher_logits_table, teacher, config, limits, cache, data_dir,
+                                  device=training_device(run_args.get("accelerator", "auto")),
                                   progress=run_args.get("progress", True), method=method,
                                   ahead=ahead)
         # With several processes the table is computed once they all run, each taking its

@@ -226,3 +226,12 @@ def test_a_run_that_may_stop_early_computes_later_teacher_epochs_when_it_reaches
     assert len(list(folder.iterdir())) == 4 and torch.equal(lazy[4], eager[4])
     # A run that reaches every epoch gets exactly the eager table.
     assert torch.equal(torch.stack([lazy[e] for e in range(5)]), eager)
+
+
+def test_the_teacher_pass_runs_where_the_student_trains(monkeypatch):
+    from distill.pipeline import training_device
+
+    assert training_device("auto") == training_device("cpu") == "cpu"  # this machine: no GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_device("auto") == training_device("cuda") == "cuda"
+    assert training_device("cpu") == "cpu"
