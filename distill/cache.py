@@ -116,7 +116,7 @@ class EpochTables:
     CHUNK = 10
 
     def __init__(self, tables: dict[int, Tensor | None],
-                 compute: Callable[[list[int], bool], None], teacher: nn.Module) -> None:
+                 compute: Callable[..., None], teacher: nn.Module) -> None:
         self.tables, self.compute, self.teacher = tables, compute, teacher
 
     def __len__(self) -> int:
@@ -131,7 +131,7 @@ class EpochTables:
             # of its own under the run's.
             home = next(self.teacher.parameters()).device
             with torch.random.fork_rng(devices=[]):
-                self.compute(wanted, False)
+                self.compute(wanted, during_training=True)
             self.teacher.to(home)  # computed on the cache's device; training has it here
         return self.tables[epoch]
 
@@ -172,16 +172,18 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
         wait_for_rank_zero()
         tables = {epoch: read_epoch(epoch_file(folder, epoch)) for epoch in range(epochs)}
         missing = [epoch for epoch, table in tables.items() if table is None]
-    def compute(which: list[int], bar: bool) -> None:
-        compute_missing(teacher, config, limits, folder, data_dir, device, bar, method, which,
-                        epochs, augmented, tables)
+
+    def compute(which: list[int], during_training: bool = False) -> None:
+        compute_missing(teacher, config, limits, folder, data_dir, device,
+                        progress and not during_training, method, which, epochs, augmented,
+                        tables, during_training)
 
     if ahead is not None and augmented and world_size == 1 and ahead < epochs:
         if now := [epoch for epoch in missing if epoch < ahead]:
-            compute(now, progress)
+            compute(now)
         return EpochTables(tables, compute, teacher)
     if missing:
-        compute(missing, progress)
+        compute(missing)
     stacked = torch.stack([tables[epoch] for epoch in range(epochs)])
     return stacked if augmented else stacked.expand(config.epochs, -1, -1)
 
@@ -189,8 +191,9 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
 def compute_missing(teacher: nn.Module, config: TrainConfig, limits: Limits, folder: Path,
                     data_dir: Path | str | None, device: str | torch.device, progress: bool,
                     method: Method | None, missing: list[int], epochs: int, augmented: bool,
-                    tables: dict[int, Tensor | None]) -> None:
-    """Compute these epochs' tables, each written to `folder` as soon as it is done."""
+                    tables: dict[int, Tensor | None], during_training: bool = False) -> None:
+    """Compute these epochs' tables, each written to `folder` as soon as it is done (during
+    training, a Ctrl-C is the run's to handle: it keeps its epochs for --resume)."""
     contiguous = missing[-1] - missing[0] + 1 == len(missing)
     which = (f"epoch {missing[0] + 1}" if len(missing) == 1 else
              f"epochs {missing[0] + 1}-{missing[-1] + 1}" if contiguous else f"{len(missing)} epochs")
@@ -208,6 +211,8 @@ def compute_missing(teacher: nn.Module, config: TrainConfig, limits: Limits, fol
         compute_epochs(teacher, datamodule, missing, limits.train_batches if augmented else None,
                        torch.device(device), progress, done, method)
     except KeyboardInterrupt as stop:
+        if during_training:
+            raise
         finished = sum(epoch_file(folder, epoch).is_file() for epoch in range(epochs))
         raise DistillError(f"Interrupted while computing the teacher's logits: {finished} of "
                            f"{epochs} epochs are kept in {folder}. Run the same command again "

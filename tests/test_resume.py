@@ -129,3 +129,28 @@ def test_an_interrupted_report_write_leaves_the_old_file_whole(tmp_path, monkeyp
         write_atomic(path, '{"complete": false, "truncated')
     assert json.loads(path.read_text()) == {"complete": True}
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_ctrl_c_while_a_later_epochs_teacher_logits_are_computed_ends_with_the_resume_hint(
+        teacher_run, tmp_path, capsys, monkeypatch):
+    # Epochs after the first four are computed when training reaches them, inside the run: a
+    # Ctrl-C there is the run's interruption, with its epochs kept for --resume.
+    from distill import cache
+
+    computed = cache.compute_epochs
+
+    def interrupted_after_four(teacher, datamodule, epochs, *args):
+        if epochs[0] >= 4:
+            raise KeyboardInterrupt
+        computed(teacher, datamodule, epochs, *args)
+
+    args = ["student", "--recipe", "tiny", "--teacher", str(teacher_run), "--runs",
+            str(tmp_path), "--no-twin", "--epochs", "6", "--train-batches", "2",
+            "--val-batches", "1", "--test-images", "100", "--no-progress"]
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        patch.setattr(cache, "compute_epochs", interrupted_after_four)
+        main(args)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Training was interrupted in epoch 5" in out and "--resume" in out
+    main([*args, "--resume"])
+    assert (tmp_path / "student-tiny" / "report.json").is_file()
