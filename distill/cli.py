@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
@@ -290,6 +291,7 @@ def say_dataset_augmentation(recipe: Recipe, changed: Recipe) -> None:
 
 
 FEW_STEPS = 200  # MNIST's shortest recipe takes 4,290; a small folder can make a few dozen
+ENOUGH_STEPS = 1_000
 
 
 def say_folders(recipes: list[Recipe], quick_trial: bool = False) -> None:
@@ -305,12 +307,12 @@ def say_folders(recipes: list[Recipe], quick_trial: bool = False) -> None:
         images = len(dataset.load("train")[1]) - dataset.validation_size
         for recipe in (r for r in recipes if r.dataset == dataset.name and not quick_trial):
             per_epoch = images // recipe.batch_size  # the last, partial batch is dropped
-            if (steps := per_epoch * recipe.schedule.epochs) < FEW_STEPS:
-                epochs = recipe.schedule.epochs
+            epochs = recipe.schedule.epochs
+            if per_epoch and (steps := per_epoch * epochs) < FEW_STEPS:  # 0: the batch check's
                 console.print(f"{recipe.name}: {epochs} epoch{'s' * (epochs > 1)} of {images:,} "
                               f"images in batches of {recipe.batch_size} make only {steps} steps, "
                               f"few to learn from: give more --epochs (about "
-                              f"{-(-FEW_STEPS * 5 // max(per_epoch, 1))} for {FEW_STEPS * 5:,} "
+                              f"{math.ceil(ENOUGH_STEPS / per_epoch)} for {ENOUGH_STEPS:,} "
                               "steps), or a smaller --batch-size.")
 
 
