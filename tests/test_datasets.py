@@ -365,3 +365,17 @@ def test_report_finds_another_datasets_runs_where_distill_teacher_put_them(teach
     shutil.copytree(teacher_run, runs / "fashion-mnist" / "teacher")
     main(["report", str(runs), "--no-measure"])
     assert "Teacher and students on mnist" in capsys.readouterr().out
+
+
+def test_the_walkthroughs_folder_script_writes_a_folder_distill_reads(fashion_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    out = tmp_path / "garments"
+    subprocess.run([sys.executable, str(REPO / "docs" / "experiments" / "write_folder.py"),
+                    "--out", str(out), "--per-class", "3", "--data-dir", str(fashion_dir)],
+                   check=True, capture_output=True)
+    dataset = get_dataset(str(out))
+    assert dataset.classes == ("coat", "pullover", "shirt", "tshirt") and dataset.channels == 3
