@@ -38,6 +38,18 @@ def _no_download(monkeypatch):
     monkeypatch.setenv("DISTILL_DATA_DIR", str(mnist_folder()))
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache-home")
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch, _session_cache):
+    """What distill keeps between commands (decoded folders) goes to a folder of the test session:
+    the tests' temporary folders would otherwise pile up in the user's ~/.cache/distill."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_session_cache))
+
+
 QUICK = ["--epochs", "1", "--train-batches", "3", "--val-batches", "1", "--test-images", "200",
          "--no-progress"]
 
