@@ -18,10 +18,19 @@ from distill.cache import teacher_clean_logits, teacher_logits_table
 from distill.compare import teacher_identity
 from distill.data import EVAL_BATCH, IMAGE_SIZE, validation_images
 from distill.datasets import FOLDER_PREFIX, Dataset, get_dataset
+from distill.datasets.base import shown_classes
+from distill.datasets.folder import FolderDataset
 from distill.distillation import Ensemble, check_features
 from distill.distributed import is_rank_zero
 from distill.errors import DistillError
-from distill.export import dataset_of, image_size_of, load_model
+from distill.export import (
+    dataset_of,
+    image_size_of,
+    load_model,
+    network_arguments,
+    trained_dataset,
+    weights_metadata,
+)
 from distill.metrics import predict_logits
 from distill.nets import NETWORK_CLASSES, release_name, released_weights
 from distill.recipes import Recipe
@@ -51,6 +60,26 @@ def default_teacher(runs_dir: Path, dataset: str = "mnist", image_size: int = IM
         return local
     raise DistillError(f"No teacher in {local}, and none released for {dataset}: train one "
                        f"first ({teacher_command(dataset, image_size)}), or give --teacher.")
+
+
+def check_folder_unchanged(path: Path, dataset: Dataset) -> None:
+    """A folder may have changed since its teacher was trained: a class added or removed is
+    refused (the teacher answers for the others); other images only change what the teacher
+    sees, which is said in a line."""
+    if not isinstance(dataset, FolderDataset):
+        return
+    taught = trained_dataset(path, images=False)
+    count = (network_arguments(weights_metadata(path)) or {}).get("num_classes", 10)
+    if taught.classes != dataset.classes or count != dataset.num_classes:
+        raise DistillError(f"The teacher {path} answers for {count} classes "
+                           f"({shown_classes(taught.classes)}), and {dataset.root} now has "
+                           f"{shown_classes(dataset.classes)}: train the teacher again "
+                           f"({teacher_command(dataset.name, dataset.size)} --overwrite).")
+    moved = max(abs(a - b) for a, b in zip(taught.mean + taught.std, dataset.mean + dataset.std))
+    if moved > 0.01:  # a hundredth of the pixel range: a few new images move it far less
+        print(f"{dataset.root} has changed since {path} was trained (its images' mean or "
+              f"standard deviation moved by {moved:.4f}): the teacher answers the images as they "
+              "are now; train it again if many of them are new.", flush=True)
 
 
 def training_device(accelerator: str) -> str:
@@ -154,6 +183,7 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
             raise DistillError(f"The teacher {path} was trained on {size}x{size} images, and the "
                                f"recipe {recipe.name} distills on {dataset.size}x{dataset.size}: "
                                f"give --image-size {size}, or a teacher trained at {dataset.size}.")
+        check_folder_unchanged(path, dataset)
     check_transfer_set(config.exclude_classes, dataset, recipe.name)
     limits = run_args.get("limits") or Limits()
     data_dir = run_args.get("data_dir")
