@@ -304,7 +304,7 @@ def say_folders(recipes: list[Recipe], quick_trial: bool = False) -> None:
         if not isinstance(dataset, FolderDataset):
             continue
         console.print(dataset.summary())
-        images = len(dataset.load("train")[1]) - dataset.validation_size
+        images = dataset.training_images()
         for recipe in (r for r in recipes if r.dataset == dataset.name and not quick_trial):
             per_epoch = images // recipe.batch_size  # the last, partial batch is dropped
             epochs = recipe.schedule.epochs

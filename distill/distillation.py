@@ -7,6 +7,8 @@ networks see, what it needs from the teachers, and returns its loss terms.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +17,9 @@ from distill.data import EVAL_BATCH
 from distill.errors import DistillError
 from distill.methods import Method, Outputs
 from distill.training import Classifier
+
+if TYPE_CHECKING:
+    from distill.datasets import Dataset
 
 # Lightning warns about modules left in eval mode when training starts: the frozen teacher is,
 # on purpose (see `Distiller.train`).
@@ -31,6 +36,46 @@ class Ensemble(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.stack([member(x).float() for member in self.members]).mean(0)
+
+
+class Renormalized(nn.Module):
+    """A teacher of a folder whose images have changed since it was trained: the student's
+    batches are normalized with the folder's mean and spread as they are now, and the teacher
+    reads them as its own training images were normalized (an affine map per channel)."""
+
+    def __init__(self, teacher: nn.Module, now: Dataset, taught: Dataset) -> None:
+        super().__init__()
+        self.teacher = teacher
+        shape = (1, len(now.mean), 1, 1)
+        now_mean, now_std, taught_mean, taught_std = (torch.tensor(v).view(shape) for v in (
+            now.mean, now.std, taught.mean, taught.std))
+        self.register_buffer("scale", now_std / taught_std)
+        self.register_buffer("shift", (now_mean - taught_mean) / taught_std)
+
+    @classmethod
+    def between(cls, teacher: nn.Module, now: Dataset, taught: Dataset) -> nn.Module:
+        """The teacher itself when the normalizations agree (its cache keys stay as they were)."""
+        same = (now.mean, now.std) == (taught.mean, taught.std)
+        return teacher if same else cls(teacher, now, taught)
+
+    def as_taught(self, x: Tensor) -> Tensor:
+        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.teacher(self.as_taught(x))
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.teacher, "num_classes", None)
+
+    @property
+    def forward_features(self) -> Callable[[Tensor], Tensor]:
+        features = self.teacher.forward_features  # AttributeError: a teacher without features
+        return lambda x: features(self.as_taught(x))
+
+    @property
+    def forward_head(self) -> Callable[[Tensor], Tensor]:
+        return self.teacher.forward_head
 
 
 def has_features(network: nn.Module | type) -> bool:

@@ -20,7 +20,7 @@ from distill.data import EVAL_BATCH, IMAGE_SIZE, validation_images
 from distill.datasets import FOLDER_PREFIX, Dataset, get_dataset
 from distill.datasets.base import shown_classes
 from distill.datasets.folder import FolderDataset
-from distill.distillation import Ensemble, check_features
+from distill.distillation import Ensemble, Renormalized, check_features
 from distill.distributed import is_rank_zero
 from distill.errors import DistillError
 from distill.export import (
@@ -63,23 +63,43 @@ def default_teacher(runs_dir: Path, dataset: str = "mnist", image_size: int = IM
 
 
 def check_folder_unchanged(path: Path, dataset: Dataset) -> None:
-    """A folder may have changed since its teacher was trained: a class added or removed is
-    refused (the teacher answers for the others); other images only change what the teacher
-    sees, which is said in a line."""
+    """A folder may have changed since its teacher was trained: a class added or removed, or
+    images now read in another number of channels, is refused (the teacher cannot answer them);
+    other images change what the teacher sees, which is said in a line when they are many."""
     if not isinstance(dataset, FolderDataset):
         return
     taught = trained_dataset(path, images=False)
-    count = (network_arguments(weights_metadata(path)) or {}).get("num_classes", 10)
+    kwargs = network_arguments(weights_metadata(path)) or {}
+    count, channels = kwargs.get("num_classes", 10), kwargs.get("in_chans", 1)
     if taught.classes != dataset.classes or count != dataset.num_classes:
         raise DistillError(f"The teacher {path} answers for {count} classes "
                            f"({shown_classes(taught.classes)}), and {dataset.root} now has "
                            f"{shown_classes(dataset.classes)}: train the teacher again "
                            f"({teacher_command(dataset.name, dataset.size)} --overwrite).")
+    if channels != dataset.channels:
+        def mode(count: int) -> str:
+            return "grayscale" if count == 1 else "RGB"
+
+        raise DistillError(f"The teacher {path} reads {mode(channels)} images, and "
+                           f"{dataset.root} is now read as {mode(dataset.channels)} (its images' "
+                           f"modes changed): train the teacher again "
+                           f"({teacher_command(dataset.name, dataset.size)} --overwrite).")
     moved = max(abs(a - b) for a, b in zip(taught.mean + taught.std, dataset.mean + dataset.std))
     if moved > 0.01:  # a hundredth of the pixel range: a few new images move it far less
         print(f"{dataset.root} has changed since {path} was trained (its images' mean or "
-              f"standard deviation moved by {moved:.4f}): the teacher answers the images as they "
-              "are now; train it again if many of them are new.", flush=True)
+              f"standard deviation moved by {moved:.4f}): the teacher reads them normalized as "
+              "its own training images were; train it again if many of them are new.", flush=True)
+
+
+def read_as_taught(teacher: nn.Module, paths: list[Path], dataset: Dataset) -> nn.Module:
+    """Each teacher of a folder reads the student's batches normalized as its own training
+    images were: the folder's mean and spread move when its images change."""
+    if not isinstance(dataset, FolderDataset):
+        return teacher
+    members = list(teacher.members) if isinstance(teacher, Ensemble) else [teacher]
+    adapted = [Renormalized.between(member, dataset, trained_dataset(path, images=False))
+               for member, path in zip(members, paths, strict=True)]
+    return adapted[0] if len(adapted) == 1 else Ensemble(adapted)
 
 
 def training_device(accelerator: str) -> str:
@@ -184,11 +204,12 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
                                f"recipe {recipe.name} distills on {dataset.size}x{dataset.size}: "
                                f"give --image-size {size}, or a teacher trained at {dataset.size}.")
         check_folder_unchanged(path, dataset)
+    teacher = read_as_taught(teacher, teacher_paths, dataset)
     check_transfer_set(config.exclude_classes, dataset, recipe.name)
     limits = run_args.get("limits") or Limits()
     data_dir = run_args.get("data_dir")
-    train_images = len(dataset.load("train", data_dir)[0]) - dataset.validation_size
-    check_batch_size(config.batch_size, limits, train_images)  # before the teacher's logits
+    # Before the teacher's logits:
+    check_batch_size(config.batch_size, limits, dataset.training_images(data_dir))
     test_images = dataset.load("test", data_dir)[0][: limits.test_size]
     # The teachers' digests name them for good: a path like runs/teacher may hold another
     # teacher on another day.

@@ -178,9 +178,9 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
         return _train_and_report(*args, last if resume and last.is_file() else None, *inputs)
     check_run_dir(out, overwrite, resume)
     # Bad data fails here, before a run folder exists: both splits are read and checked.
-    train_images = len(dataset.load("train", data_dir)[0])
+    train_images = dataset.training_images(data_dir)
     dataset.load("test", data_dir)
-    check_batch_size(config.batch_size, limits, train_images - dataset.validation_size)
+    check_batch_size(config.batch_size, limits, train_images)
     with run_lock(out):
         check_run_dir(out, overwrite, resume)  # again: another process may have been first
         resume_from = prepare_run_dir(out, overwrite, resume)

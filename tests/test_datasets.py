@@ -400,10 +400,37 @@ def test_a_folder_changed_since_its_teacher_is_refused_or_said(data_dir, tmp_pat
             "digit-0, digit-1, digit-7, digit-9: train the teacher again") in " ".join(
         capsys.readouterr().out.split())
     assert not (tmp_path / "runs" / "student-tiny").exists()
-    # Other images changed: the teacher sees the folder as it is now, and the command says so.
+    # Other images changed: the teacher reads them normalized as its training images were, and
+    # the command says so.
     shutil.rmtree(root / "digit-9")
     for image in (root / "digit-1").glob("*.png"):
         Image.fromarray(np.full((28, 28), 255, np.uint8)).save(image)
     decoded.cache_clear(), check_layout.cache_clear()
     main(student)
     assert "has changed since" in capsys.readouterr().out
+    # Every image now grayscale: a teacher of RGB images cannot read them.
+    for image in root.glob("*/*.png"):
+        Image.open(image).convert("L").save(image)
+    decoded.cache_clear(), check_layout.cache_clear()
+    with pytest.raises(SystemExit):
+        main([*student, "--overwrite"])
+    assert "reads RGB images, and" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_teacher_reads_a_changed_folder_normalized_as_it_was_trained():
+    from dataclasses import replace
+
+    from distill.data import normalize, to_unit
+    from distill.datasets.folder import FolderDataset
+    from distill.distillation import Renormalized
+    from distill.nets import ConvNet
+
+    taught = FolderDataset(name="folder:/x", classes=("a", "b"), mean=(0.1, 0.2, 0.3),
+                           std=(0.3, 0.25, 0.2), channels=3)
+    now = replace(taught, mean=(0.15, 0.2, 0.25), std=(0.35, 0.2, 0.2))
+    teacher = ConvNet(num_classes=2, in_chans=3).eval()
+    images = to_unit(torch.randint(0, 256, (4, 3, 28, 28), dtype=torch.uint8))
+    renormalized = Renormalized.between(teacher, now, taught)
+    torch.testing.assert_close(renormalized(normalize(images, now)),
+                               teacher(normalize(images, taught)))
+    assert Renormalized.between(teacher, taught, taught) is teacher  # cache keys stay as they were

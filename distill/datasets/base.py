@@ -61,6 +61,10 @@ class Dataset:
         """Images (N, H, W) for one channel or (N, C, H, W), uint8, and labels (N,) int64."""
         raise NotImplementedError
 
+    def training_images(self, data_dir: Path | str | None = None) -> int:
+        """How many images a run trains on: the training split less its validation images."""
+        return len(self.load("train", data_dir)[1]) - self.validation_size
+
     def network_kwargs(self) -> dict:
         """What a network needs to know of the dataset, beyond MNIST's shape (none for MNIST's
         shape, so that its weights files stay as they were)."""
