@@ -1,8 +1,8 @@
 """`distill demo`: draw or upload a picture in the browser; the teacher and its students answer
 side by side, in the words of their dataset (a digit, a sneaker, a folder's class).
 
-Built with Gradio (the `demo` extra). Drawings and uploads go through `predict.prepare`, the
-same path as `distill predict`.
+Built with Gradio (the `demo` extra). Uploads are read from their files by `predict.load_image`
+and drawings and uploads fitted by `predict.prepare`: the same path as `distill predict`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from distill.datasets import Dataset, get_dataset
 from distill.errors import DistillError
 from distill.export import dataset_of, image_size_of, load_model, trained_dataset
 from distill.nets import MODELS_DIR, parameter_count, release_name
-from distill.predict import MAX_PIXELS, check_pixels, prepare, probabilities
+from distill.predict import MAX_PIXELS, check_pixels, load_image, prepare, probabilities
 
 EMPTY_CANVAS = "Draw a digit first."
 EMPTY_PICTURE = "Draw or upload a picture first."
@@ -74,15 +74,18 @@ def load_demo_models(paths: list[Path] | None = None, dataset: str | None = None
     return models, trained_dataset(path, images=False)
 
 
-def classify(models: list[DemoModel], dataset: Dataset, image: np.ndarray | dict | None,
+def classify(models: list[DemoModel], dataset: Dataset, image: np.ndarray | dict | str | None,
              is_photo: bool = False) -> tuple[str, list[dict[str, float] | None], list[str]]:
-    """(status line, per-model class probabilities, per-model cost line) for a drawing or photo."""
+    """(status line, per-model class probabilities, per-model cost line) for a drawing, or a
+    photo's file (read as `distill predict` reads it: turned upright, a big JPEG drafted)."""
     if isinstance(image, dict):  # the sketchpad's value: background, layers, composite
         image = image.get("composite")
     blank = ([None] * len(models), [cost_line(m) for m in models])
-    if image is None or np.asarray(image).size == 0:
+    if image is None or (not isinstance(image, str) and np.asarray(image).size == 0):
         return empty_message(dataset), *blank
     try:
+        if isinstance(image, str):
+            image = load_image(Path(image), dataset)
         check_pixels(np.asarray(image).shape[1], np.asarray(image).shape[0], "The image")
         prepared = prepare(np.asarray(image), dataset)
     except DistillError as error:
@@ -160,8 +163,10 @@ def build_app(models: list[DemoModel], dataset: Dataset, examples: list[str]):
                 classify_button = gr.Button("Classify the drawing", variant="primary",
                                             elem_id="classify")
                 upload = gr.Image(label="...or upload a photo of " + ("a digit" if digits else
-                                                                      "one object"), type="numpy",
-                                  image_mode="RGBA", sources=["upload"], elem_id="upload")
+                                                                      "one object"),
+                                  # The file itself, undecoded: `classify` reads it as predict does.
+                                  type="filepath", image_mode=None, sources=["upload"],
+                                  elem_id="upload")
                 if examples:
                     gr.Examples(examples=examples, inputs=upload, label="MNIST test digits" if
                                 digits else f"{dataset.name} test images")
@@ -195,8 +200,8 @@ def serve(models: list[DemoModel], dataset: Dataset, host: str, port: int, share
           data_dir: Path | str | None = None) -> None:
     from PIL import Image
 
-    # Gradio decodes uploads with PIL before distill sees them: past this many pixels PIL refuses
-    # (a 144 KB PNG can claim 20000x20000 pixels, gigabytes once decoded).
+    # Gradio opens an upload with PIL, and decodes a drawing, before distill sees them: past this
+    # many pixels PIL refuses (a 144 KB PNG can claim 20000x20000 pixels, gigabytes decoded).
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL refuses at twice this, warns above it
     torch.set_num_threads(max(1, torch.get_num_threads()))
     app = build_app(models, dataset, example_images(dataset, data_dir=data_dir))

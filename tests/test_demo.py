@@ -202,6 +202,23 @@ def test_the_fashion_demo_answers_a_photo_in_class_names(fashion_dir):
     assert classify(models, dataset, None)[0] == EMPTY_PICTURE
 
 
+def test_an_uploaded_file_is_read_as_distill_predict_reads_it(fashion_dir, tmp_path):
+    """The upload comes as its file, read by `predict.load_image`: a phone's sideways JPEG with
+    its orientation tag is read upright, and a file that is no image is a line."""
+    from PIL import ExifTags, Image
+
+    models, dataset = load_demo_models(dataset="fashion-mnist")
+    sideways = tmp_path / "boot.jpg"
+    exif = Image.new("L", (1, 1)).getexif()
+    exif[ExifTags.Base.Orientation] = 6  # shown turned 90 degrees clockwise
+    ankle_boot_photo(fashion_dir).transpose(Image.Transpose.ROTATE_90).save(sideways, exif=exif)
+    status, answers, _ = classify(models, dataset, str(sideways), is_photo=True)
+    assert max(answers[0], key=answers[0].get) == "Ankle boot", status
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    status, answers, _ = classify(models, dataset, str(tmp_path / "notes.jpg"), is_photo=True)
+    assert "is not an image that can be read" in status and answers == [None] * len(models)
+
+
 def test_models_of_two_datasets_are_one_line():
     with pytest.raises(DistillError, match="different datasets"):
         load_demo_models([MODELS_DIR / "convnet_tiny", MODELS_DIR / "convnet_tiny.fashion_mnist"])
