@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import reprlib
 from dataclasses import replace
 from pathlib import Path
@@ -109,6 +110,9 @@ def trained_dataset(path: Path | str, images: bool = True) -> Dataset:
         if (channels not in (1, 3) or len(dataset.classes) != count
                 or not len(dataset.mean) == len(dataset.std) == channels):
             raise ValueError("its classes, channels or normalization do not fit the network")
+        if not all(math.isfinite(m) for m in dataset.mean) or not all(
+                math.isfinite(s) and s > 0 for s in dataset.std):  # NaN answers, without a word
+            raise ValueError("its normalization is not finite numbers over positive spreads")
     except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise DistillError(f"{path}: its dataset's description is not readable ({error}): "
                            "refused.") from error
