@@ -357,6 +357,25 @@ def quiet_lightning() -> None:
                             r"the logging interval")
 
 
+def plain_warnings() -> None:
+    """distill's own warnings (a folder's unreadable files skipped) in one line, without the
+    file, line number and source line that Python adds for a programmer."""
+    import warnings
+
+    python_format = warnings.formatwarning
+    if getattr(python_format, "distill", False):
+        return
+    package = Path(__file__).resolve().parent
+
+    def formatted(message, category, filename, lineno, line=None) -> str:
+        if Path(filename).resolve().is_relative_to(package):
+            return f"Warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    formatted.distill = True
+    warnings.formatwarning = formatted
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one red line and exit code 1; --debug shows tracebacks."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -365,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     global _argv
     _argv = args
     quiet_lightning()
+    plain_warnings()
     if not is_rank_zero():
         # The other processes of a multi-device run go through the same steps: their lines
         # would repeat rank zero's. Errors still show (stderr).

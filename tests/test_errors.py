@@ -127,3 +127,23 @@ def test_an_image_size_for_mnist_is_refused_not_ignored(tmp_path, capsys):
                          "--no-progress"], capsys)
     assert code == 1 and "mnist's images are 28x28: a size of 32 (--image-size)" in out
     assert not (tmp_path / "run").exists()
+
+
+def test_distills_own_warnings_are_one_line_without_its_source():
+    """A folder's unreadable files are skipped with a warning: the user reads one line, not the
+    file, line and source of the call that Python shows a programmer."""
+    import warnings
+
+    from distill import cli
+    from distill.datasets import folder
+
+    before = warnings.formatwarning
+    try:
+        cli.plain_warnings()
+        cli.plain_warnings()  # each command installs it: once is enough
+        said = "2 files are not readable images and were skipped in /photos (/photos/a/x.png, ...)."
+        assert warnings.formatwarning(said, UserWarning, folder.__file__, 105) == f"Warning: {said}\n"
+        assert "UserWarning" in warnings.formatwarning("another library's", UserWarning,
+                                                       warnings.__file__, 1)
+    finally:
+        warnings.formatwarning = before
