@@ -21,15 +21,22 @@ from torch import Tensor, nn
 
 from distill.data import IMAGE_SIZE, normalize
 from distill.datasets import Dataset
-from distill.datasets.folder import decode_image, draft, upright
+from distill.datasets.folder import (
+    decode_image,
+    draft,
+    own_pixel_limit,
+    upright,
+    within_pixels,
+)
 from distill.errors import DistillError
 
 DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
 INK_THRESHOLD = 0.2  # of the brightest pixel: fainter pixels are paper, not ink
 # Fashion-MNIST trimmed edges within 5% of the corners' colour; a photo's noise needs a little more.
 OBJECT_THRESHOLD = 0.1
-# Larger images are refused before they are decoded: a photo of a digit needs far fewer pixels,
-# and a small compressed file can claim billions (a decompression bomb).
+# Larger images are refused before they are decoded (a JPEG is first read at 1/2 to 1/8 of its
+# scale where that fits, as a camera's photo does): a photo of a digit needs far fewer pixels, and
+# a small compressed file can claim billions (a decompression bomb).
 MAX_PIXELS = 4096 * 4096
 
 
@@ -59,19 +66,18 @@ def load_image(path: Path, dataset: Dataset | None = None) -> np.ndarray:
     image. For a folder's network (`dataset`), decoded as the folder's images were."""
     from PIL import Image, UnidentifiedImageError
 
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours, lower, is checked below
     try:
-        with Image.open(path) as image:  # reads the header only
-            check_pixels(image.width, image.height, str(path))
+        with own_pixel_limit(), Image.open(path) as image:  # reads the header only
             if dataset is not None and dataset.framing == "resize":
                 draft(image, dataset.size, dataset.channels)
+            else:  # a digit or a garment is framed from the whole picture, read in full if it fits
+                within_pixels(image, MAX_PIXELS)
+            check_pixels(image.width, image.height, str(path))
             return np.asarray(upright(image).convert("RGBA"))
     except FileNotFoundError as error:
         raise DistillError(f"No image at {path}.") from error
     except (UnidentifiedImageError, OSError) as error:
         raise DistillError(f"{path} is not an image that can be read (PNG, JPEG, ...).") from error
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
 
 
 def check_pixels(width: int, height: int, name: str) -> None:

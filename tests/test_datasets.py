@@ -247,6 +247,29 @@ def test_a_photo_stored_sideways_with_an_orientation_tag_is_read_upright(tmp_pat
     assert (images[:, -10:].mean((1, 2)) < 50).all()
 
 
+def test_a_cameras_photo_is_read_and_a_huge_png_skipped_saying_why(tmp_path, monkeypatch):
+    # 6000x4000, 24 megapixels, over what distill decodes: a JPEG is read at a fraction of its
+    # scale (both were skipped as "not readable images", and predict refused the photo).
+    from distill.datasets.folder import decoded
+    from distill.predict import load_image
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "photos"
+    big = Image.new("L", (6000, 4000), 255)
+    big.paste(0, (0, 2000, 6000, 4000))  # dark below
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        Image.new("L", (40, 40), 128).save(root / name / "small.png")
+    big.save(root / "a" / "camera.jpg", quality=90)
+    big.save(root / "b" / "scan.png")  # no reduced scale to read a PNG at
+    with pytest.warns(UserWarning, match=r"1 file has over 16,777,216 pixels and was skipped in .*"
+                                         r"scan.png\): make such files smaller"):
+        images, labels, _, _ = decoded(root.resolve(), 28, 1)
+    assert labels.tolist() == [0, 0, 1]  # camera.jpg, small.png; small.png
+    assert images[0, :10].float().mean() > 200 and images[0, -10:].float().mean() < 50
+    assert load_image(root / "a" / "camera.jpg").shape == (2000, 3000, 4)  # half its scale
+
+
 def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_path, capsys,
                                                   monkeypatch):
     monkeypatch.setenv("DISTILL_FASHION_MNIST_DIR", str(fashion_dir))

@@ -7,10 +7,12 @@ they do for MNIST."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,7 +29,7 @@ TEST_SHARE = 1 / 6  # MNIST's 10,000 of 70,000
 SPLIT_SEED = 20_261_201  # the held-out test images are the same on every run
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 MAX_IMAGES = 1_000_000
-DECODED_FORMAT = 3  # of the files in ~/.cache/distill/folders: a change decodes every folder again
+DECODED_FORMAT = 4  # of the files in ~/.cache/distill/folders: a change decodes every folder again
 
 
 def class_folders(root: Path) -> list[Path]:
@@ -117,11 +119,24 @@ def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
                          fingerprint=fingerprint)
 
 
+@contextmanager
+def own_pixel_limit():
+    """PIL refuses a 200-megapixel photo on opening it: distill checks the pixels a file is read
+    at instead (`predict.MAX_PIXELS`), before decoding it."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def mode_of(path: Path) -> str | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        with own_pixel_limit(), Image.open(path) as image:
             return image.mode
     except Exception:  # noqa: BLE001 - an unreadable image is reported when decoding
         return None
@@ -144,6 +159,16 @@ def draft(image, size: int, channels: int) -> None:
     photo decodes 3-5 times as fast. The pixels differ from a full decode's by under a gray level
     on average (more along sharp edges), so the folder and `distill predict` both draft."""
     image.draft("L" if channels == 1 else "RGB", (size, size))
+
+
+def within_pixels(image, most: int) -> None:
+    """A JPEG of over `most` pixels (a camera's 24-megapixel photo) is read at 1/2 to 1/8 of its
+    scale, under `most` where one of those scales gets it there; other images keep their size."""
+    if (pixels := image.width * image.height) > most:
+        # PIL takes the largest reduction that keeps at least the size asked for: asking for half
+        # the size that would fit leaves a reduction at most that size.
+        shrink = math.sqrt(most / pixels) / 2
+        image.draft(None, (math.ceil(image.width * shrink), math.ceil(image.height * shrink)))
 
 
 def decode_image(image, size: int, channels: int) -> np.ndarray:
@@ -177,9 +202,17 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
     if found is None:
         found = decode_entries(root, size, channels, entries, test is None)
         keep_decoded(found, kept, root)
-    if found["skipped"]:
-        warnings.warn(f"{len(found['skipped'])} file(s) in {root} are not readable images and "
-                      f"were skipped (e.g. {found['skipped'][0]}).", stacklevel=2)
+    from distill.predict import MAX_PIXELS
+
+    for paths, one, many, why in (
+            (found["skipped"], "is not a readable image", "are not readable images", ""),
+            (found["too_large"], f"has over {MAX_PIXELS:,} pixels",
+             f"have over {MAX_PIXELS:,} pixels", ": make such files smaller to use them")):
+        if paths:
+            which = (f"1 file {one} and was" if len(paths) == 1 else
+                     f"{len(paths):,} files {many} and were")
+            warnings.warn(f"{which} skipped in {root} ({paths[0]}{', ...' * (len(paths) > 1)})"
+                          f"{why}.", stacklevel=2)
     return found["images"], found["labels"], found["held_out"], kept.stem.rsplit("-", 1)[-1]
 
 
@@ -242,17 +275,19 @@ def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Pat
 
     from distill.predict import MAX_PIXELS
 
-    images, labels, is_test, skipped = [], [], [], []
+    images, labels, is_test, skipped, too_large = [], [], [], [], []
     console = Console(stderr=True)  # stdout stays the command's own (--json)
     console.print(f"Decoding the {len(entries):,} files of {root} at {size}x{size}.",
                   highlight=False)
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+    with own_pixel_limit(), Progress(console=console, transient=True,
+                                     disable=not console.is_terminal) as bar:
         for path, label, in_test in bar.track(entries, description="Decoding"):
             try:
                 with Image.open(path) as image:
+                    draft(image, size, channels)  # a JPEG is read at the scale it needs
                     if image.width * image.height > MAX_PIXELS:
-                        raise ValueError("too many pixels")
-                    draft(image, size, channels)
+                        too_large.append(path)
+                        continue
                     images.append(decode_image(upright(image), size, channels))
             except Exception:  # noqa: BLE001 - any unreadable file is skipped, and counted below
                 skipped.append(path)
@@ -273,4 +308,5 @@ def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Pat
             chosen = members[torch.randperm(len(members), generator=generator)]
             held_out[chosen[: max(1, round(len(members) * TEST_SHARE))]] = True
     return {"images": stacked, "labels": torch.tensor(labels, dtype=torch.long),
-            "held_out": held_out, "skipped": [str(path) for path in skipped]}
+            "held_out": held_out, "skipped": [str(path) for path in skipped],
+            "too_large": [str(path) for path in too_large]}
