@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from distill.datasets import Dataset, get_dataset
+from distill.datasets.folder import read_heic
 from distill.errors import DistillError
 from distill.export import dataset_of, image_size_of, load_model, trained_dataset
 from distill.nets import MODELS_DIR, parameter_count, release_name
-from distill.predict import check_pixels, load_image, prepare, probabilities
+from distill.predict import MAX_PIXELS, check_pixels, load_image, prepare, probabilities
 
 EMPTY_CANVAS = "Draw a digit first."
-MAX_OPENED_PIXELS = 64 * 2**20  # 256 MB as RGBA: a 48-megapixel photo opens
 EMPTY_PICTURE = "Draw or upload a picture first."
 
 
@@ -201,10 +201,10 @@ def serve(models: list[DemoModel], dataset: Dataset, host: str, port: int, share
           data_dir: Path | str | None = None) -> None:
     from PIL import Image
 
-    # Gradio opens an upload with PIL (distill reads it, within MAX_PIXELS), and decodes a
-    # drawing, before distill sees them: past this many pixels PIL refuses. A phone's 24-megapixel
-    # photo opens; a drawing's 144 KB PNG that claims 20000x20000 pixels is refused.
-    Image.MAX_IMAGE_PIXELS = MAX_OPENED_PIXELS // 2  # PIL refuses at twice this, warns above it
+    # Gradio opens an upload with PIL, and decodes a drawing, before distill sees them: past
+    # MAX_PIXELS PIL refuses (a 144 KB PNG can claim 20000x20000 pixels, gigabytes decoded).
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL refuses at twice this, warns above it
+    read_heic()  # an iPhone's photo: Gradio opens it before distill reads it
     torch.set_num_threads(max(1, torch.get_num_threads()))
     app = build_app(models, dataset, example_images(dataset, data_dir=data_dir))
     app.launch(server_name=host, server_port=port, share=share, show_error=True)

@@ -24,7 +24,7 @@ from distill.datasets import Dataset
 from distill.datasets.folder import (
     decode_image,
     draft,
-    own_pixel_limit,
+    reading_pictures,
     upright,
     within_pixels,
 )
@@ -35,9 +35,9 @@ INK_THRESHOLD = 0.2  # of the brightest pixel: fainter pixels are paper, not ink
 # Fashion-MNIST trimmed edges within 5% of the corners' colour; a photo's noise needs a little more.
 OBJECT_THRESHOLD = 0.1
 # Larger images are refused before they are decoded (a JPEG is first read at 1/2 to 1/8 of its
-# scale where that fits, as a camera's photo does): a photo of a digit needs far fewer pixels, and
-# a small compressed file can claim billions (a decompression bomb).
-MAX_PIXELS = 4096 * 4096
+# scale where that fits): a small compressed file can claim billions (a decompression bomb). A
+# phone's 24- or 48-megapixel photo, 72 or 144 MB decoded, is read; a HEIC has no reduced scale.
+MAX_PIXELS = 8192 * 8192
 
 
 @dataclass
@@ -67,7 +67,7 @@ def load_image(path: Path, dataset: Dataset | None = None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with own_pixel_limit(), Image.open(path) as image:  # reads the header only
+        with reading_pictures(), Image.open(path) as image:  # reads the header only
             if dataset is not None and dataset.framing == "resize":
                 draft(image, dataset.size, dataset.channels)
             else:  # a digit or a garment is framed from the whole picture, read in full if it fits

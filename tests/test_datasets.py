@@ -247,11 +247,13 @@ def test_a_photo_stored_sideways_with_an_orientation_tag_is_read_upright(tmp_pat
     assert (images[:, -10:].mean((1, 2)) < 50).all()
 
 
-def test_a_cameras_photo_is_read_and_a_huge_png_skipped_saying_why(tmp_path, monkeypatch):
-    # 6000x4000, 24 megapixels, over what distill decodes: a JPEG is read at a fraction of its
-    # scale (both were skipped as "not readable images", and predict refused the photo).
+def test_a_phones_photos_are_read_and_a_huge_png_skipped_saying_why(tmp_path, monkeypatch):
+    # 24 megapixels, over the 16.7 distill once decoded: both were skipped as "not readable
+    # images" and refused by predict. An iPhone's HEIC was not readable at all.
     from distill.datasets.folder import decoded
     from distill.predict import load_image
+
+    from .test_hostile import png_header
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = tmp_path / "photos"
@@ -261,13 +263,18 @@ def test_a_cameras_photo_is_read_and_a_huge_png_skipped_saying_why(tmp_path, mon
         (root / name).mkdir(parents=True)
         Image.new("L", (40, 40), 128).save(root / name / "small.png")
     big.save(root / "a" / "camera.jpg", quality=90)
-    big.save(root / "b" / "scan.png")  # no reduced scale to read a PNG at
-    with pytest.warns(UserWarning, match=r"1 file has over 16,777,216 pixels and was skipped in .*"
-                                         r"scan.png\): make such files smaller"):
+    big.resize((600, 400)).save(root / "b" / "iphone.heic")  # written through pillow-heif
+    (root / "b" / "huge.png").write_bytes(png_header(10_000, 10_000))  # claims 100 megapixels
+    with pytest.warns(UserWarning, match=r"1 file has over 67,108,864 pixels and was skipped in "
+                                         r".*huge.png\): make such files smaller"):
         images, labels, _, _ = decoded(root.resolve(), 28, 1)
-    assert labels.tolist() == [0, 0, 1]  # camera.jpg, small.png; small.png
-    assert images[0, :10].float().mean() > 200 and images[0, -10:].float().mean() < 50
-    assert load_image(root / "a" / "camera.jpg").shape == (2000, 3000, 4)  # half its scale
+    assert labels.tolist() == [0, 0, 1, 1]  # camera.jpg, small.png; iphone.heic, small.png
+    for photo in (images[0], images[2]):
+        assert photo[:10].float().mean() > 200 and photo[-10:].float().mean() < 50
+    assert load_image(root / "a" / "camera.jpg").shape == (4000, 6000, 4)
+    # Over the limit, a JPEG is read at a fraction of its scale rather than refused.
+    Image.new("L", (9000, 8000), 255).save(tmp_path / "panorama.jpg", quality=50)
+    assert load_image(tmp_path / "panorama.jpg").shape == (4000, 4500, 4)
 
 
 def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_path, capsys,

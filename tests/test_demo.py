@@ -214,7 +214,7 @@ def test_an_uploaded_file_is_read_as_distill_predict_reads_it(fashion_dir, tmp_p
     ankle_boot_photo(fashion_dir).transpose(Image.Transpose.ROTATE_90).save(sideways, exif=exif)
     status, answers, _ = classify(models, dataset, str(sideways), is_photo=True)
     assert max(answers[0], key=answers[0].get) == "Ankle boot", status
-    # A phone's 24-megapixel photo (5712x4284) is read at half its scale, not refused.
+    # A phone's 24-megapixel photo (5712x4284), once over distill's limit, is read.
     camera = tmp_path / "camera.jpg"
     ankle_boot_photo(fashion_dir).resize((5712, 4284), Image.BICUBIC).save(camera, quality=90)
     status, answers, _ = classify(models, dataset, str(camera), is_photo=True)

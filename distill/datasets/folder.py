@@ -119,12 +119,22 @@ def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
                          fingerprint=fingerprint)
 
 
+@lru_cache(maxsize=1)
+def read_heic() -> None:
+    """HEIC, the format of an iPhone's photos, through pillow-heif (PIL reads JPEG, PNG, ...)."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+
 @contextmanager
-def own_pixel_limit():
-    """PIL refuses a 200-megapixel photo on opening it: distill checks the pixels a file is read
+def reading_pictures():
+    """PIL as distill reads a user's pictures: HEIC too, and without PIL's own limit on pixels,
+    which refuses a 200-megapixel photo on opening it: distill checks the pixels a file is read
     at instead (`predict.MAX_PIXELS`), before decoding it."""
     from PIL import Image
 
+    read_heic()
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         yield
@@ -136,7 +146,7 @@ def mode_of(path: Path) -> str | None:
     from PIL import Image
 
     try:
-        with own_pixel_limit(), Image.open(path) as image:
+        with reading_pictures(), Image.open(path) as image:
             return image.mode
     except Exception:  # noqa: BLE001 - an unreadable image is reported when decoding
         return None
@@ -279,7 +289,7 @@ def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Pat
     console = Console(stderr=True)  # stdout stays the command's own (--json)
     console.print(f"Decoding the {len(entries):,} files of {root} at {size}x{size}.",
                   highlight=False)
-    with own_pixel_limit(), Progress(console=console, transient=True,
+    with reading_pictures(), Progress(console=console, transient=True,
                                      disable=not console.is_terminal) as bar:
         for path, label, in_test in bar.track(entries, description="Decoding"):
             try:
