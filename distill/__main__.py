@@ -1,3 +1,4 @@
 from distill.cli import main
 
-main()
+if __name__ == "__main__":  # a spawned worker process (decoding a folder) imports this module too
+    main()

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from distill.datasets import Dataset, get_dataset
-from distill.datasets.folder import read_heic
 from distill.errors import DistillError
 from distill.export import dataset_of, image_size_of, load_model, trained_dataset
 from distill.nets import MODELS_DIR, parameter_count, release_name
-from distill.predict import MAX_PIXELS, check_pixels, load_image, prepare, probabilities
+from distill.pictures import MAX_PIXELS, read_heic
+from distill.predict import check_pixels, load_image, prepare, probabilities
 
 EMPTY_CANVAS = "Draw a digit first."
 EMPTY_PICTURE = "Draw or upload a picture first."

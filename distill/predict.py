@@ -21,23 +21,20 @@ from torch import Tensor, nn
 
 from distill.data import IMAGE_SIZE, normalize
 from distill.datasets import Dataset
-from distill.datasets.folder import (
+from distill.errors import DistillError
+from distill.pictures import (
+    MAX_PIXELS,
     decode_image,
     draft,
     reading_pictures,
     upright,
     within_pixels,
 )
-from distill.errors import DistillError
 
 DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
 INK_THRESHOLD = 0.2  # of the brightest pixel: fainter pixels are paper, not ink
 # Fashion-MNIST trimmed edges within 5% of the corners' colour; a photo's noise needs a little more.
 OBJECT_THRESHOLD = 0.1
-# Larger images are refused before they are decoded (a JPEG is first read at 1/2 to 1/8 of its
-# scale where that fits): a small compressed file can claim billions (a decompression bomb). A
-# phone's 24- or 48-megapixel photo, 72 or 144 MB decoded, is read; a HEIC has no reduced scale.
-MAX_PIXELS = 8192 * 8192
 
 
 @dataclass

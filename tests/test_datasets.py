@@ -251,9 +251,12 @@ def test_a_phones_photos_are_read_and_a_huge_png_skipped_saying_why(tmp_path, mo
     # 24 megapixels, over the 16.7 distill once decoded: both were skipped as "not readable
     # images" and refused by predict. An iPhone's HEIC was not readable at all.
     from distill.datasets.folder import decoded
+    from distill.pictures import read_heic
     from distill.predict import load_image
 
     from .test_hostile import png_header
+
+    read_heic()  # for PIL to write one
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = tmp_path / "photos"
@@ -275,6 +278,27 @@ def test_a_phones_photos_are_read_and_a_huge_png_skipped_saying_why(tmp_path, mo
     # Over the limit, a JPEG is read at a fraction of its scale rather than refused.
     Image.new("L", (9000, 8000), 255).save(tmp_path / "panorama.jpg", quality=50)
     assert load_image(tmp_path / "panorama.jpg").shape == (4000, 4500, 4)
+
+
+def test_a_folder_decodes_the_same_in_worker_processes(data_dir, tmp_path):
+    # A folder of photos is decoded by every core (spawned processes): the same tensors, and the
+    # same files skipped, as in one process.
+    from distill.datasets.folder import check_layout, decode_entries
+
+    root = write_folder(tmp_path / "digits", data_dir, per_class=10).resolve()
+    train, _ = check_layout(root)
+    entries = [(path, label, False) for label, paths in enumerate(train.values()) for path in paths]
+    alone, together = (decode_entries(root, 28, 3, entries, True, processes=n) for n in (0, 2))
+    assert all(torch.equal(alone[key], together[key]) for key in ("images", "labels", "held_out"))
+    assert alone["skipped"] == together["skipped"] == [str(root / "digit-0" / "broken.png")]
+    # A worker imports distill.pictures alone, without torch: it starts in a fraction of a second.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import sys, distill.pictures; "
+                           "print(sorted({'torch', 'distill.datasets'} & set(sys.modules)))"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_path, capsys,

@@ -7,7 +7,6 @@ they do for MNIST."""
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import shutil
 import sys
@@ -24,6 +23,7 @@ from torch import Tensor
 from distill.augment import Augment
 from distill.datasets.base import Dataset, cache_home, shown_classes
 from distill.errors import DistillError
+from distill.pictures import MAX_PIXELS, TOO_LARGE, decode_file, reading_pictures
 
 TEST_SHARE = 1 / 6  # MNIST's 10,000 of 70,000
 SPLIT_SEED = 20_261_201  # the held-out test images are the same on every run
@@ -119,29 +119,6 @@ def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
                          fingerprint=fingerprint)
 
 
-@lru_cache(maxsize=1)
-def read_heic() -> None:
-    """HEIC, the format of an iPhone's photos, through pillow-heif (PIL reads JPEG, PNG, ...)."""
-    from pillow_heif import register_heif_opener
-
-    register_heif_opener()
-
-
-@contextmanager
-def reading_pictures():
-    """PIL as distill reads a user's pictures: HEIC too, and without PIL's own limit on pixels,
-    which refuses a 200-megapixel photo on opening it: distill checks the pixels a file is read
-    at instead (`predict.MAX_PIXELS`), before decoding it."""
-    from PIL import Image
-
-    read_heic()
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-
-
 def mode_of(path: Path) -> str | None:
     from PIL import Image
 
@@ -150,44 +127,6 @@ def mode_of(path: Path) -> str | None:
             return image.mode
     except Exception:  # noqa: BLE001 - an unreadable image is reported when decoding
         return None
-
-
-def upright(image):
-    """A PIL image turned as its EXIF orientation says: a phone stores a photo taken upright as
-    sideways pixels and a tag, which PIL (and torchvision's ImageFolder) leave unapplied."""
-    from PIL import ExifTags, ImageOps
-
-    with warnings.catch_warnings():  # a damaged EXIF block: PIL warns, and the tag is not used
-        warnings.simplefilter("ignore")
-        if image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1):
-            return image  # most files: no tag, and no copy
-        return ImageOps.exif_transpose(image)
-
-
-def draft(image, size: int, channels: int) -> None:
-    """Have a JPEG decode straight at 1/2 to 1/8 of its scale, no smaller than `size`: a phone
-    photo decodes 3-5 times as fast. The pixels differ from a full decode's by under a gray level
-    on average (more along sharp edges), so the folder and `distill predict` both draft."""
-    image.draft("L" if channels == 1 else "RGB", (size, size))
-
-
-def within_pixels(image, most: int) -> None:
-    """A JPEG of over `most` pixels (a camera's 24-megapixel photo) is read at 1/2 to 1/8 of its
-    scale, under `most` where one of those scales gets it there; other images keep their size."""
-    if (pixels := image.width * image.height) > most:
-        # PIL takes the largest reduction that keeps at least the size asked for: asking for half
-        # the size that would fit leaves a reduction at most that size.
-        shrink = math.sqrt(most / pixels) / 2
-        image.draft(None, (math.ceil(image.width * shrink), math.ceil(image.height * shrink)))
-
-
-def decode_image(image, size: int, channels: int) -> np.ndarray:
-    """A PIL image as the folder's images are decoded: (size, size) or (size, size, 3) uint8.
-    `distill predict` and the demo fit a user's picture to a folder network the same way."""
-    from PIL import Image
-
-    image = image.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
 
 
 @lru_cache(maxsize=4)
@@ -212,8 +151,6 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
     if found is None:
         found = decode_entries(root, size, channels, entries, test is None)
         keep_decoded(found, kept, root)
-    from distill.predict import MAX_PIXELS
-
     for paths, one, many, why in (
             (found["skipped"], "is not a readable image", "are not readable images", ""),
             (found["too_large"], f"has over {MAX_PIXELS:,} pixels",
@@ -276,34 +213,75 @@ def keep_decoded(found: dict, kept: Path, root: Path) -> None:
           f"{kept}", file=sys.stderr, flush=True)
 
 
+PARALLEL_BYTES = 64 * 2**20  # past this, photos rather than thumbnails: decoded by every core
+
+
+def decoding_processes(entries: list[tuple[Path, int, bool]]) -> int:
+    """Worker processes for decoding: one per core for a folder of photos (an iPhone's HEIC
+    takes a second to decode here); none for small images, where starting them costs more."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if (cores or 1) < 2 or sum(path.stat().st_size for path, _, _ in entries) < PARALLEL_BYTES:
+        return 0
+    return min(cores, len(entries))
+
+
+@contextmanager
+def ctrl_c_ignored():
+    """Processes started inside ignore Ctrl-C: they inherit the setting, and Python then leaves
+    it so. The command answers Ctrl-C in one line; each worker would print its own traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler, and only it receives the signal
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
 def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Path, int, bool]],
-                   hold_out: bool) -> dict:
-    """Decode the files: images, labels, which are test images, and the unreadable files."""
-    from PIL import Image
+                   hold_out: bool, processes: int | None = None) -> dict:
+    """Decode the files: images, labels, which are test images, and the files skipped.
+    processes: worker processes (None: `decoding_processes`; 0: this one)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     from rich.console import Console
     from rich.progress import Progress
 
-    from distill.predict import MAX_PIXELS
-
-    images, labels, is_test, skipped, too_large = [], [], [], [], []
+    processes = decoding_processes(entries) if processes is None else processes
+    jobs = [(str(path), size, channels) for path, _, _ in entries]
     console = Console(stderr=True)  # stdout stays the command's own (--json)
-    console.print(f"Decoding the {len(entries):,} files of {root} at {size}x{size}.",
-                  highlight=False)
-    with reading_pictures(), Progress(console=console, transient=True,
-                                     disable=not console.is_terminal) as bar:
-        for path, label, in_test in bar.track(entries, description="Decoding"):
+    console.print(f"Decoding the {len(entries):,} files of {root} at {size}x{size}"
+                  f"{f' in {processes} processes' if processes else ''}.", highlight=False)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        if not processes:
+            results = [decode_file(job) for job in bar.track(jobs, description="Decoding")]
+        else:
+            # Spawned, not forked: a fork of a process that runs torch's threads can hang.
+            pool = ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"))
             try:
-                with Image.open(path) as image:
-                    draft(image, size, channels)  # a JPEG is read at the scale it needs
-                    if image.width * image.height > MAX_PIXELS:
-                        too_large.append(path)
-                        continue
-                    images.append(decode_image(upright(image), size, channels))
-            except Exception:  # noqa: BLE001 - any unreadable file is skipped, and counted below
-                skipped.append(path)
-                continue
-            labels.append(label)
-            is_test.append(in_test)
+                with ctrl_c_ignored():  # by the workers that map starts
+                    answers = pool.map(decode_file, jobs, chunksize=8)
+                results = list(bar.track(answers, total=len(jobs), description="Decoding"))
+            except BrokenProcessPool:  # a program read from stdin: no main module to spawn
+                results = [decode_file(job) for job in bar.track(jobs, description="Decoding")]
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
+    images, labels, is_test, skipped, too_large = [], [], [], [], []
+    for (path, label, in_test), result in zip(entries, results, strict=True):
+        if isinstance(result, str):
+            (too_large if result == TOO_LARGE else skipped).append(path)
+            continue
+        images.append(result)
+        labels.append(label)
+        is_test.append(in_test)
     if not images:
         raise DistillError(f"{root}: none of its files is a readable image.")
     stacked = torch.from_numpy(np.stack(images))
