@@ -310,8 +310,8 @@ def say_folders(recipes: list[Recipe], quick_trial: bool = False) -> None:
             epochs = recipe.schedule.epochs
             if per_epoch and (steps := per_epoch * epochs) < FEW_STEPS:  # 0: the batch check's
                 console.print(f"{recipe.name}: {epochs} epoch{'s' * (epochs > 1)} of {images:,} "
-                              f"images in batches of {recipe.batch_size} make only {steps} steps, "
-                              f"few to learn from: give more --epochs (about "
+                              f"images in batches of {recipe.batch_size} make only {steps} "
+                              f"step{'s' * (steps > 1)}, few to learn from: give more --epochs (about "
                               f"{math.ceil(ENOUGH_STEPS / per_epoch)} for {ENOUGH_STEPS:,} "
                               "steps), or a smaller --batch-size.")
 
@@ -393,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=args, prog_name="distill")
     except SystemExit as done:  # click ends every run with SystemExit, success included
+        if ctrl_c(done):  # typer turns a Ctrl-C into exit 130, without a word
+            say_interrupted()
         if done.code not in (0, None):
             raise
     except (DistillError, OSError) as error:
@@ -404,9 +406,21 @@ def main(argv: list[str] | None = None) -> None:
         console.print(Text.assemble(("Error: ", "bold red"), message), highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
-        console.print(Text.assemble(("Interrupted. ", "bold red"),
-                                    "Nothing finished was overwritten."))
+        say_interrupted()
         sys.exit(130)
+
+
+def ctrl_c(error: BaseException | None) -> bool:
+    """Whether a Ctrl-C is among the exceptions that led to this one."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def say_interrupted() -> None:
+    console.print(Text.assemble(("Interrupted. ", "bold red"), "Nothing finished was overwritten."))
 
 
 def describe_os_error(error: OSError) -> str:

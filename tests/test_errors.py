@@ -147,3 +147,22 @@ def test_distills_own_warnings_are_one_line_without_its_source():
                                                        warnings.__file__, 1)
     finally:
         warnings.formatwarning = before
+
+
+def test_ctrl_c_outside_training_says_so_in_one_line(data_dir, tmp_path, capsys, monkeypatch):
+    """Typer turns a Ctrl-C into exit code 130 without a word (here, while a folder decodes)."""
+    from distill.datasets import folder
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(folder, "decode_entries", interrupted)
+    for name in ("a", "b"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "photos" / name / f"{i}.png").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_:
+        main(["teacher", "--dataset", str(tmp_path / "photos"), "--out", str(tmp_path / "t")])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 130 and "Interrupted. Nothing finished was overwritten." in out
+    assert "Traceback" not in out and not (tmp_path / "t").exists()
