@@ -175,8 +175,8 @@ def test_the_gpu_script_runs_quickly_anywhere(tmp_path, data_dir, fashion_dir):
     from .conftest import REPO
 
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--quick",
-                           "--fashion-teacher", "1", "--out", str(tmp_path)], capture_output=True,
-                          text=True, timeout=600,
+                           "--batch-size", "128", "--fashion-teacher", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600,
                           env={**os.environ, "DISTILL_FASHION_MNIST_DIR": str(fashion_dir)})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "| teacher, eager" in done.stdout and "The cache's speed-up" in done.stdout
