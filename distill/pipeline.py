@@ -62,12 +62,11 @@ def default_teacher(runs_dir: Path, dataset: str = "mnist", image_size: int = IM
                        f"first ({teacher_command(dataset, image_size)}), or give --teacher.")
 
 
-def check_folder_unchanged(path: Path, dataset: Dataset) -> None:
-    """A folder may have changed since its teacher was trained: a class added or removed, or
-    images now read in another number of channels, is refused (the teacher cannot answer them);
-    other images change what the teacher sees, which is said in a line when they are many."""
-    if not isinstance(dataset, FolderDataset):
-        return
+def check_folder_unchanged(path: Path, dataset: FolderDataset) -> Dataset:
+    """The folder as the teacher at `path` was trained on it (its classes and normalization).
+    The folder may have changed since: a class added or removed, or images now read in another
+    number of channels, is refused (the teacher cannot answer them); other images change what
+    the teacher sees, which is said in a line when they are many."""
     taught = trained_dataset(path, images=False)
     kwargs = network_arguments(weights_metadata(path)) or {}
     count, channels = kwargs.get("num_classes", 10), kwargs.get("in_chans", 1)
@@ -89,15 +88,17 @@ def check_folder_unchanged(path: Path, dataset: Dataset) -> None:
         print(f"{dataset.root} has changed since {path} was trained (its images' mean or "
               f"standard deviation moved by {moved:.4f}): the teacher reads them normalized as "
               "its own training images were; train it again if many of them are new.", flush=True)
+    return taught
 
 
 def read_as_taught(teacher: nn.Module, paths: list[Path], dataset: Dataset) -> nn.Module:
-    """Each teacher of a folder reads the student's batches normalized as its own training
-    images were: the folder's mean and spread move when its images change."""
+    """Each teacher of a folder, checked against the folder as it is now, reads the student's
+    batches normalized as its own training images were: the folder's mean and spread move when
+    its images change."""
     if not isinstance(dataset, FolderDataset):
         return teacher
     members = list(teacher.members) if isinstance(teacher, Ensemble) else [teacher]
-    adapted = [Renormalized.between(member, dataset, trained_dataset(path, images=False))
+    adapted = [Renormalized.between(member, dataset, check_folder_unchanged(path, dataset))
                for member, path in zip(members, paths, strict=True)]
     return adapted[0] if len(adapted) == 1 else Ensemble(adapted)
 
@@ -203,7 +204,6 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
             raise DistillError(f"The teacher {path} was trained on {size}x{size} images, and the "
                                f"recipe {recipe.name} distills on {dataset.size}x{dataset.size}: "
                                f"give --image-size {size}, or a teacher trained at {dataset.size}.")
-        check_folder_unchanged(path, dataset)
     teacher = read_as_taught(teacher, teacher_paths, dataset)
     check_transfer_set(config.exclude_classes, dataset, recipe.name)
     limits = run_args.get("limits") or Limits()

@@ -74,7 +74,7 @@ def load_image(path: Path, dataset: Dataset | None = None) -> np.ndarray:
     except FileNotFoundError as error:
         raise DistillError(f"No image at {path}.") from error
     except (UnidentifiedImageError, OSError) as error:
-        raise DistillError(f"{path} is not an image that can be read (PNG, JPEG, ...).") from error
+        raise DistillError(f"{path} is not an image that can be read (JPEG, PNG, HEIC, ...).") from error
 
 
 def check_pixels(width: int, height: int, name: str) -> None:
