@@ -243,7 +243,7 @@ def student(
                                         image_size=image_size) for recipe in chosen]
     for recipe, changed in zip(given, chosen, strict=True):
         say_dataset_augmentation(recipe, changed)
-    say_folders(chosen, quick_trial=train_batches is not None)
+    say_folders(chosen, quick_trial=train_batches is not None, batch_option=False)
     if runs_dir is None:
         runs_dir = Path("runs") / get_dataset(chosen[0].dataset, chosen[0].image_size).folder_name
     # (recipe, runs folder) in the order they train: seed by seed, so that every recipe of a
@@ -294,9 +294,11 @@ FEW_STEPS = 200  # MNIST's shortest recipe takes 4,290; a small folder can make 
 ENOUGH_STEPS = 1_000
 
 
-def say_folders(recipes: list[Recipe], quick_trial: bool = False) -> None:
+def say_folders(recipes: list[Recipe], quick_trial: bool = False,
+                batch_option: bool = True) -> None:
     """A folder of one's own images: what distill found in it, before any training on it, and
-    a recipe that would take too few steps on it to learn (epochs are MNIST-sized)."""
+    a recipe that would take too few steps on it to learn (epochs are MNIST-sized).
+    batch_option: whether the command has --batch-size (`distill student` takes the recipe's)."""
     from distill.datasets import get_dataset
     from distill.datasets.folder import FolderDataset
 
@@ -305,6 +307,7 @@ def say_folders(recipes: list[Recipe], quick_trial: bool = False) -> None:
             continue
         console.print(dataset.summary())
         images = dataset.training_images()
+        smaller_batch = "--batch-size" if batch_option else "batch_size in a recipe of your own"
         for recipe in (r for r in recipes if r.dataset == dataset.name and not quick_trial):
             per_epoch = images // recipe.batch_size  # the last, partial batch is dropped
             epochs = recipe.schedule.epochs
@@ -313,7 +316,7 @@ def say_folders(recipes: list[Recipe], quick_trial: bool = False) -> None:
                               f"images in batches of {recipe.batch_size} make only {steps} "
                               f"step{'s' * (steps > 1)}, few to learn from: give more --epochs (about "
                               f"{math.ceil(ENOUGH_STEPS / per_epoch)} for {ENOUGH_STEPS:,} "
-                              "steps), or a smaller --batch-size.")
+                              f"steps), or a smaller {smaller_batch}.")
 
 
 def show_progress(asked: bool | None) -> bool:

@@ -118,7 +118,16 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
     trained = json.loads((teacher / "report.json").read_text())
     # MNIST-sized epochs make few steps on a small folder: the command says so before training.
     assert ("teacher: 1 epoch of 54 images in batches of 16 make only 3 steps, few to learn from: "
-            "give more --epochs (about 334 for 1,000 steps)") in " ".join(
+            "give more --epochs (about 334 for 1,000 steps), or a smaller --batch-size") in " ".join(
+        capsys.readouterr().out.split())
+    # distill student has no --batch-size: a student's batch is its recipe's.
+    from distill.cli import say_folders
+    from distill.recipes import load_recipe, overridden
+
+    say_folders([overridden(load_recipe("tiny"), dataset=str(root), image_size=20, epochs=1,
+                            batch_size=16)],
+                batch_option=False)
+    assert "or a smaller batch_size in a recipe of your own" in " ".join(
         capsys.readouterr().out.split())
     main(["evaluate", str(teacher), "--json"])
     scored = json.loads(capsys.readouterr().out)[0]
