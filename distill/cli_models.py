@@ -178,7 +178,8 @@ def export(
 @app.command()
 def predict(
     weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.")],
-    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, one object each.")],
+    images: Annotated[list[Path], typer.Argument(
+        help="Image files (JPEG, PNG, HEIC, ...), one object each.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
 ) -> None:
     """Classify image files: the top-2 classes with their probabilities.

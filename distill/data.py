@@ -29,6 +29,7 @@ from distill.augment import (  # noqa: F401 - the data path's names, in one plac
     augmentation_uniforms,
 )
 from distill.datasets import Dataset, get_dataset
+from distill.datasets.base import train_val_indices  # noqa: F401 - the data path's names
 from distill.datasets.idx import SPLITS, read_idx  # noqa: F401
 from distill.errors import DistillError
 from distill.transfer import UNLABELED, kept_classes, labeled_mask
@@ -41,8 +42,6 @@ IMAGE_SIZE = 28
 # On a CPU, batches of 1000 take the teacher over twice as long per image as batches of 128, whose
 # activations stay in the cache (benchmarks/eval_batch.py); on a GPU the size hardly matters here.
 EVAL_BATCH = 128
-# The validation slice is the same for every run, whatever the run's seed.
-VALIDATION_SPLIT_SEED = 20_250_121
 
 
 def load_split(split: str, data_dir: Path | str | None = None, download: bool = True,
@@ -55,19 +54,13 @@ def load_split(split: str, data_dir: Path | str | None = None, download: bool = 
     return dataset.load(split, data_dir, download)
 
 
-def train_val_indices(n: int = 60_000, val_size: int = 5_000) -> tuple[Tensor, Tensor]:
-    """A fixed random split of the training set: (train indices, validation indices)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SPLIT_SEED))
-    return order[val_size:].sort().values, order[:val_size].sort().values
-
-
 def validation_split(data_dir: Path | str | None = None, dataset: Dataset | str = "mnist",
                      exclude_classes: list[int] | tuple[int, ...] = ()) -> tuple[Tensor, Tensor]:
     """The validation slice of the training images and its labels, in the order validation sees
     them; without the excluded classes' images, as a run of that transfer set validates."""
     dataset = get_dataset(dataset) if isinstance(dataset, str) else dataset
     images, labels = dataset.load("train", data_dir)
-    indices = train_val_indices(len(images), dataset.validation_size)[1]
+    indices = dataset.split_indices(len(images))[1]
     indices = indices[kept_classes(labels[indices], exclude_classes)]
     return images[indices], labels[indices]
 
@@ -209,7 +202,7 @@ class DataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         images, labels = self.dataset.load("train", self.data_dir)
         self.rows = len(images)  # the augmentation's table of uniforms has a row per image
-        train_idx, val_idx = train_val_indices(len(images), self.dataset.validation_size)
+        train_idx, val_idx = self.dataset.split_indices(len(images))
         if self.train_size is not None:
             train_idx = train_idx[: self.train_size]
         train_idx = train_idx[kept_classes(labels[train_idx], self.exclude_classes)]

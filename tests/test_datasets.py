@@ -292,13 +292,13 @@ def test_a_phones_photos_are_read_and_a_huge_png_skipped_saying_why(tmp_path, mo
 def test_a_folder_decodes_the_same_in_worker_processes(data_dir, tmp_path):
     # A folder of photos is decoded by every core (spawned processes): the same tensors, and the
     # same files skipped, as in one process.
-    from distill.datasets.folder import check_layout, decode_entries
+    from distill.datasets.folder import TRAIN, check_layout, decode_entries
 
     root = write_folder(tmp_path / "digits", data_dir, per_class=10).resolve()
-    train, _ = check_layout(root)
-    entries = [(path, label, False) for label, paths in enumerate(train.values()) for path in paths]
+    train = check_layout(root).files[TRAIN]
+    entries = [(path, label, TRAIN) for label, paths in enumerate(train.values()) for path in paths]
     alone, together = (decode_entries(root, 28, 3, entries, True, processes=n) for n in (0, 2))
-    assert all(torch.equal(alone[key], together[key]) for key in ("images", "labels", "held_out"))
+    assert all(torch.equal(alone[key], together[key]) for key in ("images", "labels", "splits"))
     assert alone["skipped"] == together["skipped"] == [str(root / "digit-0" / "broken.png")]
     # A worker imports distill.pictures alone, without torch: it starts in a fraction of a second.
     import subprocess
@@ -308,6 +308,48 @@ def test_a_folder_decodes_the_same_in_worker_processes(data_dir, tmp_path):
                            "print(sorted({'torch', 'distill.datasets'} & set(sys.modules)))"],
                           capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_val_tree_validates_and_a_train_tree_alone_holds_out_its_test_images(data_dir,
+                                                                                tmp_path):
+    # ImageNet's layout, train/ and val/: it was read as two classes, "train" and "val".
+    from distill.data import validation_split
+    from distill.datasets.folder import check_layout, decoded
+
+    def changed() -> None:
+        decoded.cache_clear(), check_layout.cache_clear()  # as the next command would
+
+    root = tmp_path / "imagenet-style"
+    write_folder(root / "train", data_dir, per_class=12)
+    write_folder(root / "val", data_dir, per_class=4)
+    with pytest.warns(UserWarning, match="2 files are not readable images"):
+        dataset = get_dataset(str(root))
+    assert dataset.classes == ("digit-0", "digit-1", "digit-7")
+    assert dataset.validation_tree == "val" and dataset.validation_size == 12
+    # The validation images are val/'s, in the training split's last places; the test images are
+    # held out of train/ alone (2 of each class's 12), none of val/'s.
+    images, labels = dataset.load("train")
+    trained, validated = dataset.split_indices(len(images))
+    assert len(images) == 30 + 12 and validated.tolist() == list(range(30, 42))
+    assert torch.equal(validation_split(dataset=dataset)[0], images[-12:])
+    assert torch.bincount(dataset.load("test")[1]).tolist() == [2, 2, 2]
+    assert "30 training images, 12 validation images (its val/ tree) and 6 test images (held " \
+           "out of train/ at random, the same on every run)" in dataset.summary()
+    # Roboflow's train/, valid/ and test/ (in any case); train/ alone holds out as a single tree.
+    write_folder(root / "Test", data_dir, per_class=3)
+    (root / "val").rename(root / "valid")
+    changed()
+    dataset = get_dataset(str(root))
+    assert (dataset.validation_tree, len(dataset.load("test")[1])) == ("valid", 9)
+    assert "(its Test/ tree)" in dataset.summary()
+    shutil.rmtree(root / "valid"), shutil.rmtree(root / "Test")
+    changed()
+    dataset = get_dataset(str(root))
+    assert (dataset.classes, dataset.validation_tree) == (("digit-0", "digit-1", "digit-7"), "")
+    # A class may still be called train, among others (bus/, car/, train/).
+    vehicles = write_folder(tmp_path / "vehicles", data_dir, per_class=4, classes=(0, 1))
+    (vehicles / "digit-1").rename(vehicles / "train")
+    assert get_dataset(str(vehicles)).classes == ("digit-0", "train")
 
 
 def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_path, capsys,
@@ -361,6 +403,9 @@ def test_a_teacher_for_fashion_mnist_trains_with_that_datasets_own_recipe(fashio
     ("one", "has one class folder"),
     ("single", "holds one image, which would be held out"),
     ("memory", "over half of this machine's 0 GiB of memory: give a smaller --image-size"),
+    ("two validation trees", "has both val/ and validation/: keep one of them"),
+    ("a stray folder", "holds test/, train/ and extra/: its subfolders are either"),
+    ("another class in val/", "train/ and val/ have different classes"),
 ])
 def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, message):
     root = tmp_path / "data"
@@ -378,9 +423,16 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, messa
         write_folder(root, data_dir, per_class=24)
         monkeypatch.setattr("distill.datasets.folder.os.sysconf",
                             {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 10}.get)
-    else:
+    elif layout == "mismatch":
         write_folder(root / "train", data_dir, per_class=2)
         write_folder(root / "test", data_dir, per_class=2, classes=(0, 1, 8))
+    else:
+        write_folder(root / "train", data_dir, per_class=2)
+        second = {"two validation trees": "validation", "a stray folder": "test"}.get(layout)
+        write_folder(root / "val", data_dir, per_class=2, classes=(0, 1, 7 + (second is None)))
+        if second:
+            (root / "val").rename(root / second)
+            write_folder(root / {"validation": "val", "test": "extra"}[second], data_dir, per_class=2)
     with pytest.raises(DistillError, match=message):
         get_dataset(str(root))
     shutil.rmtree(root)

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from distill.augment import Augment
@@ -14,6 +15,14 @@ from distill.errors import DistillError
 
 # The "heavily augmented" test set: 30 degrees, 20% shifts, zoom 0.8-1.2, for datasets of digits.
 HEAVY_DIGITS = Augment(degrees=30.0, translate=0.2, scale=0.2)
+# The validation slice is the same for every run, whatever the run's seed.
+VALIDATION_SPLIT_SEED = 20_250_121
+
+
+def train_val_indices(n: int = 60_000, val_size: int = 5_000) -> tuple[Tensor, Tensor]:
+    """A fixed random split of the training set: (train indices, validation indices)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SPLIT_SEED))
+    return order[val_size:].sort().values, order[:val_size].sort().values
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,11 @@ class Dataset:
              ) -> tuple[Tensor, Tensor]:
         """Images (N, H, W) for one channel or (N, C, H, W), uint8, and labels (N,) int64."""
         raise NotImplementedError
+
+    def split_indices(self, n: int) -> tuple[Tensor, Tensor]:
+        """(training indices, validation indices) of the `n` images of the training split: a
+        fixed random `validation_size` of them validate."""
+        return train_val_indices(n, self.validation_size)
 
     def training_images(self, data_dir: Path | str | None = None) -> int:
         """How many images a run trains on: the training split less its validation images."""

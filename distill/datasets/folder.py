@@ -1,8 +1,8 @@
 """A folder of your own images, in torchvision's ImageFolder layout: one subfolder per class,
-either under `train/` and `test/`, or in a single tree from which a fixed, seeded share is held
-out as the test set. Every image (any size, any mode) is decoded once into one uint8 tensor at a
-fixed size, in grayscale or RGB, so the batched data path and the teacher-logits cache work as
-they do for MNIST."""
+either in `train/` and `test/` trees (and a `val/` tree, whose images then validate), or in a
+single tree from which a fixed, seeded share is held out as the test set. Every image (any size,
+any mode) is decoded once into one uint8 tensor at a fixed size, in grayscale or RGB, so the
+batched data path and the teacher-logits cache work as they do for MNIST."""
 
 from __future__ import annotations
 
@@ -29,7 +29,12 @@ TEST_SHARE = 1 / 6  # MNIST's 10,000 of 70,000
 SPLIT_SEED = 20_261_201  # the held-out test images are the same on every run
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 MAX_IMAGES = 1_000_000
-DECODED_FORMAT = 4  # of the files in ~/.cache/distill/folders: a change decodes every folder again
+DECODED_FORMAT = 5  # of the files in ~/.cache/distill/folders: a change decodes every folder again
+TRAIN, VALIDATION, TEST = 0, 1, 2  # the split of each decoded image
+# A folder whose subfolders are a train/ tree and these is split by them, as ImageNet's (train/,
+# val/), Roboflow's (train/, valid/, test/) and many others are; the names are matched in any case.
+TREE_NAMES = {"train": TRAIN, "training": TRAIN, "val": VALIDATION, "valid": VALIDATION,
+              "validation": VALIDATION, "test": TEST, "testing": TEST}
 
 
 def class_folders(root: Path) -> list[Path]:
@@ -40,17 +45,56 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
+def split_trees(root: Path) -> dict[int, Path]:
+    """The folder's tree for each split it has (TRAIN always: the folder itself when it has no
+    train/ tree)."""
+    folders = class_folders(root)
+    named = [f for f in folders if f.name.lower() in TREE_NAMES]
+    if not any(TREE_NAMES[f.name.lower()] == TRAIN for f in named) or (
+            len(named) < len(folders) and len(named) == 1):
+        return {TRAIN: root}  # classes, one of which may be called train (bus/, car/, train/)
+    if others := [f.name for f in folders if f not in named]:
+        raise DistillError(f"{root} holds {', '.join(f.name + '/' for f in named)} and "
+                           f"{', '.join(name + '/' for name in others)}: its subfolders are either "
+                           "a train/ tree with test/ and val/ trees beside it, or the classes.")
+    trees: dict[int, Path] = {}
+    for tree in named:
+        if (split := TREE_NAMES[tree.name.lower()]) in trees:
+            raise DistillError(f"{root} has both {trees[split].name}/ and {tree.name}/: keep one "
+                               "of them (or merge them).")
+        trees[split] = tree
+    return dict(sorted(trees.items()))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A folder's class folders and their files, per split (TRAIN always; VALIDATION and TEST
+    where the folder has such a tree), as listed once per command."""
+
+    root: Path
+    trees: dict[int, Path]
+    files: dict[int, dict[str, list[Path]]]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.files[TRAIN])
+
+    def tree(self, split: int) -> str:
+        """How messages name a split's tree: "val/" (or "" for a folder of classes)."""
+        tree = self.trees.get(split)
+        return f"{tree.name}/" if tree is not None and tree != self.root else ""
+
+
 @lru_cache(maxsize=4)  # a command asks twice (channels, then decoding): listing 70,000 files takes 1.6 s
-def check_layout(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]] | None]:
-    """The class folders of the training tree and of the test tree (None: held out), as listed
-    once per command."""
+def check_layout(root: Path) -> Layout:
+    """The folder's trees and their class folders' files, each checked."""
     if not root.is_dir():
         raise DistillError(f"No folder at {root}: --dataset takes mnist, fashion-mnist or a "
                            "folder of class subfolders.")
-    trees = {"train": root / "train", "test": root / "test"}
-    split = all(tree.is_dir() for tree in trees.values())
-    found = {}
-    for split_name, tree in (trees.items() if split else [("train", root)]):
+    trees = split_trees(root)
+    held_out = TEST not in trees  # a share of each class of the training tree tests
+    files = {}
+    for split, tree in trees.items():
         classes = class_folders(tree)
         if not classes:
             raise DistillError(f"{tree} has no class subfolders: put each class's images in a "
@@ -58,42 +102,56 @@ def check_layout(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path
         if len(classes) == 1:
             raise DistillError(f"{tree} has one class folder ({classes[0].name}/): a classifier "
                                "needs at least two, each in a folder of its own.")
-        files = {c.name: image_files(c) for c in classes}
-        if empty := [name for name, paths in files.items() if not paths]:
+        found = {c.name: image_files(c) for c in classes}
+        if empty := [name for name, paths in found.items() if not paths]:
             raise DistillError(f"{tree}: the class folder {empty[0]}/ holds no image.")
-        if not split and (single := [name for name, paths in files.items() if len(paths) == 1]):
+        if split == TRAIN and held_out and (
+                single := [name for name, paths in found.items() if len(paths) == 1]):
             raise DistillError(f"{tree}: the class folder {single[0]}/ holds one image, which "
                                "would be held out for testing and never trained on: give each "
-                               "class at least two (or train/ and test/ trees).")
-        found[split_name] = files
-    if split and list(found["train"]) != list(found["test"]):
-        raise DistillError(f"{root}: train/ and test/ have different classes ("
-                           f"{', '.join(found['train'])} against {', '.join(found['test'])}).")
-    return found["train"], found.get("test")
+                               "class at least two (or a test/ tree beside train/).")
+        if split != TRAIN and list(found) != list(files[TRAIN]):
+            raise DistillError(f"{root}: {trees[TRAIN].name}/ and {tree.name}/ have different "
+                               f"classes ({', '.join(files[TRAIN])} against {', '.join(found)}).")
+        files[split] = found
+    return Layout(root, trees, files)
 
 
 @dataclass(frozen=True)
 class FolderDataset(Dataset):
-    """root: the folder; read by `decoded` at `size` x `size`."""
+    """root: the folder; read by `decoded` at `size` x `size`.
+    validation_tree: the folder's tree of validation images ("val"), or "" when a fixed share
+    of the training images validates."""
 
     root: str = ""
     fingerprint: str = ""  # changes with any added, removed or edited file (teacher-logits keys)
+    validation_tree: str = ""
 
     def load(self, split: str, data_dir: Path | str | None = None, download: bool = True
              ) -> tuple[Tensor, Tensor]:
-        images, labels, test, _ = decoded(Path(self.root), self.size, self.channels)
-        return (images[~test], labels[~test]) if split == "train" else (images[test],
-                                                                          labels[test])
+        """The training split holds the validation tree's images last (`split_indices`)."""
+        images, labels, splits, _ = decoded(Path(self.root), self.size, self.channels)
+        chosen = splits != TEST if split == "train" else splits == TEST
+        return images[chosen], labels[chosen]
+
+    def split_indices(self, n: int) -> tuple[Tensor, Tensor]:
+        if not self.validation_tree:
+            return super().split_indices(n)
+        return torch.arange(n - self.validation_size), torch.arange(n - self.validation_size, n)
 
     def summary(self) -> str:
         """What was found in the folder, in a sentence a command prints before training on it."""
         train, test = len(self.load("train")[1]), len(self.load("test")[1])
-        root = Path(self.root)
-        tested = ("its test/ tree" if (root / "test").is_dir() and (root / "train").is_dir()
-                  else "held out at random, the same on every run")
-        return (f"{root}: {self.num_classes} classes ({shown_classes(self.classes)}), "
-                f"{train:,} training images ({self.validation_size:,} of them for validation) and "
-                f"{test:,} test images ({tested}), decoded in "
+        layout = check_layout(Path(self.root))
+        held_out = f"held out of {layout.tree(TRAIN)}" if layout.tree(TRAIN) else "held out"
+        tested = (f"its {layout.tree(TEST)} tree" if layout.tree(TEST) else
+                  f"{held_out} at random, the same on every run")
+        validated = (f"{train - self.validation_size:,} training images, "
+                     f"{self.validation_size:,} validation images (its {self.validation_tree}/ "
+                     "tree)" if self.validation_tree else
+                     f"{train:,} training images ({self.validation_size:,} of them for validation)")
+        return (f"{self.root}: {self.num_classes} classes ({shown_classes(self.classes)}), "
+                f"{validated} and {test:,} test images ({tested}), decoded in "
                 f"{'grayscale' if self.channels == 1 else 'RGB'} at {self.size}x{self.size}.")
 
 
@@ -101,22 +159,28 @@ def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
     """The dataset of a folder: classes from its subfolders, channels from its images' modes,
     mean and standard deviation from its training images."""
     root = root.expanduser().resolve()
-    train, test = check_layout(root)
-    channels = 1 if all(mode_of(path) in GRAY_MODES for paths in train.values()
+    layout = check_layout(root)
+    channels = 1 if all(mode_of(path) in GRAY_MODES for paths in layout.files[TRAIN].values()
                         for path in paths[:20]) else 3
-    images, labels, held_out, fingerprint = decoded(root, size, channels)
-    pixels = images[~held_out].float().div(255)
+    images, labels, splits, fingerprint = decoded(root, size, channels)
+    pixels = images[splits == TRAIN].float().div(255)
     pixels = pixels.unsqueeze(1) if pixels.dim() == 3 else pixels
     mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
     std = tuple(pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    train_count = int((~held_out).sum())
-    return FolderDataset(name=f"folder:{root}", classes=tuple(train), mean=mean, std=std,
+    if VALIDATION in layout.files:
+        validation_tree, validation_size = layout.trees[VALIDATION].name, int(
+            (splits == VALIDATION).sum())
+        if not validation_size:
+            raise DistillError(f"{layout.trees[VALIDATION]}: none of its files is a readable image.")
+    else:
+        validation_tree, validation_size = "", max(1, int((splits == TRAIN).sum()) // 10)
+    return FolderDataset(name=f"folder:{root}", classes=layout.classes, mean=mean, std=std,
                          channels=channels, size=size,
                          augment=Augment(degrees=10.0, translate=0.1, scale=0.1),
                          teacher_augment=Augment(15.0, 0.1, 0.1, random_magnitude=True),
                          heavy_augment=Augment(degrees=20.0, translate=0.15, scale=0.15),
-                         validation_size=max(1, train_count // 10), root=str(root),
-                         fingerprint=fingerprint)
+                         validation_size=validation_size, root=str(root),
+                         fingerprint=fingerprint, validation_tree=validation_tree)
 
 
 def mode_of(path: Path) -> str | None:
@@ -131,14 +195,12 @@ def mode_of(path: Path) -> str | None:
 
 @lru_cache(maxsize=4)
 def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tensor, str]:
-    """Every image of the folder at size x size, its label, whether it is a test image, and the
-    folder's fingerprint (of its files' paths, labels, sizes and times): decoded once, then read
-    back from distill's cache while the folder's files are unchanged."""
-    train, test = check_layout(root)
-    entries = [(path, label, False) for label, paths in enumerate(train.values()) for path in paths]
-    if test is not None:
-        entries += [(path, label, True) for label, paths in enumerate(test.values())
-                    for path in paths]
+    """Every image of the folder at size x size, its label, its split (TRAIN, VALIDATION or
+    TEST, in that order), and the folder's fingerprint (of its files' paths, labels, sizes and
+    times): decoded once, then read back from distill's cache while the files are unchanged."""
+    layout = check_layout(root)
+    entries = [(path, label, split) for split, tree in layout.files.items()
+               for label, paths in enumerate(tree.values()) for path in paths]
     if len(entries) > MAX_IMAGES:
         raise DistillError(f"{root} holds {len(entries):,} files, over the {MAX_IMAGES:,} distill "
                            "decodes into memory.")
@@ -149,7 +211,7 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
     except Exception:  # noqa: BLE001 - a damaged file is decoded again and replaced
         found = None
     if found is None:
-        found = decode_entries(root, size, channels, entries, test is None)
+        found = decode_entries(root, size, channels, entries, TEST not in layout.files)
         keep_decoded(found, kept, root)
     for paths, one, many, why in (
             (found["skipped"], "is not a readable image", "are not readable images", ""),
@@ -160,7 +222,7 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
                      f"{len(paths):,} files {many} and were")
             warnings.warn(f"{which} skipped in {root} ({paths[0]}{', ...' * (len(paths) > 1)})"
                           f"{why}.", stacklevel=2)
-    return found["images"], found["labels"], found["held_out"], kept.stem.rsplit("-", 1)[-1]
+    return found["images"], found["labels"], found["splits"], kept.stem.rsplit("-", 1)[-1]
 
 
 def check_memory(root: Path, needed: int, size: int) -> None:
@@ -177,15 +239,15 @@ def check_memory(root: Path, needed: int, size: int) -> None:
                            "smaller --image-size, or fewer images.")
 
 
-def decoded_file(root: Path, size: int, channels: int, entries: list[tuple[Path, int, bool]]
+def decoded_file(root: Path, size: int, channels: int, entries: list[tuple[Path, int, int]]
                  ) -> Path:
     """Where a folder's decoded images are kept between commands: named by the folder and the
     settings, and keyed by every file's path, label, size and modification time, so that an
     added, removed or edited image decodes the folder again."""
     key = hashlib.sha256(f"{DECODED_FORMAT}|{size}|{channels}\n".encode())
-    for path, label, in_test in entries:
+    for path, label, split in entries:
         stat = path.stat()
-        key.update(f"{path.relative_to(root)}|{label}|{in_test}|{stat.st_size}|"
+        key.update(f"{path.relative_to(root)}|{label}|{split}|{stat.st_size}|"
                    f"{stat.st_mtime_ns}\n".encode())
     settings = hashlib.sha256(f"{root}|{size}|{channels}".encode()).hexdigest()[:8]
     return cache_home() / "folders" / f"{root.name}-{settings}-{key.hexdigest()[:16]}.pt"
@@ -216,7 +278,7 @@ def keep_decoded(found: dict, kept: Path, root: Path) -> None:
 PARALLEL_BYTES = 64 * 2**20  # past this, photos rather than thumbnails: decoded by every core
 
 
-def decoding_processes(entries: list[tuple[Path, int, bool]]) -> int:
+def decoding_processes(entries: list[tuple[Path, int, int]]) -> int:
     """Worker processes for decoding: one per core for a folder of photos (an iPhone's HEIC
     takes a second to decode here); none for small images, where starting them costs more."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -242,9 +304,10 @@ def ctrl_c_ignored():
         signal.signal(signal.SIGINT, handler)
 
 
-def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Path, int, bool]],
+def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Path, int, int]],
                    hold_out: bool, processes: int | None = None) -> dict:
-    """Decode the files: images, labels, which are test images, and the files skipped.
+    """Decode the files: images, labels, splits, and the files skipped.
+    hold_out: a fixed share of each class's training images becomes the test set.
     processes: worker processes (None: `decoding_processes`; 0: this one)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -274,27 +337,27 @@ def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Pat
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
             pool.shutdown()
-    images, labels, is_test, skipped, too_large = [], [], [], [], []
-    for (path, label, in_test), result in zip(entries, results, strict=True):
+    images, labels, splits, skipped, too_large = [], [], [], [], []
+    for (path, label, split), result in zip(entries, results, strict=True):
         if isinstance(result, str):
             (too_large if result == TOO_LARGE else skipped).append(path)
             continue
         images.append(result)
         labels.append(label)
-        is_test.append(in_test)
+        splits.append(split)
     if not images:
         raise DistillError(f"{root}: none of its files is a readable image.")
     stacked = torch.from_numpy(np.stack(images))
     if channels == 3:
         stacked = stacked.permute(0, 3, 1, 2).contiguous()
-    held_out = torch.tensor(is_test)
-    if hold_out:  # a fixed share of every class held out as the test set
+    split_tensor = torch.tensor(splits, dtype=torch.uint8)
+    if hold_out:  # a fixed share of every class's training images held out as the test set
         generator = torch.Generator().manual_seed(SPLIT_SEED)
         label_tensor = torch.tensor(labels)
         for label in label_tensor.unique():
-            members = (label_tensor == label).nonzero().flatten()
+            members = ((label_tensor == label) & (split_tensor == TRAIN)).nonzero().flatten()
             chosen = members[torch.randperm(len(members), generator=generator)]
-            held_out[chosen[: max(1, round(len(members) * TEST_SHARE))]] = True
+            split_tensor[chosen[: max(1, round(len(members) * TEST_SHARE))]] = TEST
     return {"images": stacked, "labels": torch.tensor(labels, dtype=torch.long),
-            "held_out": held_out, "skipped": [str(path) for path in skipped],
+            "splits": split_tensor, "skipped": [str(path) for path in skipped],
             "too_large": [str(path) for path in too_large]}
