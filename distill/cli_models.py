@@ -29,17 +29,19 @@ def evaluate(
         "--dataset", help="The dataset to score on (default: the one each network was trained "
                           "on, as its weights file says).", show_default=False)] = None,
     test_images: TestImages = None,
-    split: Annotated[str, typer.Option(
-        "--split", help="What to score on: 'test', or 'validation', the training images every "
-                        "run holds out and keeps its epoch by; compare networks there to choose "
-                        "one (a teacher, an ensemble) without touching the test set.")] = "test",
+    split: Annotated[str | None, typer.Option(
+        "--split", help="What to score on: 'test'; 'validation', the training images every run "
+                        "holds out and keeps its epoch by (compare networks there to choose one, "
+                        "a teacher, an ensemble, without touching the test set); or 'all' the "
+                        "images of a --dataset the networks were not trained on (its default).",
+        show_default=False)] = None,
 ) -> None:
     """Score networks on their test set (or validation images) and its heavily augmented copy."""
     import json
 
     from rich.table import Table
 
-    from distill.data import validation_split
+    from distill.data import scored_split
     from distill.datasets import get_dataset
     from distill.export import (
         dataset_of,
@@ -52,7 +54,7 @@ def evaluate(
     from distill.pipeline import load_teacher
     from distill.report import human, percent
 
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise DistillError(f"--split {split!r}: use one of {', '.join(SPLITS)}.")
     if ensemble and len(weights) < 2:
         raise DistillError("--ensemble needs at least two networks to average.")
@@ -67,8 +69,12 @@ def evaluate(
     named = get_dataset(*trained_on.pop()) if dataset else trained_dataset(weights[0])
     readings = [read_as_trained(path, named) if dataset else named for path in weights]
     scored_on = readings[0]
-    images = (scored_on.load("test", data_dir)[0] if split == "test" else
-              validation_split(data_dir, scored_on)[0])[:test_images]  # bad data fails first
+    unseen = all(dataset_of(path) != scored_on.name for path in weights)  # e.g. new/photos
+    if split == "all" and not unseen:
+        raise DistillError(f"--split all would score networks on {scored_on.name}'s training "
+                           "images too: it is for a --dataset they were not trained on.")
+    split = split or ("all" if unseen else "test")
+    images = scored_split(split, data_dir, scored_on)[0][:test_images]  # bad data fails first
     models = [(path, *load_model(path), reading) for path, reading in zip(weights, readings)]
     if ensemble:
         from distill.distillation import Ensemble
@@ -88,7 +94,8 @@ def evaluate(
         answers = predict_logits(load_teacher(teacher), images,
                                  dataset=read_as_trained(teacher, named)).argmax(-1)
     results = []
-    with console.status(f"Scoring on the {split} images and their augmented copy") as status:
+    with console.status(f"Scoring on the {'' if split == 'all' else split + ' '}images and their "
+                        "augmented copy") as status:
         for path, model, architecture, reading in models:
             status.update(f"Scoring {path}")
             results.append({"weights": str(path), "model": architecture,
@@ -97,8 +104,10 @@ def evaluate(
     if as_json:
         print(json.dumps(results, indent=2))
         return
-    table = Table(title=f"{scored_on.name}, {results[0][f'{split}_images']:,} {split} images"
-                  + (f"; agreement with {teacher}" if teacher else ""))
+    scored = results[0][f"{split}_images"]
+    table = Table(title=f"{scored_on.name}, " + (
+        f"all {scored:,} images (a dataset these networks were not trained on)" if split == "all" else
+        f"{scored:,} {split} images") + (f"; agreement with {teacher}" if teacher else ""))
     columns = ["weights", "model", "params", "FLOPs", "top-1", "top-2", "aug top-1", "aug top-2",
                "ECE", "loss", *(["agree"] if teacher else []), "most confused"]
     for column in columns:

@@ -65,6 +65,20 @@ def validation_split(data_dir: Path | str | None = None, dataset: Dataset | str 
     return images[indices], labels[indices]
 
 
+def scored_split(split: str, data_dir: Path | str | None = None, dataset: Dataset | str = "mnist"
+                 ) -> tuple[Tensor, Tensor]:
+    """The images a network is scored on, and their labels: the 'test' split, the 'validation'
+    images every run keeps its epoch by, or 'all' the dataset's images (a folder the network was
+    not trained on)."""
+    dataset = get_dataset(dataset) if isinstance(dataset, str) else dataset
+    if split == "test":
+        return dataset.load("test", data_dir)
+    if split == "validation":
+        return validation_split(data_dir, dataset)
+    (train, train_labels), (test, test_labels) = (dataset.load(s, data_dir) for s in ("train", "test"))
+    return torch.cat([train, test]), torch.cat([train_labels, test_labels])
+
+
 def validation_images(data_dir: Path | str | None = None, dataset: Dataset | str = "mnist",
                       exclude_classes: list[int] | tuple[int, ...] = ()) -> Tensor:
     return validation_split(data_dir, dataset, exclude_classes)[0]

@@ -17,7 +17,7 @@ from torchmetrics.classification import (
     MulticlassConfusionMatrix,
 )
 
-from distill.data import EVAL_BATCH, HEAVY_AUGMENT_SEED, prepare, validation_split
+from distill.data import EVAL_BATCH, HEAVY_AUGMENT_SEED, prepare, scored_split
 from distill.datasets import Dataset, get_dataset
 from distill.nets import parameter_count
 
@@ -94,20 +94,20 @@ def cpu_speed(model: nn.Module, repeats: int = 5, dataset: Dataset | None = None
     return {"latency_ms": latency * 1000, "throughput": throughput}
 
 
-SPLITS = ("test", "validation")
+SPLITS = ("test", "validation", "all")  # data.scored_split's
 
 
 def evaluate(model: nn.Module, data_dir: Path | str | None = None, test_size: int | None = None,
              device: torch.device | str = "cpu", dataset: Dataset | None = None,
              split: str = "test") -> dict[str, Any]:
-    """Accuracy on the test set (or the validation slice every run selects on) and on its heavily
-    augmented copy, and the per-class picture. The keys name the split: "test",
-    "augmented_test", "test_images", or "validation", "augmented_validation", ..."""
+    """Accuracy on the test set (or the validation slice every run selects on, or every image of
+    a folder the model was not trained on) and on its heavily augmented copy, and the per-class
+    picture. The keys name the split: "test", "augmented_test", "test_images", or "validation",
+    "augmented_validation", ..."""
     if split not in SPLITS:
         raise ValueError(f"split {split!r}: use one of {', '.join(SPLITS)}")
     dataset = dataset or get_dataset("mnist")
-    images, labels = (dataset.load("test", data_dir) if split == "test" else
-                      validation_split(data_dir, dataset))
+    images, labels = scored_split(split, data_dir, dataset)
     images, labels = images[:test_size], labels[:test_size]
     clean = predict_logits(model, images, device=device, dataset=dataset)
     heavy = predict_logits(model, images, augmented=True, device=device, dataset=dataset)

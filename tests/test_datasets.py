@@ -174,9 +174,13 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
         **metadata, "normalization": json.dumps({"mean": [0.9] * 3, "std": [0.1] * 3})})
     main(["evaluate", str(teacher), "--dataset", str(other.root), "--json"])
     alone = json.loads(capsys.readouterr().out)[0]
+    assert alone["all_images"] == 18  # a folder it never saw is scored whole, not a sixth of it
     main(["evaluate", str(elsewhere), str(teacher), "--dataset", str(other.root), "--json"])
     together = json.loads(capsys.readouterr().out)
-    assert together[1]["test"] == alone["test"] != together[0]["test"]
+    assert together[1]["all"] == alone["all"] != together[0]["all"]
+    with pytest.raises(SystemExit):  # its own folder whole would count its training images
+        main(["evaluate", str(teacher), "--split", "all"])
+    assert "--split all would score networks on folder:" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["evaluate", str(elsewhere), str(teacher), "--dataset", str(other.root), "--ensemble"])
     assert "normalized differently" in capsys.readouterr().out

@@ -201,7 +201,7 @@ def test_evaluate_scores_the_validation_images_runs_select_on_when_asked(capsys)
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", str(micro), "--split", "train"])
     assert exit_.value.code == 1
-    assert "--split 'train': use one of test, validation." in capsys.readouterr().out
+    assert "--split 'train': use one of test, validation, all." in capsys.readouterr().out
 
 
 def test_evaluate_names_a_missing_weights_file(capsys):
