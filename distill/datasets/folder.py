@@ -29,7 +29,7 @@ TEST_SHARE = 1 / 6  # MNIST's 10,000 of 70,000
 SPLIT_SEED = 20_261_201  # the held-out test images are the same on every run
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 MAX_IMAGES = 1_000_000
-DECODED_FORMAT = 5  # of the files in ~/.cache/distill/folders: a change decodes every folder again
+DECODED_FORMAT = 6  # of the files in ~/.cache/distill/folders: a change decodes every folder again
 TRAIN, VALIDATION, TEST = 0, 1, 2  # the split of each decoded image
 # A folder whose subfolders are a train/ tree and these is split by them, as ImageNet's (train/,
 # val/), Roboflow's (train/, valid/, test/) and many others are; the names are matched in any case.
@@ -129,10 +129,12 @@ class FolderDataset(Dataset):
 
     def load(self, split: str, data_dir: Path | str | None = None, download: bool = True
              ) -> tuple[Tensor, Tensor]:
-        """The training split holds the validation tree's images last (`split_indices`)."""
+        """The training split holds the validation tree's images last (`split_indices`). Views of
+        the decoded folder, which holds the test images last: no copy of a big folder."""
         images, labels, splits, _ = decoded(Path(self.root), self.size, self.channels)
-        chosen = splits != TEST if split == "train" else splits == TEST
-        return images[chosen], labels[chosen]
+        trained = int((splits != TEST).sum())
+        return ((images[:trained], labels[:trained]) if split == "train" else
+                (images[trained:], labels[trained:]))
 
     def split_indices(self, n: int) -> tuple[Tensor, Tensor]:
         if not self.validation_tree:
@@ -163,10 +165,7 @@ def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
     channels = 1 if all(mode_of(path) in GRAY_MODES for paths in layout.files[TRAIN].values()
                         for path in paths[:20]) else 3
     images, labels, splits, fingerprint = decoded(root, size, channels)
-    pixels = images[splits == TRAIN].float().div(255)
-    pixels = pixels.unsqueeze(1) if pixels.dim() == 3 else pixels
-    mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+    mean, std = pixel_statistics(images, splits == TRAIN)
     if VALIDATION in layout.files:
         validation_tree, validation_size = layout.trees[VALIDATION].name, int(
             (splits == VALIDATION).sum())
@@ -183,6 +182,26 @@ def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
                          fingerprint=fingerprint, validation_tree=validation_tree)
 
 
+def pixel_statistics(images: Tensor, chosen: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and standard deviation per channel of the chosen images' pixels in [0, 1].
+    Counted from each channel's histogram of byte values, a few images at a time: exact, and the
+    folder as floats would take four times its bytes, twice over (a folder that fits in memory
+    would not, here)."""
+    images = images.unsqueeze(1) if images.dim() == 3 else images
+    indices = chosen.nonzero().flatten()
+    step = max(1, 2**22 // images[0, 0].numel())  # bincount counts in int64: 32 MB at a time
+    counts = torch.zeros(images.shape[1], 256, dtype=torch.float64)
+    for start in range(0, len(indices), step):
+        part = images[indices[start:start + step]]
+        for channel in range(images.shape[1]):
+            counts[channel] += torch.bincount(part[:, channel].flatten(), minlength=256)
+    values = torch.arange(256, dtype=torch.float64) / 255
+    pixels = counts.sum(1)
+    mean = (counts * values).sum(1) / pixels
+    variance = (counts * (values - mean[:, None]) ** 2).sum(1) / (pixels - 1).clamp_min(1)
+    return tuple(mean.tolist()), tuple(variance.sqrt().clamp_min(1e-3).tolist())
+
+
 def mode_of(path: Path) -> str | None:
     from PIL import Image
 
@@ -195,8 +214,8 @@ def mode_of(path: Path) -> str | None:
 
 @lru_cache(maxsize=4)
 def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tensor, str]:
-    """Every image of the folder at size x size, its label, its split (TRAIN, VALIDATION or
-    TEST, in that order), and the folder's fingerprint (of its files' paths, labels, sizes and
+    """Every image of the folder at size x size, its label, its split (TRAIN, VALIDATION, then
+    TEST: the images are in that order), and the folder's fingerprint (of its files' paths, labels, sizes and
     times): decoded once, then read back from distill's cache while the files are unchanged."""
     layout = check_layout(root)
     entries = [(path, label, split) for split, tree in layout.files.items()
@@ -226,16 +245,16 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
 
 
 def check_memory(root: Path, needed: int, size: int) -> None:
-    """Refuse, before decoding, a folder whose images would not fit in half of this machine's
+    """Refuse, before decoding, a folder whose images would not fit in a third of this machine's
     memory at this size: training holds them all (the fast data path), and the system would
     otherwise end the command without a word after minutes of decoding."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): not checked
         return
-    if needed > memory // 2:
+    if needed > memory // 3:  # decoding, and then training, hold the folder twice at their peak
         raise DistillError(f"{root} decoded at {size}x{size} takes {needed / 2**30:.1f} GiB, over "
-                           f"half of this machine's {memory / 2**30:.0f} GiB of memory: give a "
+                           f"a third of this machine's {memory / 2**30:.0f} GiB of memory: give a "
                            "smaller --image-size, or fewer images.")
 
 
@@ -321,43 +340,52 @@ def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Pat
     console = Console(stderr=True)  # stdout stays the command's own (--json)
     console.print(f"Decoding the {len(entries):,} files of {root} at {size}x{size}"
                   f"{f' in {processes} processes' if processes else ''}.", highlight=False)
+    # Each image is written into the folder's array as it arrives: a list of them, stacked, would
+    # hold a big folder twice more.
+    pixels = np.empty((len(entries), *((size, size) if channels == 1 else (3, size, size))),
+                      np.uint8)
+    outcomes: list[str | None] = []  # None: decoded; else why not (pictures.TOO_LARGE, ...)
+
+    def keep(results) -> None:
+        outcomes.clear()
+        for k, result in enumerate(results):
+            if not isinstance(result, str):
+                pixels[k] = result if channels == 1 else result.transpose(2, 0, 1)
+            outcomes.append(result if isinstance(result, str) else None)
+
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         if not processes:
-            results = [decode_file(job) for job in bar.track(jobs, description="Decoding")]
+            keep(decode_file(job) for job in bar.track(jobs, description="Decoding"))
         else:
             # Spawned, not forked: a fork of a process that runs torch's threads can hang.
             pool = ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"))
             try:
                 with ctrl_c_ignored():  # by the workers that map starts
                     answers = pool.map(decode_file, jobs, chunksize=8)
-                results = list(bar.track(answers, total=len(jobs), description="Decoding"))
+                keep(bar.track(answers, total=len(jobs), description="Decoding"))
             except BrokenProcessPool:  # a program read from stdin: no main module to spawn
-                results = [decode_file(job) for job in bar.track(jobs, description="Decoding")]
+                keep(decode_file(job) for job in bar.track(jobs, description="Decoding"))
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
             pool.shutdown()
-    images, labels, splits, skipped, too_large = [], [], [], [], []
-    for (path, label, split), result in zip(entries, results, strict=True):
-        if isinstance(result, str):
-            (too_large if result == TOO_LARGE else skipped).append(path)
-            continue
-        images.append(result)
-        labels.append(label)
-        splits.append(split)
-    if not images:
+    decodable = [k for k, outcome in enumerate(outcomes) if outcome is None]
+    if not decodable:
         raise DistillError(f"{root}: none of its files is a readable image.")
-    stacked = torch.from_numpy(np.stack(images))
-    if channels == 3:
-        stacked = stacked.permute(0, 3, 1, 2).contiguous()
-    split_tensor = torch.tensor(splits, dtype=torch.uint8)
+    labels = torch.tensor([entries[k][1] for k in decodable], dtype=torch.long)
+    splits = torch.tensor([entries[k][2] for k in decodable], dtype=torch.uint8)
     if hold_out:  # a fixed share of every class's training images held out as the test set
         generator = torch.Generator().manual_seed(SPLIT_SEED)
-        label_tensor = torch.tensor(labels)
-        for label in label_tensor.unique():
-            members = ((label_tensor == label) & (split_tensor == TRAIN)).nonzero().flatten()
+        for label in labels.unique():
+            members = ((labels == label) & (splits == TRAIN)).nonzero().flatten()
             chosen = members[torch.randperm(len(members), generator=generator)]
-            split_tensor[chosen[: max(1, round(len(members) * TEST_SHARE))]] = TEST
-    return {"images": stacked, "labels": torch.tensor(labels, dtype=torch.long),
-            "splits": split_tensor, "skipped": [str(path) for path in skipped],
-            "too_large": [str(path) for path in too_large]}
+            splits[chosen[: max(1, round(len(members) * TEST_SHARE))]] = TEST
+    # Train, validation and test images one after the other, each in the folder's order:
+    # `FolderDataset.load` then returns views.
+    order = torch.argsort(splits, stable=True)
+    rows = torch.tensor(decodable)[order].numpy()
+    return {"images": torch.from_numpy(pixels[rows]), "labels": labels[order],
+            "splits": splits[order],
+            "skipped": [str(entries[k][0]) for k, why in enumerate(outcomes)
+                        if why is not None and why != TOO_LARGE],
+            "too_large": [str(entries[k][0]) for k, why in enumerate(outcomes) if why == TOO_LARGE]}
