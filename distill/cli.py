@@ -37,8 +37,9 @@ DataDir = Annotated[Path | None, typer.Option(
                        "else ~/.cache/distill/NAME, downloaded when missing).", show_default=False)]
 DatasetOption = Annotated[str | None, typer.Option(
     "--dataset", help="mnist, fashion-mnist, or a folder of images with one subfolder per class "
-                      "(train/, test/ and val/ trees inside, or one tree of which a fixed share "
-                      "is held out for testing).", show_default=False)]
+                      "(in train/, test/ and val/ trees, as far as you have them, or in the "
+                      "folder itself; without test/, a fixed share is held out for testing).",
+    show_default=False)]
 ImageSize = Annotated[int | None, typer.Option(
     min=8, max=256, help="Size a folder's images are decoded at (default 28).",
     show_default=False)]
