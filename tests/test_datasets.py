@@ -413,6 +413,7 @@ def test_a_teacher_for_fashion_mnist_trains_with_that_datasets_own_recipe(fashio
     ("two validation trees", "has both val/ and validation/: keep one of them"),
     ("a stray folder", "holds test/, train/ and extra/: its subfolders are either"),
     ("another class in val/", "train/ and val/ have different classes"),
+    ("no train/", "holds test/ and val/ but no train/ tree"),
 ])
 def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, message):
     root = tmp_path / "data"
@@ -433,6 +434,9 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, messa
     elif layout == "mismatch":
         write_folder(root / "train", data_dir, per_class=2)
         write_folder(root / "test", data_dir, per_class=2, classes=(0, 1, 8))
+    elif layout == "no train/":
+        write_folder(root / "test", data_dir, per_class=2)
+        write_folder(root / "val", data_dir, per_class=2)
     else:
         write_folder(root / "train", data_dir, per_class=2)
         second = {"two validation trees": "validation", "a stray folder": "test"}.get(layout)

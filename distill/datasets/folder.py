@@ -50,9 +50,12 @@ def split_trees(root: Path) -> dict[int, Path]:
     train/ tree)."""
     folders = class_folders(root)
     named = [f for f in folders if f.name.lower() in TREE_NAMES]
-    if not any(TREE_NAMES[f.name.lower()] == TRAIN for f in named) or (
-            len(named) < len(folders) and len(named) == 1):
-        return {TRAIN: root}  # classes, one of which may be called train (bus/, car/, train/)
+    trained = any(TREE_NAMES[f.name.lower()] == TRAIN for f in named)
+    if named and len(named) == len(folders) and not trained:
+        raise DistillError(f"{root} holds {' and '.join(f.name + '/' for f in named)} but no "
+                           f"train/ tree: put the training images' class folders in {root}/train.")
+    if not trained or len(named) == 1 < len(folders):
+        return {TRAIN: root}  # the classes, one of which may be called train (bus/, car/, train/)
     if others := [f.name for f in folders if f not in named]:
         raise DistillError(f"{root} holds {', '.join(f.name + '/' for f in named)} and "
                            f"{', '.join(name + '/' for name in others)}: its subfolders are either "
