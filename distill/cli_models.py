@@ -106,7 +106,7 @@ def evaluate(
         return
     scored = results[0][f"{split}_images"]
     table = Table(title=f"{scored_on.name}, " + (
-        f"all {scored:,} images (a dataset these networks were not trained on)" if split == "all" else
+        f"all {scored:,} images (not the dataset these networks were trained on)" if split == "all" else
         f"{scored:,} {split} images") + (f"; agreement with {teacher}" if teacher else ""))
     columns = ["weights", "model", "params", "FLOPs", "top-1", "top-2", "aug top-1", "aug top-2",
                "ECE", "loss", *(["agree"] if teacher else []), "most confused"]
