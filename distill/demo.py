@@ -7,8 +7,8 @@ and drawings and uploads fitted by `predict.prepare`: the same path as `distill 
 
 from __future__ import annotations
 
-import atexit
-import shutil
+import hashlib
+import os
 import socket
 import tempfile
 import time
@@ -22,6 +22,7 @@ from torch import nn
 from distill.datasets import Dataset, get_dataset
 from distill.errors import DistillError
 from distill.export import dataset_of, image_size_of, load_model, trained_dataset
+from distill.files import atomic_path
 from distill.nets import MODELS_DIR, parameter_count, release_name
 from distill.pictures import MAX_PIXELS, read_heic
 from distill.predict import check_pixels, load_image, prepare, probabilities
@@ -125,13 +126,18 @@ def example_images(dataset: Dataset, count: int = 8, data_dir: Path | str | None
         images, _ = load_split("test", data_dir, dataset=dataset)
     except DistillError:  # a folder network shown where its folder is not: no examples to click
         return []
-    folder = Path(tempfile.mkdtemp(prefix="distill-demo-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # gradio serves them until then
+    # Gradio serves files from the temporary folder. One folder per user and dataset, written
+    # again at each start: a demo ended by closing its terminal (no exit handlers run) leaves
+    # nothing new behind, where a folder of its own each time piled up.
+    key = hashlib.sha256(dataset.name.encode()).hexdigest()[:12]
+    user = getattr(os, "getuid", lambda: "")()
+    folder = Path(tempfile.gettempdir()) / f"distill-demo-{user}-{key}"
     paths = []
     for i in range(min(count, len(images))):
         path = folder / f"test-{i}.png"
         array = images[i].numpy() if images[i].dim() == 2 else images[i].permute(1, 2, 0).numpy()
-        Image.fromarray(array).resize((112, 112), Image.NEAREST).save(path)
+        with atomic_path(path) as tmp:  # a demo started beside this one may be serving it
+            Image.fromarray(array).resize((112, 112), Image.NEAREST).save(tmp, format="PNG")
         paths.append(str(path))
     return paths
 

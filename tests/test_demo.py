@@ -233,6 +233,20 @@ def test_models_of_two_datasets_are_one_line():
         load_demo_models(dataset="fashion-mnsit")
 
 
+def test_each_start_writes_its_examples_to_the_same_folder(data_dir, tmp_path, monkeypatch):
+    # A demo closed with its terminal runs no exit handlers: a new folder each start piled up.
+    from PIL import Image
+
+    from distill.demo import example_images
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    first = example_images(get_dataset("mnist"), data_dir=data_dir)
+    assert example_images(get_dataset("mnist"), data_dir=data_dir) == first and len(first) == 8
+    assert [p.name for p in tmp_path.iterdir()] == [Path(first[0]).parent.name]
+    assert sorted(p.name for p in Path(first[0]).parent.iterdir()) == [f"test-{i}.png" for i in range(8)]
+    assert Image.open(first[0]).size == (112, 112)
+
+
 def test_the_fashion_demo_names_an_uploaded_garment(fashion_dir, chromium, tmp_path):
     """In the browser: `distill demo --dataset fashion-mnist`, a photo of a test ankle boot
     (dark on white) uploaded; every released Fashion-MNIST model answers with class names."""
