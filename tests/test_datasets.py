@@ -315,6 +315,20 @@ def test_a_folder_decodes_the_same_in_worker_processes(data_dir, tmp_path):
                            "print(sorted({'torch', 'distill.datasets'} & set(sys.modules)))"],
                           capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+    # Nor the program's main module: a user's script without `if __name__ == "__main__":` would
+    # run again in each worker, which multiprocessing ended with a traceback apiece.
+    script = tmp_path / "mine.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from distill.datasets.folder import TRAIN, check_layout, decode_entries\n"
+        f"root = Path({str(root)!r})\n"
+        "files = check_layout(root).files[TRAIN]\n"
+        "entries = [(p, label, TRAIN) for label, ps in enumerate(files.values()) for p in ps]\n"
+        "print(decode_entries(root, 28, 3, entries, True, processes=2)['labels'].tolist())\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stdout.strip() == str(alone["labels"].tolist())
 
 
 def test_a_val_tree_validates_and_a_train_tree_alone_holds_out_its_test_images(data_dir,

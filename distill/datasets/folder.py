@@ -326,6 +326,23 @@ def ctrl_c_ignored():
         signal.signal(signal.SIGINT, handler)
 
 
+@contextmanager
+def main_module_hidden():
+    """Workers started inside do not run the program's main module. A spawned worker imports it
+    first, as `__mp_main__`: distill's own command would import torch in each worker for nothing
+    (`decode_file` needs `distill.pictures` alone), and a user's script without `if __name__ ==
+    "__main__":` would decode the folder again in each, which multiprocessing ends with a
+    traceback a worker. Hidden as an interactive session's main module is (no file, no spec)."""
+    main = sys.modules["__main__"]
+    hidden = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.update(hidden)
+
+
 def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Path, int, int]],
                    hold_out: bool, processes: int | None = None) -> dict:
     """Decode the files: images, labels, splits, and the files skipped.
@@ -363,7 +380,7 @@ def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Pat
             # Spawned, not forked: a fork of a process that runs torch's threads can hang.
             pool = ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"))
             try:
-                with ctrl_c_ignored():  # by the workers that map starts
+                with ctrl_c_ignored(), main_module_hidden():  # from the workers map starts
                     answers = pool.map(decode_file, jobs, chunksize=8)
                 keep(bar.track(answers, total=len(jobs), description="Decoding"))
             except BrokenProcessPool:  # a program read from stdin: no main module to spawn
