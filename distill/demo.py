@@ -130,8 +130,11 @@ def example_images(dataset: Dataset, count: int = 8, data_dir: Path | str | None
     # again at each start: a demo ended by closing its terminal (no exit handlers run) leaves
     # nothing new behind, where a folder of its own each time piled up.
     key = hashlib.sha256(dataset.name.encode()).hexdigest()[:12]
-    user = getattr(os, "getuid", lambda: "")()
+    user = getattr(os, "getuid", lambda: None)()
     folder = Path(tempfile.gettempdir()) / f"distill-demo-{user}-{key}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.is_symlink() or (user is not None and folder.stat().st_uid != user):
+        folder = Path(tempfile.mkdtemp(prefix="distill-demo-"))  # not ours: never written through
     paths = []
     for i in range(min(count, len(images))):
         path = folder / f"test-{i}.png"

@@ -245,6 +245,12 @@ def test_each_start_writes_its_examples_to_the_same_folder(data_dir, tmp_path, m
     assert [p.name for p in tmp_path.iterdir()] == [Path(first[0]).parent.name]
     assert sorted(p.name for p in Path(first[0]).parent.iterdir()) == [f"test-{i}.png" for i in range(8)]
     assert Image.open(first[0]).size == (112, 112)
+    # A link put in its place by someone else is not written through.
+    shutil.rmtree(Path(first[0]).parent)
+    (tmp_path / "theirs").mkdir()
+    Path(first[0]).parent.symlink_to(tmp_path / "theirs")
+    assert Path(example_images(get_dataset("mnist"), data_dir=data_dir)[0]).parent != Path(
+        first[0]).parent and not list((tmp_path / "theirs").iterdir())
 
 
 def test_the_fashion_demo_names_an_uploaded_garment(fashion_dir, chromium, tmp_path):
