@@ -188,7 +188,8 @@ def export(
 def predict(
     weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.")],
     images: Annotated[list[Path], typer.Argument(
-        help="Image files (JPEG, PNG, HEIC, ...), one object each.")],
+        help="Image files (JPEG, PNG, HEIC, ...), one object each, or folders of them (their "
+             "subfolders too; what is not an image there is skipped with a warning).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
 ) -> None:
     """Classify image files: the top-2 classes with their probabilities.
@@ -198,15 +199,36 @@ def predict(
     light or dark background), a folder's images resized whole.
     """
     import json
+    import sys
+    import warnings
 
     import torch
+    from rich.console import Console
+    from rich.progress import Progress
 
     from distill.export import load_model, trained_dataset
     from distill.predict import load_image, prepare, probabilities, top_classes
 
     model, architecture = load_model(weights)  # checks the file's network arguments first
     dataset = trained_dataset(weights, images=False)
-    prepared = [prepare(load_image(path, dataset), dataset) for path in images]
+    files, prepared, skipped = pictures_in(images), [], []
+    with Progress(console=Console(stderr=True), transient=True,
+                  disable=len(files) < 100 or not sys.stderr.isatty()) as bar:
+        for path, in_folder in bar.track(list(files.items()), description="Reading"):
+            try:
+                prepared.append(prepare(load_image(path, dataset), dataset))
+            except DistillError:
+                if not in_folder:  # a file named on the command line: said, not skipped
+                    raise
+                skipped.append(path)
+    if skipped:
+        which = ("1 file is not a readable image and was" if len(skipped) == 1 else
+                 f"{len(skipped):,} files are not readable images and were")
+        warnings.warn(f"{which} skipped ({skipped[0]}{', ...' * (len(skipped) > 1)}).",
+                      stacklevel=1)
+    images = [path for path in files if path not in skipped]
+    if not images:
+        raise DistillError("None of the files in the folders given is a readable image.")
     batch = torch.stack([p.image for p in prepared])
     inverted = [p.inverted for p in prepared] if dataset.framing != "resize" else None
     probs = probabilities(model, batch, dataset)
@@ -225,6 +247,23 @@ def predict(
             f"{r['image']}: ", (first["class"], "bold"),
             f" {100 * first['probability']:.1f}%, then {second['class']} "
             f"{100 * second['probability']:.1f}%{note}"))
+
+
+def pictures_in(paths: list[Path]) -> dict[Path, bool]:
+    """The files `predict` reads, each with whether it came from a folder (whose files that are
+    not images are skipped; a file named itself must be one)."""
+    from distill.datasets.folder import image_files
+
+    found: dict[Path, bool] = {}
+    for path in paths:
+        if path.is_dir():
+            if not (files := image_files(path)):
+                raise DistillError(f"{path} is a folder without files: give image files, or a "
+                                   "folder of them.")
+            found.update(dict.fromkeys(files, True))
+        else:
+            found[path] = False
+    return found
 
 
 @app.command()

@@ -72,6 +72,27 @@ def test_predict_says_when_a_file_is_not_an_image(teacher_run, tmp_path, capsys)
     assert "is not an image" in capsys.readouterr().out
 
 
+def test_predict_reads_every_image_in_a_folder_given(teacher_run, first_test_digits, tmp_path,
+                                                     capsys):
+    # A folder was "not an image that can be read"; its files that are not images are skipped.
+    images, _ = first_test_digits
+    (tmp_path / "new" / "more").mkdir(parents=True)
+    for i, name in enumerate(("new/a.png", "new/more/b.png", "new/c.jpg")):
+        Image.fromarray(images[i].numpy()).save(tmp_path / name)
+    (tmp_path / "new" / "notes.txt").write_text("where these came from")
+    with pytest.warns(UserWarning, match=r"1 file is not a readable image and was skipped "
+                                         r"\(.*notes.txt\)"):
+        main(["predict", str(teacher_run), str(tmp_path / "new"), "--json"])
+    results = json.loads(capsys.readouterr().out)
+    assert [Path(r["image"]).name for r in results] == ["a.png", "c.jpg", "b.png"]
+    main(["predict", str(teacher_run), *(r["image"] for r in results), "--json"])
+    assert json.loads(capsys.readouterr().out) == results  # as when each file is named
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        main(["predict", str(teacher_run), str(tmp_path / "empty")])
+    assert "is a folder without files" in capsys.readouterr().out
+
+
 def test_onnx_export_matches_pytorch_on_real_test_images(teacher_run, tmp_path, capsys):
     target = tmp_path / "model.onnx"
     main(["export", str(teacher_run), "--out", str(target), "--test-images", "500"])
