@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.data import IMAGE_SIZE, normalize
+from distill.data import EVAL_BATCH, IMAGE_SIZE, normalize
 from distill.datasets import Dataset
 from distill.errors import DistillError
 from distill.pictures import (
@@ -164,10 +164,13 @@ def preprocess(gray: np.ndarray | Tensor) -> Prepared:
 
 
 @torch.inference_mode()
+@torch.inference_mode()  # a folder of photos at once: no graph kept for gradients
 def probabilities(model: nn.Module, images: Tensor, dataset: Dataset | None = None) -> Tensor:
-    """Class probabilities for (B, H, W) or (B, C, H, W) images in [0, 1]."""
+    """Class probabilities for (B, H, W) or (B, C, H, W) images in [0, 1], a batch at a time."""
     x = images.unsqueeze(1) if images.dim() == 3 else images
-    return model.eval()(normalize(x, dataset)).float().softmax(-1)
+    model.eval()
+    return torch.cat([model(normalize(part, dataset)).float().softmax(-1)
+                      for part in x.split(EVAL_BATCH)])
 
 
 def top_classes(probs: Tensor, k: int = 2) -> list[tuple[int, float]]:
