@@ -200,35 +200,43 @@ def predict(
     """
     import json
     import sys
-    import warnings
 
     import torch
     from rich.console import Console
     from rich.progress import Progress
 
+    from distill.datasets.folder import warn_skipped
     from distill.export import load_model, trained_dataset
     from distill.predict import load_image, prepare, probabilities, top_classes
 
     model, architecture = load_model(weights)  # checks the file's network arguments first
     dataset = trained_dataset(weights, images=False)
-    files, prepared, skipped = pictures_in(images), [], []
+    files, images, prepared = pictures_in(images), [], []
+    unreadable, blank = [], []  # files of the folders given, skipped
     with Progress(console=Console(stderr=True), transient=True,
                   disable=len(files) < 100 or not sys.stderr.isatty()) as bar:
         for path, in_folder in bar.track(list(files.items()), description="Reading"):
-            try:
-                prepared.append(prepare(load_image(path, dataset), dataset))
+            try:  # a file named on the command line must be a picture; a folder's are skipped
+                picture = load_image(path, dataset)
             except DistillError:
-                if not in_folder:  # a file named on the command line: said, not skipped
+                if not in_folder:
                     raise
-                skipped.append(path)
-    if skipped:
-        which = ("1 file is not a readable image and was" if len(skipped) == 1 else
-                 f"{len(skipped):,} files are not readable images and were")
-        warnings.warn(f"{which} skipped ({skipped[0]}{', ...' * (len(skipped) > 1)}).",
-                      stacklevel=1)
-    images = [path for path in files if path not in skipped]
+                unreadable.append(path)
+                continue
+            try:
+                prepared.append(prepare(picture, dataset))
+            except DistillError as error:
+                if not in_folder:
+                    raise DistillError(f"{path}: {error}") from error
+                blank.append(path)
+                continue
+            images.append(path)
+    warn_skipped(unreadable)
+    warn_skipped(blank, one="is blank", many="are blank", why=": nothing stands out from the "
+                 "background")
     if not images:
-        raise DistillError("None of the files in the folders given is a readable image.")
+        raise DistillError("None of the files in the folders given is a picture to classify (see the "
+                           "warnings above).")
     batch = torch.stack([p.image for p in prepared])
     inverted = [p.inverted for p in prepared] if dataset.framing != "resize" else None
     probs = probabilities(model, batch, dataset)

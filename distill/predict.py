@@ -164,9 +164,9 @@ def preprocess(gray: np.ndarray | Tensor) -> Prepared:
 
 
 @torch.inference_mode()
-@torch.inference_mode()  # a folder of photos at once: no graph kept for gradients
 def probabilities(model: nn.Module, images: Tensor, dataset: Dataset | None = None) -> Tensor:
-    """Class probabilities for (B, H, W) or (B, C, H, W) images in [0, 1], a batch at a time."""
+    """Class probabilities for (B, H, W) or (B, C, H, W) images in [0, 1], EVAL_BATCH at a time
+    (a folder of photos at once took twice as long per image, with a large peak of memory)."""
     x = images.unsqueeze(1) if images.dim() == 3 else images
     model.eval()
     return torch.cat([model(normalize(part, dataset)).float().softmax(-1)

@@ -80,9 +80,12 @@ def test_predict_reads_every_image_in_a_folder_given(teacher_run, first_test_dig
     for i, name in enumerate(("new/a.png", "new/more/b.png", "new/c.jpg")):
         Image.fromarray(images[i].numpy()).save(tmp_path / name)
     (tmp_path / "new" / "notes.txt").write_text("where these came from")
-    with pytest.warns(UserWarning, match=r"1 file is not a readable image and was skipped "
-                                         r"\(.*notes.txt\)"):
+    Image.new("L", (28, 28)).save(tmp_path / "new" / "more" / "empty.png")
+    with pytest.warns(UserWarning) as caught:
         main(["predict", str(teacher_run), str(tmp_path / "new"), "--json"])
+    said = [str(w.message) for w in caught]
+    assert len(said) == 2 and "1 file is not a readable image and was skipped" in said[0]
+    assert said[0].endswith("notes.txt).") and "1 file is blank and was skipped" in said[1]
     results = json.loads(capsys.readouterr().out)
     assert [Path(r["image"]).name for r in results] == ["a.png", "c.jpg", "b.png"]
     main(["predict", str(teacher_run), *(r["image"] for r in results), "--json"])

@@ -218,8 +218,9 @@ def mode_of(path: Path) -> str | None:
 @lru_cache(maxsize=4)
 def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tensor, str]:
     """Every image of the folder at size x size, its label, its split (TRAIN, VALIDATION, then
-    TEST: the images are in that order), and the folder's fingerprint (of its files' paths, labels, sizes and
-    times): decoded once, then read back from distill's cache while the files are unchanged."""
+    TEST: the images are in that order), and the folder's fingerprint (of its files' paths,
+    labels, sizes and times): decoded once, then read back from distill's cache while the files
+    are unchanged."""
     layout = check_layout(root)
     entries = [(path, label, split) for split, tree in layout.files.items()
                for label, paths in enumerate(tree.values()) for path in paths]
@@ -235,16 +236,19 @@ def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tenso
     if found is None:
         found = decode_entries(root, size, channels, entries, TEST not in layout.files)
         keep_decoded(found, kept, root)
-    for paths, one, many, why in (
-            (found["skipped"], "is not a readable image", "are not readable images", ""),
-            (found["too_large"], f"has over {MAX_PIXELS:,} pixels",
-             f"have over {MAX_PIXELS:,} pixels", ": make such files smaller to use them")):
-        if paths:
-            which = (f"1 file {one} and was" if len(paths) == 1 else
-                     f"{len(paths):,} files {many} and were")
-            warnings.warn(f"{which} skipped in {root} ({paths[0]}{', ...' * (len(paths) > 1)})"
-                          f"{why}.", stacklevel=2)
+    warn_skipped(found["skipped"], f" in {root}")
+    warn_skipped(found["too_large"], f" in {root}", f"has over {MAX_PIXELS:,} pixels",
+                 f"have over {MAX_PIXELS:,} pixels", ": make such files smaller to use them")
     return found["images"], found["labels"], found["splits"], kept.stem.rsplit("-", 1)[-1]
+
+
+def warn_skipped(paths: list, where: str = "", one: str = "is not a readable image",
+                 many: str = "are not readable images", why: str = "") -> None:
+    """One warning line for the files of a folder that were skipped, counted, the first named."""
+    if paths:
+        which = f"1 file {one} and was" if len(paths) == 1 else f"{len(paths):,} files {many} and were"
+        warnings.warn(f"{which} skipped{where} ({paths[0]}{', ...' * (len(paths) > 1)}){why}.",
+                      stacklevel=2)  # the line of distill that read them: one plain line
 
 
 def check_memory(root: Path, needed: int, size: int) -> None:
