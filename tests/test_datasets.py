@@ -213,7 +213,7 @@ def test_a_folder_is_decoded_once_and_again_when_an_image_changes(data_dir, tmp_
 
     def decode() -> tuple:
         decoded.cache_clear()  # as a new command would: only the file on disk carries over
-        return decoded(root.resolve(), 28, 1)[:3]
+        return decoded(root.resolve(), 28)[:3]
 
     first = decode()
     assert "Decoded 12 images" in capsys.readouterr().err
@@ -228,6 +228,30 @@ def test_a_folder_is_decoded_once_and_again_when_an_image_changes(data_dir, tmp_
     # The file of the folder as it was is replaced, not kept beside.
     assert [p.name for p in kept[0].parent.glob("digits-*.pt")] != [kept[0].name]
     assert len(list(kept[0].parent.glob("digits-*.pt"))) == 1
+
+
+def test_one_colour_photo_among_gray_scans_makes_the_folder_rgb(tmp_path, monkeypatch):
+    # The mode was chosen from the first 20 images of each class: the photo, 31st, read in gray.
+    from distill.datasets.folder import check_layout, decoded
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "scans"
+    for name in ("forms", "letters"):
+        (root / name).mkdir(parents=True)
+        for k in range(30):
+            Image.new("L", (32, 32), 8 * k).save(root / name / f"{k:02d}.png")
+    Image.new("RGB", (32, 32), (250, 10, 10)).save(root / "letters" / "photo.jpg", quality=95)
+    for _ in range(2):  # decoded, then read back from the cache
+        decoded.cache_clear()
+        dataset = get_dataset(str(root))
+        images, labels = dataset.load("train")
+        assert dataset.channels == 3 and images.shape[1:] == (3, 28, 28)
+    images, _, _, _ = decoded(root.resolve(), 28)
+    red = (images[:, 0].float().mean((1, 2)) > 200) & (images[:, 1].float().mean((1, 2)) < 50)
+    assert red.sum() == 1  # the photo kept its colour; the scans are gray in three channels
+    (root / "letters" / "photo.jpg").unlink()
+    decoded.cache_clear(), check_layout.cache_clear()  # as a new command would
+    assert get_dataset(str(root)).channels == 1
 
 
 def test_a_photo_stored_sideways_with_an_orientation_tag_is_read_upright(tmp_path, monkeypatch):
@@ -252,7 +276,7 @@ def test_a_photo_stored_sideways_with_an_orientation_tag_is_read_upright(tmp_pat
 
     photo = Image.fromarray(upright).resize((800, 600), Image.BICUBIC)
     photo.save(tmp_path / "photos" / "down" / "big.jpg", quality=95)
-    images = decoded((tmp_path / "photos").resolve(), 28, 1)[0].float()
+    images = decoded((tmp_path / "photos").resolve(), 28)[0].float()
     dataset = get_dataset(str(tmp_path / "photos"))
     picture = load_image(tmp_path / "photos" / "down" / "big.jpg", dataset)
     from distill.pictures import decode_file
@@ -286,7 +310,7 @@ def test_a_phones_photos_are_read_and_a_huge_png_skipped_saying_why(tmp_path, mo
     (root / "b" / "huge.png").write_bytes(png_header(10_000, 10_000))  # claims 100 megapixels
     with pytest.warns(UserWarning, match=r"1 file has over 67,108,864 pixels and was skipped in "
                                          r".*huge.png\): make such files smaller"):
-        images, labels, _, _ = decoded(root.resolve(), 28, 1)
+        images, labels, _, _ = decoded(root.resolve(), 28)
     assert sorted(labels.tolist()) == [0, 0, 1, 1]  # camera.jpg, small.png; iphone.heic, small.png
     upright = (images[:, :10].float().mean((1, 2)) > 200) & (images[:, -10:].float().mean((1, 2)) < 50)
     assert sorted(labels[upright].tolist()) == [0, 1]  # the camera's photo and the iPhone's

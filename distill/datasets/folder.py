@@ -29,7 +29,7 @@ TEST_SHARE = 1 / 6  # MNIST's 10,000 of 70,000
 SPLIT_SEED = 20_261_201  # the held-out test images are the same on every run
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 MAX_IMAGES = 1_000_000
-DECODED_FORMAT = 6  # of the files in ~/.cache/distill/folders: a change decodes every folder again
+DECODED_FORMAT = 7  # of the files in ~/.cache/distill/folders: a change decodes every folder again
 TRAIN, VALIDATION, TEST = 0, 1, 2  # the split of each decoded image
 # A folder whose subfolders are a train/ tree and these is split by them, as ImageNet's (train/,
 # val/), Roboflow's (train/, valid/, test/) and many others are; the names are matched in any case.
@@ -88,7 +88,7 @@ class Layout:
         return f"{tree.name}/" if tree is not None and tree != self.root else ""
 
 
-@lru_cache(maxsize=4)  # a command asks twice (channels, then decoding): listing 70,000 files takes 1.6 s
+@lru_cache(maxsize=4)  # a command asks thrice (dataset, decoding, summary): 70,000 files list in 1.6 s
 def check_layout(root: Path) -> Layout:
     """The folder's trees and their class folders' files, each checked."""
     if not root.is_dir():
@@ -134,7 +134,7 @@ class FolderDataset(Dataset):
              ) -> tuple[Tensor, Tensor]:
         """The training split holds the validation tree's images last (`split_indices`). Views of
         the decoded folder, which holds the test images last: no copy of a big folder."""
-        images, labels, splits, _ = decoded(Path(self.root), self.size, self.channels)
+        images, labels, splits, _ = decoded(Path(self.root), self.size)
         trained = int((splits != TEST).sum())
         return ((images[:trained], labels[:trained]) if split == "train" else
                 (images[trained:], labels[trained:]))
@@ -165,9 +165,8 @@ def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
     mean and standard deviation from its training images."""
     root = root.expanduser().resolve()
     layout = check_layout(root)
-    channels = 1 if all(mode_of(path) in GRAY_MODES for paths in layout.files[TRAIN].values()
-                        for path in paths[:20]) else 3
-    images, labels, splits, fingerprint = decoded(root, size, channels)
+    images, labels, splits, fingerprint = decoded(root, size)
+    channels = 1 if images.dim() == 3 else 3
     mean, std = pixel_statistics(images, splits == TRAIN)
     if VALIDATION in layout.files:
         validation_tree, validation_size = layout.trees[VALIDATION].name, int(
@@ -215,25 +214,34 @@ def mode_of(path: Path) -> str | None:
         return None
 
 
+def decoded_channels(entries: list[tuple[Path, int, int]]) -> int:
+    """1 where every training image is grayscale (its header says so), else 3. Every file is
+    asked (50 us each here): a colour photo among gray scans is not read in gray."""
+    gray = all(mode_of(path) in GRAY_MODES for path, _, split in entries if split == TRAIN)
+    return 1 if gray else 3
+
+
 @lru_cache(maxsize=4)
-def decoded(root: Path, size: int, channels: int) -> tuple[Tensor, Tensor, Tensor, str]:
-    """Every image of the folder at size x size, its label, its split (TRAIN, VALIDATION, then
-    TEST: the images are in that order), and the folder's fingerprint (of its files' paths,
-    labels, sizes and times): decoded once, then read back from distill's cache while the files
-    are unchanged."""
+def decoded(root: Path, size: int) -> tuple[Tensor, Tensor, Tensor, str]:
+    """Every image of the folder at size x size (N x size x size in grayscale, N x 3 x size x
+    size in RGB), its label, its split (TRAIN, VALIDATION, then TEST: the images are in that
+    order), and the folder's fingerprint (of its files' paths, labels, sizes and times): decoded
+    once, then read back from distill's cache while the files are unchanged."""
     layout = check_layout(root)
     entries = [(path, label, split) for split, tree in layout.files.items()
                for label, paths in enumerate(tree.values()) for path in paths]
     if len(entries) > MAX_IMAGES:
         raise DistillError(f"{root} holds {len(entries):,} files, over the {MAX_IMAGES:,} distill "
                            "decodes into memory.")
-    check_memory(root, len(entries) * channels * size * size, size)
-    kept = decoded_file(root, size, channels, entries)
+    check_memory(root, len(entries) * size * size, size)  # in grayscale, the least it can take
+    kept = decoded_file(root, size, entries)
     try:
         found = torch.load(kept, weights_only=True) if kept.is_file() else None
     except Exception:  # noqa: BLE001 - a damaged file is decoded again and replaced
         found = None
     if found is None:
+        channels = decoded_channels(entries)
+        check_memory(root, len(entries) * channels * size * size, size)
         found = decode_entries(root, size, channels, entries, TEST not in layout.files)
         keep_decoded(found, kept, root)
     warn_skipped(found["skipped"], f" in {root}")
@@ -265,17 +273,16 @@ def check_memory(root: Path, needed: int, size: int) -> None:
                            "smaller --image-size, or fewer images.")
 
 
-def decoded_file(root: Path, size: int, channels: int, entries: list[tuple[Path, int, int]]
-                 ) -> Path:
+def decoded_file(root: Path, size: int, entries: list[tuple[Path, int, int]]) -> Path:
     """Where a folder's decoded images are kept between commands: named by the folder and the
-    settings, and keyed by every file's path, label, size and modification time, so that an
-    added, removed or edited image decodes the folder again."""
-    key = hashlib.sha256(f"{DECODED_FORMAT}|{size}|{channels}\n".encode())
+    size, and keyed by every file's path, label, size and modification time, so that an added,
+    removed or edited image decodes the folder again (and its channels are chosen again)."""
+    key = hashlib.sha256(f"{DECODED_FORMAT}|{size}\n".encode())
     for path, label, split in entries:
         stat = path.stat()
         key.update(f"{path.relative_to(root)}|{label}|{split}|{stat.st_size}|"
                    f"{stat.st_mtime_ns}\n".encode())
-    settings = hashlib.sha256(f"{root}|{size}|{channels}".encode()).hexdigest()[:8]
+    settings = hashlib.sha256(f"{root}|{size}".encode()).hexdigest()[:8]
     return cache_home() / "folders" / f"{root.name}-{settings}-{key.hexdigest()[:16]}.pt"
 
 
