@@ -17,7 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 import distill.nets  # noqa: F401 - registers the students with timm
-from distill.data import MNIST_MEAN, MNIST_STD, NUM_CLASSES, DataModule, load_split
+from distill.data import NUM_CLASSES, DataModule, load_split
+from distill.datasets import get_dataset
+
+mnist = get_dataset("mnist")
 
 
 class PerImage(Dataset):
@@ -28,7 +31,7 @@ class PerImage(Dataset):
         self.transform = v2.Compose([
             v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1)),
             v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize([MNIST_MEAN], [MNIST_STD]),
+            v2.Normalize(mnist.mean, mnist.std),
         ])
 
     def __len__(self):
@@ -63,7 +66,7 @@ def main() -> None:
 
     datamodule = DataModule(batch_size=args.batch_size, train_size=args.images)
     datamodule.setup("fit")
-    datamodule.train_split = [t.to(device) for t in datamodule.train_split]
+    datamodule.train_split = datamodule.train_split.to(device)
     ours = datamodule.train_dataloader()
 
     def our_batches():

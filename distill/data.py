@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -146,26 +147,49 @@ class IndexBatches(Sampler[tuple[int, Tensor]]):
             yield self.epoch, order[start * self.batch_size: (start + 1) * self.batch_size]
 
 
+@dataclass(frozen=True)
+class Split:
+    """A split as rows of the training file's images, which it shares with the other split: a
+    folder near the memory limit would not fit twice, nor a few labeled images repeated to fill
+    an epoch (a twin's) as copies. Each batch is gathered from the rows."""
+
+    source: Tensor  # uint8 images, the whole training file
+    rows: Tensor  # the split's images in `source`
+    labels: Tensor
+    positions: Tensor  # each image's row in the augmentation's table of uniforms
+
+    @property
+    def images(self) -> Tensor:
+        return self.source[self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to(self, device: torch.device) -> Split:
+        return Split(*(t.to(device) for t in (self.source, self.rows, self.labels, self.positions)))
+
+
 class GatherBatches(TorchDataset):
     """Answers an (epoch, index batch) with (uint8 images, labels, positions in split, epoch)."""
 
-    def __init__(self, images: Tensor, labels: Tensor, positions: Tensor) -> None:
-        self.images, self.labels, self.positions = images, labels, positions
+    def __init__(self, split: Split) -> None:
+        self.split = split
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.split)
 
     def __getitem__(self, item: tuple[int, Tensor]) -> tuple[Tensor, Tensor, Tensor, int]:
         epoch, batch = item
-        return self.images[batch], self.labels[batch], self.positions[batch], epoch
+        split = self.split
+        return split.source[split.rows[batch]], split.labels[batch], split.positions[batch], epoch
 
 
-def batch_loader(images: Tensor, labels: Tensor, positions: Tensor, batch_size: int,
-                 shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
-    sampler = IndexBatches(len(images), batch_size, shuffle, seed, drop_last=shuffle,
-                           rank=rank, world_size=world_size)
+def batch_loader(split: Split, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> DataLoader:
+    sampler = IndexBatches(len(split), batch_size, shuffle, seed, drop_last=shuffle, rank=rank,
+                           world_size=world_size)
     # batch_size=None: the sampler already yields whole batches, gathered in one indexing op.
-    return DataLoader(GatherBatches(images, labels, positions), sampler=sampler, batch_size=None)
+    return DataLoader(GatherBatches(split), sampler=sampler, batch_size=None)
 
 
 class DataModule(L.LightningDataModule):
@@ -242,8 +266,8 @@ class DataModule(L.LightningDataModule):
         else:
             self.labeled_images = len(train_idx)
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        self.train_split = [t.to(device) for t in (images[train_idx], train_labels, positions)]
-        self.val_split = [t.to(device) for t in (images[val_idx], val_labels, val_idx)]
+        self.train_split = Split(images, train_idx, train_labels, positions).to(device)
+        self.val_split = Split(self.train_split.source, val_idx, val_labels, val_idx).to(device)
         self._uniforms: dict[int, tuple[int, Tensor]] = {}  # view: (epoch, uniforms)
 
     def _rank(self) -> tuple[int, int]:
@@ -254,11 +278,11 @@ class DataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # batch_size is the batch of all processes: each takes its share of every batch.
         rank, world_size = self._rank()
-        return batch_loader(*self.train_split, self.batch_size // world_size, shuffle=True,
+        return batch_loader(self.train_split, self.batch_size // world_size, shuffle=True,
                             seed=self.seed, rank=rank, world_size=world_size)
 
     def val_dataloader(self) -> DataLoader:
-        return batch_loader(*self.val_split, EVAL_BATCH, shuffle=False)
+        return batch_loader(self.val_split, EVAL_BATCH, shuffle=False)
 
     def uniforms(self, epoch: int, device: torch.device, view: int = 0) -> Tensor:
         if self._uniforms.get(view, (None,))[0] != epoch:

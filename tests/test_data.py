@@ -170,7 +170,8 @@ def test_the_batched_data_path_gives_the_batches_of_the_image_by_image_path(data
     dm.setup("fit")
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(3)
-    images, labels, positions = dm.train_split
+    split = dm.train_split
+    images, labels, positions = split.images, split.labels, split.positions
     order = torch.randperm(64, generator=torch.Generator().manual_seed(5 * 100_003 + 3 + 1))
     uniforms = augmentation_uniforms(seed=5, epoch=3)
     for step, batch in enumerate(loader):

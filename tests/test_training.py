@@ -11,6 +11,8 @@ from distill.plots import curves_figure
 from distill.runs import code_version, train_run
 from distill.training import Limits, TrainConfig, warmup_cosine
 
+from .conftest import REPO
+
 RUN_FILES = ["report.json", "report.md", "weights.safetensors", "curves.png", "confusion.png",
              "examples.png", "checkpoints/best.ckpt", "logs/metrics.csv"]
 
@@ -172,8 +174,6 @@ def test_the_gpu_script_runs_quickly_anywhere(tmp_path, data_dir, fashion_dir):
     import subprocess
     import sys
 
-    from .conftest import REPO
-
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--quick",
                            "--batch-size", "128", "--fashion-teacher", "1", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600,
@@ -181,6 +181,17 @@ def test_the_gpu_script_runs_quickly_anywhere(tmp_path, data_dir, fashion_dir):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "| teacher, eager" in done.stdout and "The cache's speed-up" in done.stdout
     assert "| Fashion-MNIST teacher, epochs: 1" in done.stdout
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "benchmarks").glob("*.py")))
+def test_every_benchmark_imports_what_distill_has(script, monkeypatch):
+    # benchmarks/data_path.py imported MNIST_MEAN for months after the datasets moved it.
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as `python benchmarks/X.py` runs
+    spec = importlib.util.spec_from_file_location(f"benchmark_{script[:-3]}",
+                                                  REPO / "benchmarks" / script)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # its main() does not run
 
 
 def test_early_stopping_waits_for_the_end_of_the_warm_up(tmp_path):

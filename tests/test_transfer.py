@@ -69,16 +69,18 @@ def test_the_student_keeps_every_image_and_the_twin_only_the_labeled_ones(data_d
     student = DataModule(**common, keep_unlabeled=True)
     twin = DataModule(**common)
     student.setup(), twin.setup()
-    images, labels, positions = student.train_split
-    assert len(images) == len(twin.train_split[0])  # the same number of steps an epoch
-    assert not (labels == 3).any() and not (student.val_split[1] == 3).any()
+    images, labels = student.train_split.images, student.train_split.labels
+    assert len(images) == len(twin.train_split)  # the same number of steps an epoch
+    assert not (labels == 3).any() and not (student.val_split.labels == 3).any()
     labeled = labels != UNLABELED
     assert int(labeled.sum()) == student.labeled_images == twin.labeled_images
     # The twin's images are the student's labeled ones, repeated, each copy augmented its own way.
-    assert set(twin.train_split[2].tolist()) == set(range(len(images)))
-    assert {bytes(x.numpy()) for x in twin.train_split[0]} == {
+    assert set(twin.train_split.positions.tolist()) == set(range(len(images)))
+    assert {bytes(x.numpy()) for x in twin.train_split.images} == {
         bytes(x.numpy()) for x in images[labeled]}
-    assert (twin.train_split[1] != UNLABELED).all()
+    assert (twin.train_split.labels != UNLABELED).all()
+    # Rows of the training file, which both splits share: repeated, the images are not copied.
+    assert twin.train_split.source.data_ptr() == twin.val_split.source.data_ptr()
 
 
 def test_few_labels_no_labels_and_an_omitted_class_end_to_end(teacher_run, tmp_path, capsys):

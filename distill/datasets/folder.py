@@ -261,13 +261,14 @@ def warn_skipped(paths: list, where: str = "", one: str = "is not a readable ima
 
 def check_memory(root: Path, needed: int, size: int) -> None:
     """Refuse, before decoding, a folder whose images would not fit in a third of this machine's
-    memory at this size: training holds them all (the fast data path), and the system would
-    otherwise end the command without a word after minutes of decoding."""
+    memory at this size: training holds them all (the fast data path; once, its splits are rows
+    of them), decoding twice at its peak (put in split order), and the system would otherwise
+    end the command without a word after minutes of decoding."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): not checked
         return
-    if needed > memory // 3:  # decoding, and then training, hold the folder twice at their peak
+    if needed > memory // 3:
         raise DistillError(f"{root} decoded at {size}x{size} takes {needed / 2**30:.1f} GiB, over "
                            f"a third of this machine's {memory / 2**30:.0f} GiB of memory: give a "
                            "smaller --image-size, or fewer images.")
