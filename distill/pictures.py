@@ -14,7 +14,8 @@ import numpy as np
 
 # Larger images are refused before they are decoded (a JPEG is first read at 1/2 to 1/8 of its
 # scale where that fits): a small compressed file can claim billions (a decompression bomb). A
-# phone's 24- or 48-megapixel photo, 72 or 144 MB decoded, is read; a HEIC has no reduced scale.
+# phone's 24- or 48-megapixel photo, 72 or 144 MB decoded, is read; a HEIC is read from the
+# thumbnail a phone embeds in it where that is large enough, else in full.
 MAX_PIXELS = 8192 * 8192
 
 
@@ -56,7 +57,10 @@ def upright(image):
 def draft(image, size: int, channels: int) -> None:
     """Have a JPEG decode straight at 1/2 to 1/8 of its scale, no smaller than `size`: a phone
     photo decodes 3-5 times as fast. The pixels differ from a full decode's by under a gray level
-    on average (more along sharp edges), so the folder and `distill predict` both draft."""
+    on average (more along sharp edges), so the folder and `distill predict` both draft. A HEIC
+    is read from its embedded thumbnail where one is a scaled copy at least `size` a side
+    (pillow-heif's draft): an iPhone's of 320x240 in 10 ms against 0.75 s for its 12 megapixels
+    here."""
     image.draft("L" if channels == 1 else "RGB", (size, size))
 
 

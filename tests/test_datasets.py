@@ -306,7 +306,7 @@ def test_a_phones_photos_are_read_and_a_huge_png_skipped_saying_why(tmp_path, mo
         (root / name).mkdir(parents=True)
         Image.new("L", (40, 40), 128).save(root / name / "small.png")
     big.save(root / "a" / "camera.jpg", quality=90)
-    big.resize((600, 400)).save(root / "b" / "iphone.heic")  # written through pillow-heif
+    big.resize((600, 400)).save(root / "b" / "iphone.heic", thumbnails=[64])  # as a phone does
     (root / "b" / "huge.png").write_bytes(png_header(10_000, 10_000))  # claims 100 megapixels
     with pytest.warns(UserWarning, match=r"1 file has over 67,108,864 pixels and was skipped in "
                                          r".*huge.png\): make such files smaller"):
@@ -315,6 +315,12 @@ def test_a_phones_photos_are_read_and_a_huge_png_skipped_saying_why(tmp_path, mo
     upright = (images[:, :10].float().mean((1, 2)) > 200) & (images[:, -10:].float().mean((1, 2)) < 50)
     assert sorted(labels[upright].tolist()) == [0, 1]  # the camera's photo and the iPhone's
     assert load_image(root / "a" / "camera.jpg").shape == (4000, 6000, 4)
+    # The HEIC is read from its thumbnail (64x42, over 28 a side), as the JPEG at 1/8 of its scale.
+    from distill.pictures import draft, reading_pictures
+
+    with reading_pictures(), Image.open(root / "b" / "iphone.heic") as heic:
+        draft(heic, 28, 1)
+        assert heic.size == (64, 42)
     # Over the limit, a JPEG is read at a fraction of its scale rather than refused.
     Image.new("L", (9000, 8000), 255).save(tmp_path / "panorama.jpg", quality=50)
     assert load_image(tmp_path / "panorama.jpg").shape == (4000, 4500, 4)
