@@ -159,10 +159,10 @@ def export(
     except ImportError as error:
         raise DistillError("ONNX export needs the onnx extra: pip install -e \".[onnx]\"") from error
     model, architecture = load_model(weights)
+    target = export_target(weights, architecture, out)  # before a folder's minutes of decoding
     dataset = trained_dataset(weights)
     images, labels = dataset.load("test", data_dir)  # bad data fails before anything is written
     images, labels = images[:test_images], labels[:test_images]
-    target = export_target(weights, architecture, out)
     with console.status(f"Exporting {architecture} to ONNX"):
         export_onnx(model, target, dataset)
     rows = [("ONNX float32", target, parity(model, target, images, labels, dataset))]
@@ -181,7 +181,10 @@ def export(
     if rows[0][2]["same_predictions"] != rows[0][2]["images"]:
         raise DistillError(f"The float32 ONNX model disagrees with PyTorch on "
                            f"{rows[0][2]['images'] - rows[0][2]['same_predictions']} images.")
-    console.print("Wrote " + ", ".join(str(path) for _, path, _ in rows))
+    console.print(f"Wrote {', '.join(str(path) for _, path, _ in rows)}. "
+                  f"{'Its' if len(rows) == 1 else 'Their'} metadata holds the class names and the "
+                  "input's normalization (in onnxruntime: "
+                  "session.get_modelmeta().custom_metadata_map).")
 
 
 @app.command()

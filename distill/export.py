@@ -226,8 +226,11 @@ def export_target(weights: Path, architecture: str, out: Path | None) -> Path:
 
 def export_onnx(model: nn.Module, path: Path, dataset: Dataset | None = None) -> None:
     """ONNX with a dynamic batch axis: input `image` (B, C, H, W) normalized as the dataset's
-    images (MNIST's by default: (B, 1, 28, 28)), output `logits`."""
+    images (MNIST's by default: (B, 1, 28, 28)), output `logits`. What a program that runs it
+    needs to know is in the model's metadata (`onnx_metadata`)."""
     import warnings
+
+    import onnx
 
     from distill.metrics import input_shape
 
@@ -237,6 +240,19 @@ def export_onnx(model: nn.Module, path: Path, dataset: Dataset | None = None) ->
                           input_names=["image"], output_names=["logits"],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
                           verbose=False, external_data=False)
+        exported = onnx.load(str(tmp))
+        onnx.helper.set_model_props(exported, onnx_metadata(dataset or DATASETS["mnist"]))
+        onnx.save(exported, str(tmp))
+
+
+def onnx_metadata(dataset: Dataset) -> dict[str, str]:
+    """The class names and the input's normalization, which a program running the ONNX file
+    needs and would otherwise have to find in distill (a folder's are its own)."""
+    channels = "grayscale" if dataset.channels == 1 else "RGB"
+    return {"dataset": dataset.name, "classes": json.dumps(list(dataset.classes)),
+            "mean": json.dumps(list(dataset.mean)), "std": json.dumps(list(dataset.std)),
+            "input": f"image: float32 (batch, {dataset.channels}, {dataset.size}, {dataset.size}), "
+                     f"{channels} pixels scaled to [0, 1], minus mean, over std, per channel"}
 
 
 def onnx_logits(path: Path, images: torch.Tensor, batch: int = 1000,

@@ -101,6 +101,13 @@ def test_onnx_export_matches_pytorch_on_real_test_images(teacher_run, tmp_path, 
     main(["export", str(teacher_run), "--out", str(target), "--test-images", "500"])
     printed = capsys.readouterr().out
     assert target.is_file() and "500/500" in printed
+    # A program running the file reads the class names and the normalization from it.
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["classes"]) == [str(k) for k in range(10)]
+    assert json.loads(metadata["mean"]) == pytest.approx([0.1307]) and "1, 28, 28" in metadata["input"]
     with pytest.raises(DistillError, match="is an ONNX export, which onnxruntime runs"):
         load_model(target)  # what predict and evaluate say when given the export
 
