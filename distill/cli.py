@@ -137,10 +137,10 @@ def teacher(
     """Train the DigitNet teacher (on MNIST unless --dataset) and write its run folder."""
     import dataclasses
 
-    from distill.datasets import get_dataset
-    from distill.distributed import Parallel, check_parallel
+    from distill.datasets import runs_subfolder
+    from distill.distributed import Parallel, check_parallel, is_rank_zero
     from distill.recipes import load_recipe, overridden, teacher_recipe_of
-    from distill.runs import train_run
+    from distill.runs import check_run_dir, train_run
     from distill.training import Limits
 
     recipe = load_recipe(recipe_name or teacher_recipe_of(dataset))
@@ -154,12 +154,14 @@ def teacher(
     recipe, given = overridden(recipe, epochs=epochs, batch_size=batch_size, lr=lr,
                                patience=patience, seed=seed, views=views, dataset=dataset,
                                image_size=image_size), recipe
-    say_dataset_augmentation(given, recipe)
-    say_folders([recipe], quick_trial=train_batches is not None)
-    config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile)
+    out = out or Path("runs") / runs_subfolder(recipe.dataset) / "teacher"
+    if is_rank_zero():  # before a folder's minutes of decoding (train_run checks it again)
+        check_run_dir(out, overwrite, resume)
     parallel = Parallel(devices, num_nodes, strategy)
-    check_parallel(parallel, accelerator, config.batch_size)
-    out = out or Path("runs") / get_dataset(recipe.dataset, recipe.image_size).folder_name / "teacher"
+    check_parallel(parallel, accelerator, recipe.batch_size)
+    say_dataset_augmentation(given, recipe)
+    config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile)
+    say_folders([recipe], quick_trial=train_batches is not None)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     report = train_run("teacher", out, config, command_line(), data_dir, limits,
                        accelerator, overwrite, show_progress(progress), resume,
@@ -220,9 +222,15 @@ def student(
     """Distill the teacher into the student of a recipe, and train the student's twin."""
     import dataclasses
 
-    from distill.datasets import get_dataset
+    from distill.datasets import runs_subfolder
     from distill.distributed import Parallel, check_parallel
-    from distill.pipeline import check_student_dirs, default_teacher, parse_seeds, train_student
+    from distill.pipeline import (
+        check_student_dirs,
+        check_teacher,
+        default_teacher,
+        parse_seeds,
+        train_student,
+    )
     from distill.recipes import available_recipes, load_recipe, overridden
     from distill.training import Limits
 
@@ -242,11 +250,8 @@ def student(
         chosen = [recipe for recipe in chosen if recipe.role != "teacher"]
     given, chosen = chosen, [overridden(recipe, epochs=epochs, dataset=dataset,
                                         image_size=image_size) for recipe in chosen]
-    for recipe, changed in zip(given, chosen, strict=True):
-        say_dataset_augmentation(recipe, changed)
-    say_folders(chosen, quick_trial=train_batches is not None, batch_option=False)
     if runs_dir is None:
-        runs_dir = Path("runs") / get_dataset(chosen[0].dataset, chosen[0].image_size).folder_name
+        runs_dir = Path("runs") / runs_subfolder(chosen[0].dataset)
     # (recipe, runs folder) in the order they train: seed by seed, so that every recipe of a
     # seed shares its teacher logits and its twins.
     plan = [(dataclasses.replace(recipe, seed=s), runs_dir / f"seed{s}")
@@ -255,13 +260,18 @@ def student(
         for recipe in chosen]
     for recipe, folder in plan:  # the last recipe's clash is found before the first one trains
         check_student_dirs(recipe, folder, twin, overwrite, resume)
+    teachers_of = [teachers or [Path(t) for t in recipe.teachers] or [
+        default_teacher(runs_dir, recipe.dataset, recipe.image_size)] for recipe, _ in plan]
+    for path in dict.fromkeys(path for paths in teachers_of for path in paths):
+        check_teacher(path)  # as the run folders, before a folder's minutes of decoding
     parallel = Parallel(devices, num_nodes, strategy)
     for recipe, _ in plan:
         check_parallel(parallel, accelerator, recipe.batch_size)
+    for recipe, changed in zip(given, chosen, strict=True):
+        say_dataset_augmentation(recipe, changed)
+    say_folders(chosen, quick_trial=train_batches is not None, batch_option=False)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
-    for recipe, folder in plan:
-        paths = teachers or [Path(t) for t in recipe.teachers] or [
-            default_teacher(runs_dir, recipe.dataset, recipe.image_size)]
+    for (recipe, folder), paths in zip(plan, teachers_of, strict=True):
         if paths[0].name == "weights.safetensors" and not teachers and not recipe.teachers:
             console.print(f"No finished teacher in {runs_dir / 'teacher'}: distilling the released "
                           f"teacher {paths[0]}.")

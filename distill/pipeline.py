@@ -126,11 +126,15 @@ def teacher_command(dataset: str, image_size: int) -> str:
 def load_teacher(path: Path) -> nn.Module:
     """The teacher of a run folder or weights file: a DigitNet, or any network distill trained,
     such as a student teaching a smaller one (a teacher assistant, Mirzadeh et al. 2020)."""
+    check_teacher(path)
+    return load_model(path)[0]
+
+
+def check_teacher(path: Path) -> None:
     weights = path / "weights.safetensors" if path.is_dir() else path
     if not weights.exists():
         raise DistillError(f"No teacher at {path}. Train one first with `distill teacher`, or "
                            "point --teacher at a finished run folder or weights file.")
-    return load_model(path)[0]
 
 
 def load_teachers(paths: list[Path]) -> nn.Module:

@@ -25,7 +25,7 @@ from distill.bounds import (
     MAX_SEED,
 )
 from distill.data import Augment
-from distill.datasets import get_dataset
+from distill.datasets import dataset_name, get_dataset
 from distill.errors import DistillError
 from distill.files import package_data
 from distill.methods import METHODS, Method
@@ -337,7 +337,7 @@ def overridden(recipe: Recipe, *, epochs: int | None = None, batch_size: int | N
         if value is not None:
             changes[name] = value
     if dataset is not None or image_size is not None:
-        named = get_dataset(dataset or recipe.dataset, image_size or recipe.image_size).name
+        named = dataset_name(dataset or recipe.dataset, image_size or recipe.image_size)
         changes.update(dataset=named, image_size=image_size or recipe.image_size,
                        augmentation=recipe.augmentation if named == recipe.dataset else None)
     return dataclasses.replace(recipe, **changes)

@@ -493,14 +493,29 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, messa
     shutil.rmtree(root)
 
 
-def test_a_student_of_a_folder_without_a_teacher_says_how_to_train_one(data_dir, tmp_path, capsys):
+def test_a_student_of_a_folder_without_a_teacher_says_how_to_train_one(data_dir, tmp_path, capsys,
+                                                                       monkeypatch):
     root = write_folder(tmp_path / "digits", data_dir, per_class=6)
     (root / "digit-0" / "broken.png").unlink()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(SystemExit):
         main(["student", "--recipe", "tiny", "--dataset", str(root), "--image-size", "20",
               "--runs", str(tmp_path / "runs"), *QUICK])
+    said = capsys.readouterr()
     assert (f"none released for folder:{root}: train one first (distill teacher --dataset {root} "
-            "--image-size 20), or give --teacher.") in " ".join(capsys.readouterr().out.split())
+            "--image-size 20), or give --teacher.") in " ".join(said.out.split())
+    # Refused before the folder's decoding (minutes for a big one), as are a teacher that is not
+    # there and a run folder distill did not make.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    for command, error in ((["student", "--recipe", "tiny", "--teacher", str(tmp_path / "none")],
+                            "No teacher at"), (["teacher", "--out", str(tmp_path / "mine")],
+                                               "is a folder distill did not make")):
+        with pytest.raises(SystemExit):
+            main([*command, "--dataset", str(root), *QUICK])
+        again = capsys.readouterr()
+        assert error in again.out and "Decoding" not in said.err + again.err
+    assert not (tmp_path / "cache").exists()  # nothing decoded, nothing kept
 
 
 def test_a_folder_of_two_classes_trains_to_the_end(data_dir, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from distill.datasets.base import Dataset
 from distill.datasets.fashion_mnist import FASHION_MNIST
-from distill.datasets.folder import folder_dataset
+from distill.datasets.folder import check_layout, folder_dataset
 from distill.datasets.mnist import MNIST
 from distill.errors import DistillError
 
@@ -20,21 +20,42 @@ FOLDER_PREFIX = "folder:"
 
 def get_dataset(name: str = "mnist", image_size: int = 28) -> Dataset:
     """A registered dataset by name, or the folder a path names (`folder:PATH` as reports write
-    it, or the path itself)."""
+    it, or the path itself): a folder's images are decoded (or read from distill's cache)."""
+    name = dataset_name(name, image_size)
+    if name in DATASETS:
+        return DATASETS[name]
+    return folder_dataset(Path(name.removeprefix(FOLDER_PREFIX)), image_size)
+
+
+def dataset_name(name: str = "mnist", image_size: int = 28) -> str:
+    """The name `get_dataset` gives the dataset (a folder's: `folder:` and its full path),
+    checked as far as it can be without reading images: an unknown name, a size, a folder's
+    layout. Commands check their other arguments after it, before a folder's decoding."""
     if name in DATASETS:
         if image_size != DATASETS[name].size:  # a registered dataset comes at its own size
             raise DistillError(f"{name}'s images are {DATASETS[name].size}x{DATASETS[name].size}: "
                                f"a size of {image_size} (--image-size) is for a folder of images.")
-        return DATASETS[name]
+        return name
     path = Path(name.removeprefix(FOLDER_PREFIX))
     if name.startswith(FOLDER_PREFIX) or path.is_dir() or "/" in name:
         if not 8 <= image_size <= 256:
             raise DistillError(f"--image-size {image_size}: give a size from 8 to 256 pixels.")
-        return folder_dataset(path, image_size)
+        root = path.expanduser().resolve()
+        check_layout(root)
+        return f"{FOLDER_PREFIX}{root}"
     close = difflib.get_close_matches(name[:60], DATASETS, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise DistillError(f"Unknown dataset {name[:60]!r}.{hint} Give one of {', '.join(DATASETS)}, "
                        "or the path of a folder of class subfolders.")
 
 
-__all__ = ["DATASETS", "Dataset", "get_dataset"]
+def runs_subfolder(name: str) -> str:
+    """The subfolder of runs/ that holds a dataset's runs (MNIST's are in runs/ itself): a
+    folder's name, found without reading its images, so that a command checks its run folders
+    before a folder's minutes of decoding."""
+    if name == "mnist":
+        return ""
+    return name if name in DATASETS else Path(name.removeprefix(FOLDER_PREFIX)).expanduser().resolve().name
+
+
+__all__ = ["DATASETS", "Dataset", "dataset_name", "get_dataset", "runs_subfolder"]

@@ -60,11 +60,6 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    @property
-    def folder_name(self) -> str:
-        """The subfolder of runs/ that holds this dataset's runs (MNIST's are in runs/ itself)."""
-        return "" if self.name == "mnist" else Path(self.name.removeprefix("folder:")).name
-
     def load(self, split: str, data_dir: Path | str | None = None, download: bool = True
              ) -> tuple[Tensor, Tensor]:
         """Images (N, H, W) for one channel or (N, C, H, W), uint8, and labels (N,) int64."""
