@@ -42,8 +42,9 @@ def evaluate(
     from rich.table import Table
 
     from distill.data import scored_split
-    from distill.datasets import get_dataset
+    from distill.datasets import dataset_classes, dataset_name, get_dataset
     from distill.export import (
+        check_classes,
         dataset_of,
         image_size_of,
         load_model,
@@ -58,6 +59,10 @@ def evaluate(
         raise DistillError(f"--split {split!r}: use one of {', '.join(SPLITS)}.")
     if ensemble and len(weights) < 2:
         raise DistillError("--ensemble needs at least two networks to average.")
+    # Every network (and the teacher) is read first: a wrong path is named before any data is
+    # read, a folder's decoding included.
+    loaded = [load_model(path) for path in weights]
+    teacher_model = load_teacher(teacher) if teacher is not None else None
     trained_on = {(dataset or dataset_of(path), image_size_of(path)) for path in weights}
     if len(trained_on) > 1:
         listed = ", ".join(f"{name} at {size}x{size}" for name, size in sorted(trained_on))
@@ -66,16 +71,21 @@ def evaluate(
     # Each network reads the images as it was trained to: with --dataset, its classes are checked
     # and a folder is normalized as that network's own training images (networks of two folders
     # scored on a third each keep their own normalization).
-    named = get_dataset(*trained_on.pop()) if dataset else trained_dataset(weights[0])
+    name, size = trained_on.pop()
+    name = dataset_name(name, size) if dataset else name  # a network's own is named as it was
+    unseen = all(dataset_of(path) != name for path in weights)  # e.g. new/photos
+    if split == "all" and not unseen:
+        raise DistillError(f"--split all would score networks on {name}'s training images too: "
+                           "it is for a --dataset they were not trained on.")
+    if dataset:
+        for path in weights:  # before a folder's decoding, which takes minutes
+            check_classes(path, name, dataset_classes(name))
+    named = get_dataset(name, size) if dataset else trained_dataset(weights[0])
     readings = [read_as_trained(path, named) if dataset else named for path in weights]
     scored_on = readings[0]
-    unseen = all(dataset_of(path) != scored_on.name for path in weights)  # e.g. new/photos
-    if split == "all" and not unseen:
-        raise DistillError(f"--split all would score networks on {scored_on.name}'s training "
-                           "images too: it is for a --dataset they were not trained on.")
     split = split or ("all" if unseen else "test")
     images = scored_split(split, data_dir, scored_on)[0][:test_images]  # bad data fails first
-    models = [(path, *load_model(path), reading) for path, reading in zip(weights, readings)]
+    models = [(path, *model, reading) for path, model, reading in zip(weights, loaded, readings)]
     if ensemble:
         from distill.distillation import Ensemble
 
@@ -90,8 +100,8 @@ def evaluate(
         models.append((f"mean of the {len(models)} above", Ensemble([m for _, m, _, _ in models]),
                        f"ensemble ({', '.join(architectures)})", scored_on))
     answers = None
-    if teacher is not None:
-        answers = predict_logits(load_teacher(teacher), images,
+    if teacher_model is not None:
+        answers = predict_logits(teacher_model, images,
                                  dataset=read_as_trained(teacher, named)).argmax(-1)
     results = []
     with console.status(f"Scoring on the {'' if split == 'all' else split + ' '}images and their "

@@ -123,22 +123,26 @@ def read_as_trained(path: Path | str, dataset: Dataset) -> Dataset:
     """`dataset` as the network at `path` reads it (`distill evaluate --dataset`): its classes must
     be the network's, in the network's order, or every score would pair the wrong classes; a folder
     is normalized as the network's own training images were."""
-    metadata = weights_metadata(path)
-    text = metadata.get("classes", "")
-    try:
-        classes = json.loads(text) if 0 < len(text) <= MAX_DESCRIPTION_CHARS else None
-    except (ValueError, RecursionError):
-        classes = None
-    if not text and dataset_of(path) in DATASETS:  # a file from before classes were written
-        classes = list(DATASETS[dataset_of(path)].classes)
-    if isinstance(classes, list) and [str(c) for c in classes] != list(dataset.classes):
-        raise DistillError(f"{path} answers for the classes {shown_classes(classes)}, and "
-                           f"{dataset.name} has {shown_classes(dataset.classes)}: give a dataset "
-                           "with the network's classes, in its order (class folders sort by name).")
-    if "normalization" in metadata and isinstance(dataset, FolderDataset):
+    check_classes(path, dataset.name, dataset.classes)
+    if "normalization" in weights_metadata(path) and isinstance(dataset, FolderDataset):
         trained = trained_dataset(path, images=False)
         dataset = replace(dataset, mean=trained.mean, std=trained.std)
     return dataset
+
+
+def check_classes(path: Path | str, name: str, classes: tuple[str, ...]) -> None:
+    """Refuse a dataset whose classes are not the network's, in its order."""
+    text = weights_metadata(path).get("classes", "")
+    try:
+        answers = json.loads(text) if 0 < len(text) <= MAX_DESCRIPTION_CHARS else None
+    except (ValueError, RecursionError):
+        answers = None
+    if not text and dataset_of(path) in DATASETS:  # a file from before classes were written
+        answers = list(DATASETS[dataset_of(path)].classes)
+    if isinstance(answers, list) and [str(c) for c in answers] != list(classes):
+        raise DistillError(f"{path} answers for the classes {shown_classes(answers)}, and "
+                           f"{name} has {shown_classes(classes)}: give a dataset with the "
+                           "network's classes, in its order (class folders sort by name).")
 
 
 def load_model(path: Path | str) -> tuple[nn.Module, str]:

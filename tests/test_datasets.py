@@ -187,8 +187,12 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
     fewer = write_folder(tmp_path / "fewer", data_dir, per_class=4, classes=(0, 1))
     with pytest.raises(SystemExit):
         main(["evaluate", str(teacher), "--dataset", str(fewer)])
-    assert "answers for the classes digit-0, digit-1, digit-7, and" in " ".join(
-        capsys.readouterr().out.split())
+    said = capsys.readouterr()
+    assert "answers for the classes digit-0, digit-1, digit-7, and" in " ".join(said.out.split())
+    assert "Decoding" not in said.err  # refused from its class folders, before decoding them
+    with pytest.raises(SystemExit):  # was "trained on different datasets (..., mnist)"
+        main(["evaluate", str(teacher), str(tmp_path / "nothing")])
+    assert "No weights at" in capsys.readouterr().out
     # The release answers where its folder is not (its weights file says how the folder's images
     # were normalized) as it did beside it; what needs the folder's images says so in a line.
     picture = shutil.copy(root / "digit-7" / "1.png", tmp_path / "seven.png")

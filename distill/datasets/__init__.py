@@ -49,6 +49,14 @@ def dataset_name(name: str = "mnist", image_size: int = 28) -> str:
                        "or the path of a folder of class subfolders.")
 
 
+def dataset_classes(name: str) -> tuple[str, ...]:
+    """The class names of a dataset `dataset_name` gave (a folder's from its class folders, no
+    image read)."""
+    if name in DATASETS:
+        return DATASETS[name].classes
+    return check_layout(Path(name.removeprefix(FOLDER_PREFIX))).classes
+
+
 def runs_subfolder(name: str) -> str:
     """The subfolder of runs/ that holds a dataset's runs (MNIST's are in runs/ itself): a
     folder's name, found without reading its images, so that a command checks its run folders
@@ -58,4 +66,4 @@ def runs_subfolder(name: str) -> str:
     return name if name in DATASETS else Path(name.removeprefix(FOLDER_PREFIX)).expanduser().resolve().name
 
 
-__all__ = ["DATASETS", "Dataset", "dataset_name", "get_dataset", "runs_subfolder"]
+__all__ = ["DATASETS", "Dataset", "dataset_classes", "dataset_name", "get_dataset", "runs_subfolder"]
