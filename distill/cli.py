@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shlex
@@ -160,8 +161,8 @@ def teacher(
     parallel = Parallel(devices, num_nodes, strategy)
     check_parallel(parallel, accelerator, recipe.batch_size)
     say_dataset_augmentation(given, recipe)
+    recipe = fit_to_folders([recipe], epochs is not None, quick_trial=train_batches is not None)[0]
     config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile)
-    say_folders([recipe], quick_trial=train_batches is not None)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     report = train_run("teacher", out, config, command_line(), data_dir, limits,
                        accelerator, overwrite, show_progress(progress), resume,
@@ -252,12 +253,16 @@ def student(
                                         image_size=image_size) for recipe in chosen]
     if runs_dir is None:
         runs_dir = Path("runs") / runs_subfolder(chosen[0].dataset)
-    # (recipe, runs folder) in the order they train: seed by seed, so that every recipe of a
-    # seed shares its teacher logits and its twins.
-    plan = [(dataclasses.replace(recipe, seed=s), runs_dir / f"seed{s}")
-            for s in parse_seeds(seeds) for recipe in chosen] if seeds is not None else [
-        (recipe if seed is None else dataclasses.replace(recipe, seed=seed), runs_dir)
-        for recipe in chosen]
+
+    def planned(recipes: list[Recipe]) -> list[tuple[Recipe, Path]]:
+        """(recipe, runs folder) in the order they train: seed by seed, so that every recipe of
+        a seed shares its teacher logits and its twins."""
+        return [(dataclasses.replace(recipe, seed=s), runs_dir / f"seed{s}")
+                for s in parse_seeds(seeds) for recipe in recipes] if seeds is not None else [
+            (recipe if seed is None else dataclasses.replace(recipe, seed=seed), runs_dir)
+            for recipe in recipes]
+
+    plan = planned(chosen)
     for recipe, folder in plan:  # the last recipe's clash is found before the first one trains
         check_student_dirs(recipe, folder, twin, overwrite, resume)
     teachers_of = [teachers or [Path(t) for t in recipe.teachers] or [
@@ -269,7 +274,8 @@ def student(
         check_parallel(parallel, accelerator, recipe.batch_size)
     for recipe, changed in zip(given, chosen, strict=True):
         say_dataset_augmentation(recipe, changed)
-    say_folders(chosen, quick_trial=train_batches is not None, batch_option=False)
+    plan = planned(fit_to_folders(chosen, epochs is not None, train_batches is not None,
+                                  batch_option=False))
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     for (recipe, folder), paths in zip(plan, teachers_of, strict=True):
         if paths[0].name == "weights.safetensors" and not teachers and not recipe.teachers:
@@ -305,29 +311,45 @@ FEW_STEPS = 200  # MNIST's shortest recipe takes 4,290; a small folder can make 
 ENOUGH_STEPS = 1_000
 
 
-def say_folders(recipes: list[Recipe], quick_trial: bool = False,
-                batch_option: bool = True) -> None:
-    """A folder of one's own images: what distill found in it, before any training on it, and
-    a recipe that would take too few steps on it to learn (epochs are MNIST-sized).
+def fit_to_folders(recipes: list[Recipe], epochs_given: bool, quick_trial: bool = False,
+                   batch_option: bool = True) -> list[Recipe]:
+    """A folder of one's own images: what distill found in it, before any training on it. A
+    recipe's epochs are MNIST-sized: where they would make too few steps on the folder to learn,
+    the recipe trains for enough (its patience scaled alike), unless --epochs said how many.
     batch_option: whether the command has --batch-size (`distill student` takes the recipe's)."""
     from distill.datasets import get_dataset
     from distill.datasets.folder import FolderDataset
 
-    for dataset in dict.fromkeys(get_dataset(r.dataset, r.image_size) for r in recipes):
-        if not isinstance(dataset, FolderDataset):
+    datasets = [get_dataset(recipe.dataset, recipe.image_size) for recipe in recipes]
+    for dataset in dict.fromkeys(datasets):
+        if isinstance(dataset, FolderDataset):
+            console.print(dataset.summary())
+    smaller_batch = "--batch-size" if batch_option else "batch_size in a recipe of your own"
+    fitted = []
+    for recipe, dataset in zip(recipes, datasets, strict=True):
+        images = dataset.training_images() if isinstance(dataset, FolderDataset) else 0
+        per_epoch = images // recipe.batch_size  # the last, partial batch is dropped
+        epochs, patience = recipe.schedule.epochs, recipe.schedule.patience
+        # per_epoch 0: the batch check's to refuse
+        if quick_trial or not per_epoch or (steps := per_epoch * epochs) >= FEW_STEPS:
+            fitted.append(recipe)
             continue
-        console.print(dataset.summary())
-        images = dataset.training_images()
-        smaller_batch = "--batch-size" if batch_option else "batch_size in a recipe of your own"
-        for recipe in (r for r in recipes if r.dataset == dataset.name and not quick_trial):
-            per_epoch = images // recipe.batch_size  # the last, partial batch is dropped
-            epochs = recipe.schedule.epochs
-            if per_epoch and (steps := per_epoch * epochs) < FEW_STEPS:  # 0: the batch check's
-                console.print(f"{recipe.name}: {epochs} epoch{'s' * (epochs > 1)} of {images:,} "
-                              f"images in batches of {recipe.batch_size} make only {steps} "
-                              f"step{'s' * (steps > 1)}, few to learn from: give more --epochs (about "
-                              f"{math.ceil(ENOUGH_STEPS / per_epoch)} for {ENOUGH_STEPS:,} "
-                              f"steps), or a smaller {smaller_batch}.")
+        made = (f"{recipe.name}: {epochs} epoch{'s' * (epochs > 1)} of {images:,} images in "
+                f"batches of {recipe.batch_size} {'make' if epochs_given else 'would make'} only "
+                f"{steps} step{'s' * (steps > 1)}, few to learn from")
+        more = min(MAX_EPOCHS, math.ceil(ENOUGH_STEPS / per_epoch))
+        if epochs_given:
+            console.print(f"{made}: give more --epochs (about {more} for {ENOUGH_STEPS:,} "
+                          f"steps), or a smaller {smaller_batch}.")
+            fitted.append(recipe)
+            continue
+        patience = min(more, math.ceil(patience * more / epochs))
+        console.print(f"{made}: it trains for up to "
+                      f"{more} epochs ({more * per_epoch:,} steps; patience {patience} epochs). "
+                      "--epochs sets another number.")
+        fitted.append(dataclasses.replace(recipe, schedule=dataclasses.replace(
+            recipe.schedule, epochs=more, patience=patience)))
+    return fitted
 
 
 def show_progress(asked: bool | None) -> bool:

@@ -121,14 +121,20 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
             "give more --epochs (about 334 for 1,000 steps), or a smaller --batch-size") in " ".join(
         capsys.readouterr().out.split())
     # distill student has no --batch-size: a student's batch is its recipe's.
-    from distill.cli import say_folders
+    from distill.cli import fit_to_folders
     from distill.recipes import load_recipe, overridden
 
-    say_folders([overridden(load_recipe("tiny"), dataset=str(root), image_size=20, epochs=1,
-                            batch_size=16)],
-                batch_option=False)
+    tiny = overridden(load_recipe("tiny"), dataset=str(root), image_size=20, epochs=1,
+                      batch_size=16)
+    assert fit_to_folders([tiny], epochs_given=True, batch_option=False) == [tiny]
     assert "or a smaller batch_size in a recipe of your own" in " ".join(
         capsys.readouterr().out.split())
+    # Without --epochs, a recipe's MNIST-sized epochs become enough for the folder.
+    fitted = fit_to_folders([overridden(tiny, epochs=10)], epochs_given=False)[0].schedule
+    assert (fitted.epochs, fitted.patience) == (334, 101)  # 3 steps an epoch; patience 3 x 33.4
+    assert ("tiny: 10 epochs of 54 images in batches of 16 would make only 30 steps, few to learn "
+            "from: it trains for up to 334 epochs (1,002 steps; patience 101 epochs). --epochs "
+            "sets another number.") in " ".join(capsys.readouterr().out.split())
     main(["evaluate", str(teacher), "--json"])
     scored = json.loads(capsys.readouterr().out)[0]
     assert scored["test"] == trained["evaluation"]["test"]
