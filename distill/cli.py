@@ -161,7 +161,8 @@ def teacher(
     parallel = Parallel(devices, num_nodes, strategy)
     check_parallel(parallel, accelerator, recipe.batch_size)
     say_dataset_augmentation(given, recipe)
-    recipe = fit_to_folders([recipe], epochs is not None, quick_trial=train_batches is not None)[0]
+    recipe = fit_to_folders([recipe], epochs is not None, quick_trial=train_batches is not None,
+                            patience_given=patience is not None)[0]
     config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile)
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
     report = train_run("teacher", out, config, command_line(), data_dir, limits,
@@ -312,10 +313,11 @@ ENOUGH_STEPS = 1_000
 
 
 def fit_to_folders(recipes: list[Recipe], epochs_given: bool, quick_trial: bool = False,
-                   batch_option: bool = True) -> list[Recipe]:
+                   batch_option: bool = True, patience_given: bool = False) -> list[Recipe]:
     """A folder of one's own images: what distill found in it, before any training on it. A
     recipe's epochs are MNIST-sized: where they would make too few steps on the folder to learn,
-    the recipe trains for enough (its patience scaled alike), unless --epochs said how many.
+    the recipe trains for enough (its patience scaled alike, unless --patience said it), unless
+    --epochs said how many.
     batch_option: whether the command has --batch-size (`distill student` takes the recipe's)."""
     from distill.datasets import get_dataset
     from distill.datasets.folder import FolderDataset
@@ -343,7 +345,8 @@ def fit_to_folders(recipes: list[Recipe], epochs_given: bool, quick_trial: bool 
                           f"steps), or a smaller {smaller_batch}.")
             fitted.append(recipe)
             continue
-        patience = min(more, math.ceil(patience * more / epochs))
+        if not patience_given:
+            patience = min(more, math.ceil(patience * more / epochs))
         console.print(f"{made}: it trains for up to "
                       f"{more} epochs ({more * per_epoch:,} steps; patience {patience} epochs). "
                       "--epochs sets another number.")

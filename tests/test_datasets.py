@@ -135,6 +135,9 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
     assert ("tiny: 10 epochs of 54 images in batches of 16 would make only 30 steps, few to learn "
             "from: it trains for up to 334 epochs (1,002 steps; patience 101 epochs). --epochs "
             "sets another number.") in " ".join(capsys.readouterr().out.split())
+    kept = fit_to_folders([overridden(tiny, epochs=10, patience=5)], epochs_given=False,
+                          patience_given=True)[0].schedule  # distill teacher --patience 5
+    assert (kept.epochs, kept.patience) == (334, 5) and "patience 5 epochs" in capsys.readouterr().out
     main(["evaluate", str(teacher), "--json"])
     scored = json.loads(capsys.readouterr().out)[0]
     assert scored["test"] == trained["evaluation"]["test"]
