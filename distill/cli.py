@@ -136,8 +136,6 @@ def teacher(
     test_images: TestImages = None,
 ) -> None:
     """Train the DigitNet teacher (on MNIST unless --dataset) and write its run folder."""
-    import dataclasses
-
     from distill.datasets import runs_subfolder
     from distill.distributed import Parallel, check_parallel, is_rank_zero
     from distill.recipes import load_recipe, overridden, teacher_recipe_of
@@ -222,8 +220,6 @@ def student(
     test_images: TestImages = None,
 ) -> None:
     """Distill the teacher into the student of a recipe, and train the student's twin."""
-    import dataclasses
-
     from distill.datasets import runs_subfolder
     from distill.distributed import Parallel, check_parallel
     from distill.pipeline import (

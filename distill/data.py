@@ -30,7 +30,6 @@ from distill.augment import (  # noqa: F401 - the data path's names, in one plac
     augmentation_uniforms,
 )
 from distill.datasets import Dataset, get_dataset
-from distill.datasets.base import train_val_indices  # noqa: F401 - the data path's names
 from distill.datasets.idx import SPLITS, read_idx  # noqa: F401
 from distill.errors import DistillError
 from distill.transfer import UNLABELED, kept_classes, labeled_mask

@@ -16,8 +16,8 @@ from distill.data import (
     prepare,
     read_idx,
     to_unit,
-    train_val_indices,
 )
+from distill.datasets.base import train_val_indices
 from distill.errors import DistillError
 
 # From ../shared/data/mnist/README.md.
