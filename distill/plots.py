@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import math
 import statistics
 import textwrap
@@ -119,17 +120,28 @@ def plot_confusion(matrix: Tensor, out: Path, title: str = "Confusion matrix (te
     plt.close(fig)
 
 
+def example_indices(predicted: Tensor, labels: Tensor, count: int, mistakes: int) -> list[int]:
+    """Which test images an examples grid shows: right ones, then mistakes (at most `mistakes`),
+    `count` in all, each kind taken from every true class in turn."""
+    # Each class in turn, not the first images: a folder's test set is in class order, and its
+    # first 24 images would all be of one class.
+    def by_class(chosen: Tensor) -> list[int]:
+        each = [(chosen & (labels == c)).nonzero().flatten().tolist() for c in labels.unique().tolist()]
+        return [i for turn in itertools.zip_longest(*each) for i in turn if i is not None]
+
+    wrong = by_class(predicted != labels)[:mistakes]
+    return by_class(predicted == labels)[: count - len(wrong)] + wrong
+
+
 def plot_examples(images: Tensor, logits: Tensor, labels: Tensor, out: Path, count: int = 32,
                   mistakes: int = 8, classes: list[str] | None = None) -> None:
-    """A grid of test images (uint8, as read) with predictions, by class name where given: the
-    first ones, then mistakes, framed in red."""
+    """A grid of test images (uint8, as read) with predictions, by class name where given: right
+    ones taken from each class in turn, then the first mistakes, framed in red."""
     def name(index: int) -> str:
         return classes[index][:11] if classes else str(index)
 
     predicted = logits.argmax(-1)
-    wrong = (predicted != labels).nonzero().flatten()[:mistakes].tolist()
-    right = (predicted == labels).nonzero().flatten()[: count - len(wrong)].tolist()
-    shown = right + wrong
+    shown = example_indices(predicted, labels, count, mistakes)
     cols, pad, label = 8, 3, 10  # pixels around each digit and above it for its label
     rows = math.ceil(len(shown) / cols)
     # One image of all the digits on one axes, not an axes per digit: matplotlib spends ~0.1 s

@@ -4,10 +4,11 @@ from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import pytest
+import torch
 
 from distill import training
 from distill.cli import main
-from distill.plots import curves_figure
+from distill.plots import curves_figure, example_indices
 from distill.runs import code_version, train_run
 from distill.training import Limits, TrainConfig, warmup_cosine
 
@@ -137,6 +138,17 @@ def test_the_curves_show_the_error_rate_of_every_epoch_on_a_log_axis():
     assert low <= 0.01 and high >= 0.6  # the first epoch is in the frame, not below it
     plt.close(figure)
     plt.close(curves_figure({}))  # a run without logged metrics: empty axes, no warning
+
+
+def test_the_examples_take_right_images_from_each_class_in_turn_then_the_mistakes():
+    # A folder's test set is in class order: 30 of class 0, 30 of class 1, 30 of class 2.
+    labels = torch.arange(3).repeat_interleave(30)
+    predicted = labels.clone()
+    predicted[[5, 6, 40]] = 2  # three mistakes, two of class 0
+    shown = example_indices(predicted, labels, count=8, mistakes=2)
+    assert shown[-2:] == [5, 40]
+    assert [int(labels[i]) for i in shown[:6]] == [0, 1, 2, 0, 1, 2]
+    assert shown[:3] == [0, 30, 60]
 
 
 def test_a_short_trials_narrow_error_range_still_gets_several_labels():
