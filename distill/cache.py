@@ -181,6 +181,10 @@ def teacher_logits_table(teacher: nn.Module, config: TrainConfig, limits: Limits
     if ahead is not None and augmented and world_size == 1 and ahead < epochs:
         if now := [epoch for epoch in missing if epoch < ahead]:
             compute(now)
+        if later := [epoch for epoch in missing if epoch >= ahead]:
+            # One line for them all: during training they come CHUNK epochs at a time.
+            print(f"Teacher logits for {epoch_span(later)} of {epochs}: computed when training "
+                  f"reaches them (a run that stops early skips them), kept in {folder}", flush=True)
         return EpochTables(tables, compute, teacher)
     if missing:
         compute(missing)
@@ -194,10 +198,9 @@ def compute_missing(teacher: nn.Module, config: TrainConfig, limits: Limits, fol
                     tables: dict[int, Tensor | None], during_training: bool = False) -> None:
     """Compute these epochs' tables, each written to `folder` as soon as it is done (during
     training, a Ctrl-C is the run's to handle: it keeps its epochs for --resume)."""
-    contiguous = missing[-1] - missing[0] + 1 == len(missing)
-    which = (f"epoch {missing[0] + 1}" if len(missing) == 1 else
-             f"epochs {missing[0] + 1}-{missing[-1] + 1}" if contiguous else f"{len(missing)} epochs")
-    print(f"Teacher logits for {which} of {epochs}: computed once, kept in {folder}", flush=True)
+    if not during_training:  # the epochs computed during training were announced before it
+        print(f"Teacher logits for {epoch_span(missing)} of {epochs}: computed once, kept in "
+              f"{folder}", flush=True)
     datamodule = DataModule.for_run(config, data_dir, limits.train_size,
                                     get_dataset(config.dataset, config.image_size),
                                     distilled=True)
@@ -217,6 +220,15 @@ def compute_missing(teacher: nn.Module, config: TrainConfig, limits: Limits, fol
         raise DistillError(f"Interrupted while computing the teacher's logits: {finished} of "
                            f"{epochs} epochs are kept in {folder}. Run the same command again "
                            "to go on from there.") from stop
+
+
+def epoch_span(epochs: list[int]) -> str:
+    """'epoch 3', 'epochs 11-143' or '12 epochs' (counted from 1) for these epoch indices."""
+    if len(epochs) == 1:
+        return f"epoch {epochs[0] + 1}"
+    if epochs[-1] - epochs[0] + 1 == len(epochs):
+        return f"epochs {epochs[0] + 1}-{epochs[-1] + 1}"
+    return f"{len(epochs)} epochs"
 
 
 def process_share() -> tuple[int, int]:

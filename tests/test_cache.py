@@ -209,13 +209,17 @@ def test_a_folders_cache_key_changes_with_its_files(tmp_path, data_dir, monkeypa
 
 
 def test_a_run_that_may_stop_early_computes_later_teacher_epochs_when_it_reaches_them(
-        tmp_path, data_dir):
+        tmp_path, data_dir, capsys):
     teacher = small_teacher()
     config = TrainConfig(model="convnet_micro", epochs=5, batch_size=64)
     eager = teacher_logits_table(teacher, config, LIMITS, tmp_path / "eager", data_dir,
                                  progress=False)
+    capsys.readouterr()
     lazy = teacher_logits_table(teacher, config, LIMITS, tmp_path / "lazy", data_dir,
                                 progress=False, ahead=2)
+    announced = capsys.readouterr().out
+    assert "Teacher logits for epochs 1-2 of 5: computed once" in announced
+    assert "Teacher logits for epochs 3-5 of 5: computed when training reaches them" in announced
     folder = next((tmp_path / "lazy").glob("teacher-logits-*"))
     assert sorted(p.name for p in folder.iterdir()) == ["epoch-0000.safetensors",
                                                         "epoch-0001.safetensors"]
@@ -224,6 +228,7 @@ def test_a_run_that_may_stop_early_computes_later_teacher_epochs_when_it_reaches
     assert torch.equal(lazy[3], eager[3])  # epochs 3 and 4 computed now, as the first pass would
     assert torch.equal(torch.get_rng_state(), state)  # the student's random draws are untouched
     assert len(list(folder.iterdir())) == 4 and torch.equal(lazy[4], eager[4])
+    assert "Teacher logits" not in capsys.readouterr().out  # said once, before training
     # A run that reaches every epoch gets exactly the eager table.
     assert torch.equal(torch.stack([lazy[e] for e in range(5)]), eager)
 
