@@ -90,43 +90,52 @@ def memory(root: Path, size: int, cache: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jpegs", type=int, default=24, help="Camera JPEGs to decode.")
+    parser.add_argument("--jpegs", type=int, default=24,
+                        help="Camera JPEGs to decode (with --heics 0 and --jpegs 0, only the "
+                             "memory is measured).")
     parser.add_argument("--heics", type=int, default=8, help="iPhone HEICs to decode.")
     parser.add_argument("--images", type=int, default=10_000, help="Small images for memory.")
     parser.add_argument("--size", type=int, default=64, help="Size they are decoded at.")
     args = parser.parse_args()
-
-    from distill.datasets.folder import TRAIN, check_layout, decode_entries, decoding_processes
-
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as scratch:
         photos, small = Path(scratch) / "photos", Path(scratch) / "small"
-        write_photos(photos, args.jpegs, args.heics, rng)
         write_small(small, args.images, args.size, rng)
-        files = check_layout(photos.resolve()).files[TRAIN]
-        entries = [(path, label, TRAIN) for label, paths in enumerate(files.values())
-                   for path in paths]
-        workers = decoding_processes(entries) or os.cpu_count() or 1
-        seconds = interleaved_medians({
-            n: (lambda n=n: decode_entries(photos, args.size, 3, entries, True, processes=n))
-            for n in (0, workers)}, rounds=1)
-        megabytes = sum(path.stat().st_size for path, _, _ in entries) / 2**20
-        print_table(f"{args.jpegs} JPEGs and {args.heics} HEICs ({megabytes:.0f} MB) decoded at "
-                    f"{args.size}x{args.size}",
-                    ["processes", "seconds", "speed-up"],
-                    [["1 (this one)", f"{seconds[0]:.2f}", "1.00x"],
-                     [f"{workers} workers", f"{seconds[workers]:.2f}",
-                      f"**{seconds[0] / seconds[workers]:.2f}x**"]])
-        cache = Path(scratch) / "cache"
-        rows = []
-        for when in ("from the files", "from distill's cache"):
-            found = memory(small, args.size, cache)
-            rows.append([when, f"{found['images'] / 2**20:.0f} MB",
-                         f"{found['grown'] / 2**20:.0f} MB",
-                         f"**{found['grown'] / found['images']:.2f}x**"])
-        print_table(f"get_dataset on {args.images:,} RGB PNGs at {args.size}x{args.size}: peak memory "
-                    "beyond the imports", ["read", "decoded images", "peak growth", "multiple"],
-                    rows)
+        if args.jpegs + args.heics:
+            decoding_speed(photos, args, rng)
+        memory_table(small, args, Path(scratch) / "cache")
+
+
+def decoding_speed(photos: Path, args: argparse.Namespace, rng: np.random.Generator) -> None:
+    from distill.datasets.folder import TRAIN, check_layout, decode_entries, decoding_processes
+
+    write_photos(photos, args.jpegs, args.heics, rng)
+    files = check_layout(photos.resolve()).files[TRAIN]
+    entries = [(path, label, TRAIN) for label, paths in enumerate(files.values())
+               for path in paths]
+    workers = decoding_processes(entries) or os.cpu_count() or 1
+    seconds = interleaved_medians({
+        n: (lambda n=n: decode_entries(photos, args.size, 3, entries, True, processes=n))
+        for n in (0, workers)}, rounds=1)
+    megabytes = sum(path.stat().st_size for path, _, _ in entries) / 2**20
+    print_table(f"{args.jpegs} JPEGs and {args.heics} HEICs ({megabytes:.0f} MB) decoded at "
+                f"{args.size}x{args.size}",
+                ["processes", "seconds", "speed-up"],
+                [["1 (this one)", f"{seconds[0]:.2f}", "1.00x"],
+                 [f"{workers} workers", f"{seconds[workers]:.2f}",
+                  f"**{seconds[0] / seconds[workers]:.2f}x**"]])
+
+
+def memory_table(small: Path, args: argparse.Namespace, cache: Path) -> None:
+    rows = []
+    for when in ("from the files", "from distill's cache"):
+        found = memory(small, args.size, cache)
+        rows.append([when, f"{found['images'] / 2**20:.0f} MB",
+                     f"{found['grown'] / 2**20:.0f} MB",
+                     f"**{found['grown'] / found['images']:.2f}x**"])
+    print_table(f"get_dataset on {args.images:,} RGB PNGs at {args.size}x{args.size}: peak memory "
+                "beyond the imports", ["read", "decoded images", "peak growth", "multiple"],
+                rows)
 
 
 if __name__ == "__main__":

@@ -374,6 +374,21 @@ def test_a_folder_decodes_the_same_in_worker_processes(data_dir, tmp_path):
     assert done.stdout.strip() == str(alone["labels"].tolist())
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_a_folders_images_are_put_in_split_order_within_their_own_array(seed):
+    # Decoding orders the images train, validation, test and drops the unreadable ones, in the
+    # decoded array itself: numpy's indexing would hold the folder twice.
+    from distill.datasets.folder import rows_in_place
+
+    rng = np.random.default_rng(seed)
+    array = rng.integers(0, 256, (50, 3, 4, 4), dtype=np.uint8)
+    kept = sorted(rng.choice(50, size=int(rng.integers(1, 51)), replace=False).tolist())
+    order = rng.permutation(len(kept)).tolist()
+    expected = array[kept][order]
+    moved = rows_in_place(array, kept, order)
+    assert np.shares_memory(moved, array) and np.array_equal(moved, expected)
+
+
 def test_a_val_tree_validates_and_a_train_tree_alone_holds_out_its_test_images(data_dir,
                                                                                 tmp_path):
     # ImageNet's layout, train/ and val/: it was read as two classes, "train" and "val".

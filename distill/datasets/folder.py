@@ -191,7 +191,7 @@ def pixel_statistics(images: Tensor, chosen: Tensor) -> tuple[tuple[float, ...],
     would not, here)."""
     images = images.unsqueeze(1) if images.dim() == 3 else images
     indices = chosen.nonzero().flatten()
-    step = max(1, 2**22 // images[0, 0].numel())  # bincount counts in int64: 32 MB at a time
+    step = max(1, 2**20 // images[0, 0].numel())  # bincount counts in int64: 8 MB at a time
     counts = torch.zeros(images.shape[1], 256, dtype=torch.float64)
     for start in range(0, len(indices), step):
         part = images[indices[start:start + step]]
@@ -262,8 +262,9 @@ def warn_skipped(paths: list, where: str = "", one: str = "is not a readable ima
 def check_memory(root: Path, needed: int, size: int) -> None:
     """Refuse, before decoding, a folder whose images would not fit in a third of this machine's
     memory at this size: training holds them all (the fast data path; once, its splits are rows
-    of them), decoding twice at its peak (put in split order), and the system would otherwise
-    end the command without a word after minutes of decoding."""
+    of them), decoding about 1.3 times (benchmarks/folder_decode.py), the rest is the system's and
+    other programs', and the system would otherwise end the command without a word after minutes
+    of decoding."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): not checked
@@ -415,9 +416,32 @@ def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Pat
     # Train, validation and test images one after the other, each in the folder's order:
     # `FolderDataset.load` then returns views.
     order = torch.argsort(splits, stable=True)
-    rows = torch.tensor(decodable)[order].numpy()
-    return {"images": torch.from_numpy(pixels[rows]), "labels": labels[order],
+    images = rows_in_place(pixels, decodable, order.tolist())
+    return {"images": torch.from_numpy(images), "labels": labels[order],
             "splits": splits[order],
             "skipped": [str(entries[k][0]) for k, why in enumerate(outcomes)
                         if why is not None and why != TOO_LARGE],
             "too_large": [str(entries[k][0]) for k, why in enumerate(outcomes) if why == TOO_LARGE]}
+
+
+def rows_in_place(array: np.ndarray, kept: list[int], order: list[int]) -> np.ndarray:
+    """`array[kept][order]`, moved within `array` (a view of its first rows): by hand, a row at a
+    time along the permutation's cycles, because numpy's indexing copies, and a folder's decoded
+    images twice over were the most a command held."""
+    for new, old in enumerate(kept):  # ascending: a row is read before it is written over
+        if new != old:
+            array[new] = array[old]
+    done = bytearray(len(order))
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            continue
+        first, row = array[start].copy(), start
+        while True:  # row takes what `order` asks for it; the cycle ends back at `start`
+            done[row] = 1
+            source = order[row]
+            if source == start:
+                array[row] = first
+                break
+            array[row] = array[source]
+            row = source
+    return array[: len(kept)]
