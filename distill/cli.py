@@ -42,7 +42,8 @@ DatasetOption = Annotated[str | None, typer.Option(
                       "folder itself; without test/, a fixed share is held out for testing).",
     show_default=False)]
 ImageSize = Annotated[int | None, typer.Option(
-    min=8, max=256, help="Size a folder's images are decoded at (default 28).",
+    min=8, max=256, help="Size a side a folder's images are decoded at, each whole picture "
+                         "stretched to a square (default 28).",
     show_default=False)]
 Accelerator = Annotated[str, typer.Option(help="Where to train: auto, cpu, cuda or mps.")]
 Devices = Annotated[int, typer.Option(
