@@ -45,6 +45,10 @@ ImageSize = Annotated[int | None, typer.Option(
     min=8, max=256, help="Size a side a folder's images are decoded at, each whole picture "
                          "stretched to a square (default 28).",
     show_default=False)]
+StudentImageSize = Annotated[int | None, typer.Option(
+    min=8, max=256, help="Size a side a folder's images are decoded at, each whole picture "
+                         "stretched to a square (default: the size its teacher was trained at).",
+    show_default=False)]
 Accelerator = Annotated[str, typer.Option(help="Where to train: auto, cpu, cuda or mps.")]
 Devices = Annotated[int, typer.Option(
     min=1, max=1024, help="Processes on this machine, one a device (GPU, or CPU core): DDP "
@@ -200,7 +204,7 @@ def student(
         "--dataset", help="Distill on this dataset instead of the recipe's (mnist, fashion-mnist or "
                           "a folder of class subfolders), with that dataset's default "
                           "augmentation.", show_default=False)] = None,
-    image_size: ImageSize = None,
+    image_size: StudentImageSize = None,
     seed: Annotated[int | None, typer.Option(
         min=0, max=MAX_SEED, help="Override the recipe's seed.", show_default=False)] = None,
     seeds: Annotated[str | None, typer.Option(
@@ -224,6 +228,7 @@ def student(
     from distill.datasets import runs_subfolder
     from distill.distributed import Parallel, check_parallel
     from distill.pipeline import (
+        at_teachers_size,
         check_student_dirs,
         check_teacher,
         default_teacher,
@@ -263,10 +268,12 @@ def student(
     plan = planned(chosen)
     for recipe, folder in plan:  # the last recipe's clash is found before the first one trains
         check_student_dirs(recipe, folder, twin, overwrite, resume)
-    teachers_of = [teachers or [Path(t) for t in recipe.teachers] or [
-        default_teacher(runs_dir, recipe.dataset, recipe.image_size)] for recipe, _ in plan]
-    for path in dict.fromkeys(path for paths in teachers_of for path in paths):
+    teachers_of = {recipe.name: teachers or [Path(t) for t in recipe.teachers] or [
+        default_teacher(runs_dir, recipe.dataset, recipe.image_size)] for recipe in chosen}
+    for path in dict.fromkeys(path for paths in teachers_of.values() for path in paths):
         check_teacher(path)  # as the run folders, before a folder's minutes of decoding
+    chosen = [at_teachers_size(recipe, teachers_of[recipe.name], image_size is not None)
+              for recipe in chosen]
     parallel = Parallel(devices, num_nodes, strategy)
     for recipe, _ in plan:
         check_parallel(parallel, accelerator, recipe.batch_size)
@@ -275,7 +282,8 @@ def student(
     plan = planned(fit_to_folders(chosen, epochs is not None, train_batches is not None,
                                   batch_option=False))
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
-    for (recipe, folder), paths in zip(plan, teachers_of, strict=True):
+    for recipe, folder in plan:
+        paths = teachers_of[recipe.name]
         if paths[0].name == "weights.safetensors" and not teachers and not recipe.teachers:
             console.print(f"No finished teacher in {runs_dir / 'teacher'}: distilling the released "
                           f"teacher {paths[0]}.")

@@ -7,6 +7,7 @@ recipes that differ only in their method (tiny and tiny-dkd) compare against the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -123,6 +124,37 @@ def teacher_command(dataset: str, image_size: int) -> str:
                      *([f"--image-size {image_size}"] if image_size != IMAGE_SIZE else [])])
 
 
+def check_teachers_fit(recipe: Recipe, paths: list[Path]) -> None:
+    """Refuse teachers trained on another dataset or image size than the recipe's student, as
+    their weights say: before a folder's decoding."""
+    for path in paths:
+        if (taught := dataset_of(path)) != recipe.dataset:
+            raise DistillError(f"The teacher {path} was trained on {taught}, and the recipe "
+                               f"{recipe.name} distills on {recipe.dataset}: give a teacher of "
+                               f"{recipe.dataset} "
+                               f"({teacher_command(recipe.dataset, recipe.image_size)}).")
+        if (size := image_size_of(path)) != recipe.image_size:
+            raise DistillError(f"The teacher {path} was trained on {size}x{size} images, and the "
+                               f"recipe {recipe.name} distills on {recipe.image_size}x"
+                               f"{recipe.image_size}: give --image-size {size}, or a teacher "
+                               f"trained at {recipe.image_size}.")
+
+
+def at_teachers_size(recipe: Recipe, paths: list[Path], size_given: bool) -> Recipe:
+    """The recipe at the image size its folder's teachers were trained at, where neither
+    --image-size nor the recipe names one (a teacher of 64x64 photos distills at 64x64), said in
+    a line; then its teachers checked against it (`check_teachers_fit`)."""
+    sizes = {image_size_of(path) for path in paths}
+    if (not size_given and recipe.image_size == IMAGE_SIZE and len(sizes) == 1
+            and recipe.dataset.startswith(FOLDER_PREFIX) and dataset_of(paths[0]) == recipe.dataset
+            and (size := sizes.pop()) != IMAGE_SIZE):
+        print(f"The teacher {paths[0]} was trained on {size}x{size} images: {recipe.name} "
+              f"distills at that size (--image-size gives another).", flush=True)
+        recipe = dataclasses.replace(recipe, image_size=size)
+    check_teachers_fit(recipe, paths)
+    return recipe
+
+
 def load_teacher(path: Path) -> nn.Module:
     """The teacher of a run folder or weights file: a DigitNet, or any network distill trained,
     such as a student teaching a smaller one (a teacher assistant, Mirzadeh et al. 2020)."""
@@ -198,22 +230,16 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
     overwrite, resume = run_args.get("overwrite", False), run_args.get("resume", False)
     check_student_dirs(recipe, runs_dir, twin, overwrite, resume)  # before the teacher's logits
     config = recipe.train_config()
+    check_teachers_fit(recipe, teacher_paths)
     dataset = get_dataset(config.dataset, config.image_size)
-    for path in teacher_paths:
-        if (taught := dataset_of(path)) != dataset.name:
-            raise DistillError(f"The teacher {path} was trained on {taught}, and the recipe "
-                               f"{recipe.name} distills on {dataset.name}: give a teacher of "
-                               f"{dataset.name} ({teacher_command(dataset.name, dataset.size)}).")
-        if (size := image_size_of(path)) != dataset.size:
-            raise DistillError(f"The teacher {path} was trained on {size}x{size} images, and the "
-                               f"recipe {recipe.name} distills on {dataset.size}x{dataset.size}: "
-                               f"give --image-size {size}, or a teacher trained at {dataset.size}.")
     teacher = read_as_taught(teacher, teacher_paths, dataset)
     check_transfer_set(config.exclude_classes, dataset, recipe.name)
     limits = run_args.get("limits") or Limits()
     data_dir = run_args.get("data_dir")
     # Before the teacher's logits:
-    check_batch_size(config.batch_size, limits, dataset.training_images(data_dir))
+    check_batch_size(config.batch_size, limits, dataset.training_images(data_dir),
+                     f"give a recipe of your own (distill recipes {recipe.name} prints this one) "
+                     "a smaller batch_size")
     test_images = dataset.load("test", data_dir)[0][: limits.test_size]
     # The teachers' digests name them for good: a path like runs/teacher may hold another
     # teacher on another day.

@@ -191,11 +191,13 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
             raise
 
 
-def check_batch_size(batch_size: int, limits: Limits, train_size: int = 55_000) -> None:
+def check_batch_size(batch_size: int, limits: Limits, train_size: int = 55_000,
+                     lower: str = "lower --batch-size (128 is the default)") -> None:
+    """lower: how the command lowers it (`distill student` takes its recipe's)."""
     images = min(train_size, limits.train_size or train_size)
     if batch_size > images:
         raise DistillError(f"The batch size {batch_size} is larger than the {images:,} training "
-                           "images: lower --batch-size (128 is the default).")
+                           f"images: {lower}.")
 
 
 def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,

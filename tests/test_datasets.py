@@ -159,12 +159,29 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
     exec(card.split("```python\n")[1].split("```")[0], scope)
     x = torch.randn(2, 3, 20, 20)
     assert torch.equal(scope["model"](x), load_model(teacher)[0](x))
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(SystemExit) as exit_:  # another size asked for: refused before decoding
+        main(["student", "--recipe", "tiny", "--dataset", str(root), "--teacher", str(teacher),
+              "--runs", str(tmp_path / "runs"), "--epochs", "1", "--no-progress",
+              "--image-size", "28"])
+    said = capsys.readouterr()
+    out = " ".join(said.out.split())
+    assert exit_.value.code == 1 and "trained on 20x20 images" in out and "--image-size 20" in out
+    assert "Decoding" not in said.err and not (tmp_path / "runs" / "student-tiny").exists()
+    # None asked for: the student distills at its teacher's size (and says so); a batch larger
+    # than the folder says how a student's is made smaller (it has no --batch-size).
+    with pytest.raises(SystemExit), pytest.warns(UserWarning, match="1 file"):
         main(["student", "--recipe", "tiny", "--dataset", str(root), "--teacher", str(teacher),
               "--runs", str(tmp_path / "runs"), "--epochs", "1", "--no-progress"])
     out = " ".join(capsys.readouterr().out.split())
-    assert exit_.value.code == 1 and "trained on 20x20 images" in out and "--image-size 20" in out
-    assert not (tmp_path / "runs" / "student-tiny").exists()
+    assert f"The teacher {teacher} was trained on 20x20 images: tiny distills at that size" in out
+    assert ("The batch size 128 is larger than the 54 training images: give a recipe of your own "
+            "(distill recipes tiny prints this one) a smaller batch_size.") in out
+    from distill.pipeline import at_teachers_size
+
+    assert at_teachers_size(tiny, [teacher], size_given=False) == tiny  # tiny is at 20 already
+    assert at_teachers_size(overridden(tiny, image_size=28), [teacher],
+                            size_given=False).image_size == 20
+    assert "tiny distills at that size" in capsys.readouterr().out
     # Scored on another folder of its classes, it reads it normalized as its own training images;
     # a folder of other classes is refused rather than scored against the wrong names.
     from distill.export import read_as_trained
