@@ -80,6 +80,7 @@ def evaluate(
     if dataset:
         for path in weights:  # before a folder's decoding, which takes minutes
             check_classes(path, name, dataset_classes(name))
+            check_unseen(path, name, (split or ("all" if unseen else "test")) == "all")
     named = get_dataset(name, size) if dataset else trained_dataset(weights[0])
     readings = [read_as_trained(path, named) if dataset else named for path in weights]
     scored_on = readings[0]
@@ -134,6 +135,23 @@ def evaluate(
                       f"{r[split]['ece']:.4f}", f"{r[split]['loss']:.4f}",
                       *([percent(r["teacher_agreement"])] if teacher else []), confused or "-")
     console.print(table)
+
+
+def check_unseen(weights: Path, scored: str, whole: bool) -> None:
+    """Refuse to score a network on a folder that holds its training images under another path
+    (photos/train for a network of photos/): the score would be taken for one on new images."""
+    from distill.datasets import FOLDER_PREFIX
+    from distill.datasets.folder import training_images_among
+    from distill.export import dataset_of
+
+    trained = dataset_of(weights)
+    if not (trained.startswith(FOLDER_PREFIX) and scored.startswith(FOLDER_PREFIX)):
+        return
+    if why := training_images_among(Path(trained.removeprefix(FOLDER_PREFIX)),
+                                    Path(scored.removeprefix(FOLDER_PREFIX)), whole):
+        raise DistillError(f"{why}, the folder {weights} was trained on: its score would count "
+                           f"training images as new ones. `distill evaluate {weights}` scores "
+                           "its test images; --dataset takes a folder it never saw.")
 
 
 @app.command()

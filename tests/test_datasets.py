@@ -207,6 +207,23 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
     with pytest.raises(SystemExit):  # its own folder whole would count its training images
         main(["evaluate", str(teacher), "--split", "all"])
     assert "--split all would score networks on folder:" in capsys.readouterr().out
+    # A network of a folder with train/ and test/ trees, scored on its train/ tree under that
+    # path, would count its training images as new ones; its test/ tree is new to it.
+    photos = tmp_path / "photos"
+    write_folder(photos / "train", data_dir, per_class=6), write_folder(photos / "test", data_dir,
+                                                                        per_class=3)
+    of_photos = tmp_path / "of-photos.safetensors"
+    save_file(load_file(teacher / "weights.safetensors"), of_photos,
+              metadata={**metadata, "dataset": f"folder:{photos.resolve()}"})
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(of_photos), "--dataset", str(photos / "train")])
+    said = capsys.readouterr()
+    assert (f"{(photos / 'train').resolve()} is within {photos.resolve()}, the folder "
+            f"{of_photos} was trained on: its score would count training images as new ones"
+            in " ".join(said.out.split())) and "Decoding" not in said.err
+    with pytest.warns(UserWarning, match="1 file"):
+        main(["evaluate", str(of_photos), "--dataset", str(photos / "test"), "--json"])
+    assert json.loads(capsys.readouterr().out)[0]["all_images"] == 9
     with pytest.raises(SystemExit):
         main(["evaluate", str(elsewhere), str(teacher), "--dataset", str(other.root), "--ensemble"])
     assert "normalized differently" in capsys.readouterr().out
@@ -404,6 +421,23 @@ def test_a_folders_images_are_put_in_split_order_within_their_own_array(seed):
     expected = array[kept][order]
     moved = rows_in_place(array, kept, order)
     assert np.shares_memory(moved, array) and np.array_equal(moved, expected)
+
+
+def test_training_images_are_found_under_another_path_of_their_folder(data_dir, tmp_path):
+    from distill.datasets.folder import training_images_among
+
+    photos = tmp_path / "photos"
+    write_folder(photos / "train", data_dir, per_class=2), write_folder(photos / "test", data_dir,
+                                                                        per_class=2)
+    assert training_images_among(photos, photos / "train", whole=True)
+    assert training_images_among(photos, photos / "train" / "more", whole=False)
+    assert training_images_among(photos, photos / "test", whole=True) is None
+    assert training_images_among(photos, photos, whole=True) is None  # its own: its test split
+    # A network of the train/ tree alone held its test images out of it: the test/ tree is new
+    # to it, but the whole folder holds its training images.
+    assert training_images_among(photos / "train", photos, whole=True) == f"{photos} holds {photos / 'train'}"
+    assert training_images_among(photos / "train", photos, whole=False) is None
+    assert training_images_among(photos, tmp_path / "elsewhere", whole=True) is None
 
 
 def test_a_val_tree_validates_and_a_train_tree_alone_holds_out_its_test_images(data_dir,

@@ -69,6 +69,24 @@ def split_trees(root: Path) -> dict[int, Path]:
     return dict(sorted(trees.items()))
 
 
+def training_images_among(trained: Path, scored: Path, whole: bool) -> str | None:
+    """Why scoring the folder `scored` would count images of the folder `trained` a network was
+    trained on (a tree of it other than its test/ tree, or, scored whole, a folder holding it),
+    judged by their paths; None where it would not."""
+    if scored == trained:
+        return None  # scored as trained: its own test images
+    if scored.is_relative_to(trained):
+        try:
+            test_tree = split_trees(trained).get(TEST)
+        except DistillError:
+            test_tree = None
+        if test_tree is None or not scored.is_relative_to(test_tree):
+            return f"{scored} is within {trained}"
+    elif whole and trained.is_relative_to(scored):
+        return f"{scored} holds {trained}"
+    return None
+
+
 @dataclass(frozen=True)
 class Layout:
     """A folder's class folders and their files, per split (TRAIN always; VALIDATION and TEST
