@@ -373,6 +373,22 @@ def test_a_phones_photos_are_read_and_a_huge_png_skipped_saying_why(tmp_path, mo
     assert load_image(tmp_path / "panorama.jpg").shape == (4000, 4500, 4)
 
 
+def test_photos_decoded_at_the_default_size_are_said_to_keep_little(data_dir, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for k in range(3):
+            Image.new("RGB", (200, 150 + k), (40 * k, 90, 200)).save(root / name / f"{k}.jpg")
+    said = ("Its pictures are about 151 pixels on their shorter side: --image-size 64 keeps more "
+            "of them, for about 5 times the compute per image.")
+    assert get_dataset(str(root)).summary().endswith(said)
+    assert "Its pictures" not in get_dataset(str(root), 64).summary()  # a size was chosen
+    with pytest.warns(UserWarning, match="1 file"):  # digits of 28 and 40 pixels: nothing to say
+        assert "Its pictures" not in get_dataset(str(write_folder(tmp_path / "d", data_dir))).summary()
+
+
 def test_a_folder_decodes_the_same_in_worker_processes(data_dir, tmp_path):
     # A folder of photos is decoded by every core (spawned processes): the same tensors, and the
     # same files skipped, as in one process.
