@@ -1,6 +1,7 @@
 """The dataset registry: MNIST, Fashion-MNIST and a folder of images, end to end."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -548,6 +549,9 @@ def test_a_teacher_for_fashion_mnist_trains_with_that_datasets_own_recipe(fashio
     ("mismatch", "different classes"),
     ("one", "has one class folder"),
     ("single", "holds one image, which would be held out"),
+    ("unreadable class", "digit-7: none of its 2 files is a readable image (Thumbs.db, ...): give "
+                         "the class images, or remove its folder."),
+    ("one readable", "digit-7: one of its files is a readable image, which would be held out"),
     ("memory", "over a third of this machine's 0 GiB of memory: give a smaller --image-size"),
     ("two validation trees", "has both val/ and validation/: keep one of them"),
     ("a stray folder", "holds test/, train/ and extra/: its subfolders are either"),
@@ -566,6 +570,14 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, messa
         write_folder(root, data_dir, per_class=2, classes=(0,))
     elif layout == "single":
         write_folder(root, data_dir, per_class=1)
+    elif layout in ("unreadable class", "one readable"):  # as Windows leaves a folder
+        write_folder(root, data_dir, per_class=2, classes=(0, 1))
+        (root / "digit-7").mkdir()
+        (root / "digit-7" / "Thumbs.db").write_bytes(b"\0" * 64)
+        if layout == "unreadable class":
+            (root / "digit-7" / "notes.txt").write_text("taken on Sunday")
+        else:
+            shutil.copy(root / "digit-0" / "0.png", root / "digit-7")
     elif layout == "memory":  # a machine of 40 kB: 72 images of 28x28 would not fit in a third
         write_folder(root, data_dir, per_class=24)
         monkeypatch.setattr("distill.datasets.folder.os.sysconf",
@@ -583,7 +595,7 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, messa
         if second:
             (root / "val").rename(root / second)
             write_folder(root / {"validation": "val", "test": "extra"}[second], data_dir, per_class=2)
-    with pytest.raises(DistillError, match=message):
+    with pytest.raises(DistillError, match=re.escape(message)):
         get_dataset(str(root))
     shutil.rmtree(root)
 

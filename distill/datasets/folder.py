@@ -289,7 +289,26 @@ def decoded(root: Path, size: int) -> tuple[Tensor, Tensor, Tensor, str]:
     warn_skipped(found["skipped"], f" in {root}")
     warn_skipped(found["too_large"], f" in {root}", f"has over {MAX_PIXELS:,} pixels",
                  f"have over {MAX_PIXELS:,} pixels", ": make such files smaller to use them")
+    check_readable_classes(layout, set(found["skipped"]) | set(found["too_large"]))
     return found["images"], found["labels"], found["splits"], kept.stem.rsplit("-", 1)[-1]
+
+
+def check_readable_classes(layout: Layout, skipped: set[str]) -> None:
+    """Refuse a class folder whose files were all skipped (a Thumbs.db and a note), as an empty
+    one is: the network would have a class it never sees. In a training tree that holds out its
+    test images, one readable image is refused as one file is."""
+    for split, classes in layout.files.items():
+        for name, paths in classes.items():
+            readable = sum(str(path) not in skipped for path in paths)
+            folder = layout.trees[split] / name
+            if not readable:
+                raise DistillError(f"{folder}: none of its {len(paths)} files is a readable image "
+                                   f"({paths[0].name}{', ...' * (len(paths) > 1)}): give the class "
+                                   "images, or remove its folder.")
+            if readable == 1 and split == TRAIN and TEST not in layout.files:
+                raise DistillError(f"{folder}: one of its files is a readable image, which would "
+                                   "be held out for testing and never trained on: give each "
+                                   "class at least two (or a test/ tree beside train/).")
 
 
 def warn_skipped(paths: list, where: str = "", one: str = "is not a readable image",
