@@ -94,30 +94,54 @@ def curves_figure(series: dict[str, list[tuple[int, float]]],
 def plot_confusion(matrix: Tensor, out: Path, title: str = "Confusion matrix (test set)",
                    classes: list[str] | None = None) -> None:
     """The test set's confusion matrix, its axes labelled by class name where given (a sneaker,
-    not 7)."""
+    not 7). Up to WRITTEN classes each cell holds its count; past them (a folder of 100 classes)
+    the figure grows with the classes and a colour bar reads the cells."""
     named = classes is not None
-    # Names need room at the left and below; indices do not.
-    fig, ax = plt.subplots(figsize=(6.4, 6.4) if named else (5.4, 5.4),
-                           gridspec_kw=dict(left=0.22 if named else 0.1, right=0.98,
-                                            bottom=0.2 if named else 0.1, top=0.94))
+    count = len(matrix)
+    written = count <= WRITTEN
+    if written:  # names need room at the left and below; indices do not
+        fig, ax = plt.subplots(figsize=(6.4, 6.4) if named else (5.4, 5.4),
+                               gridspec_kw=dict(left=0.22 if named else 0.1, right=0.98,
+                                                bottom=0.2 if named else 0.1, top=0.94))
+    else:
+        side = min(24.0, 3.0 + 0.13 * count)  # a 6-point name a row
+        fig, ax = plt.subplots(figsize=(side + 1.2, side), layout="constrained")
     # Log colours: the diagonal holds ~1000 per class and the mistakes a handful.
     shown = matrix.float().clamp(min=0.5).log10()
-    ax.imshow(shown, cmap="Blues")
-    dark = shown.min() + 0.6 * (shown.max() - shown.min())  # white text from here on, to stay legible
-    count = len(matrix)
-    for i in range(count):
-        for j in range(count):
-            value = int(matrix[i, j])
-            if value:
-                ax.text(j, i, value, ha="center", va="center", fontsize=8,
-                        color="white" if shown[i, j] > dark else "black")
+    image = ax.imshow(shown, cmap="Blues")
+    if written:
+        dark = shown.min() + 0.6 * (shown.max() - shown.min())  # white text from here on
+        for i in range(count):
+            for j in range(count):
+                if value := int(matrix[i, j]):
+                    ax.text(j, i, value, ha="center", va="center", fontsize=8,
+                            color="white" if shown[i, j] > dark else "black")
+    else:
+        bar = fig.colorbar(image, ax=ax, shrink=0.6, label="test images (log scale)")
+        top = float(shown.max())
+        counts = [0.5] + [m * 10**e for e in range(7) for m in (1, 2, 5) if math.log10(m * 10**e) <= top]
+        bar.set_ticks([math.log10(c) for c in counts], labels=["0"] + [f"{c:,.0f}" for c in counts[1:]])
     ax.set(xticks=range(count), yticks=range(count), xlabel="predicted", ylabel="true",
            title=title)
-    if named:
-        ax.set_xticklabels(classes, rotation=45, ha="right", rotation_mode="anchor")
-        ax.set_yticklabels(classes)
+    size = 8 if count <= 40 else 6
+    ticks = [shortened(name, 24) for name in classes] if named else [str(k) for k in range(count)]
+    ax.set_xticklabels(ticks, fontsize=size, **(dict(rotation=45, ha="right", rotation_mode="anchor")
+                                                if named or not written else {}))
+    ax.set_yticklabels(ticks, fontsize=size)
     fig.savefig(out, dpi=120)
     plt.close(fig)
+
+
+WRITTEN = 20  # classes up to which a confusion matrix writes its counts
+
+
+def shortened(name: str, width: int) -> str:
+    """A class name in at most `width` characters, elided in the middle: names often share
+    their beginning ("class 17", "class 18")."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return f"{name[:head]}…{name[len(name) - (width - 1 - head):]}"
 
 
 def example_indices(predicted: Tensor, labels: Tensor, count: int, mistakes: int) -> list[int]:
@@ -138,7 +162,7 @@ def plot_examples(images: Tensor, logits: Tensor, labels: Tensor, out: Path, cou
     """A grid of test images (uint8, as read) with predictions, by class name where given: right
     ones taken from each class in turn, then the first mistakes, framed in red."""
     def name(index: int) -> str:
-        return classes[index][:11] if classes else str(index)
+        return shortened(classes[index], 11) if classes else str(index)
 
     predicted = logits.argmax(-1)
     shown = example_indices(predicted, labels, count, mistakes)

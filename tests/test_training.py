@@ -6,9 +6,9 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from distill import training
+from distill import plots, training
 from distill.cli import main
-from distill.plots import curves_figure, example_indices
+from distill.plots import curves_figure, example_indices, shortened
 from distill.runs import code_version, train_run
 from distill.training import Limits, TrainConfig, warmup_cosine
 
@@ -149,6 +149,22 @@ def test_the_examples_take_right_images_from_each_class_in_turn_then_the_mistake
     assert shown[-2:] == [5, 40]
     assert [int(labels[i]) for i in shown[:6]] == [0, 1, 2, 0, 1, 2]
     assert shown[:3] == [0, 30, 60]
+
+
+def test_a_confusion_matrix_of_many_classes_grows_and_reads_by_colour(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    ten = torch.eye(10, dtype=torch.long) * 900 + 1
+    plots.plot_confusion(ten, tmp_path / "ten.png")
+    plots.plot_confusion(torch.eye(120, dtype=torch.long) * 50, tmp_path / "many.png",
+                         classes=[f"class number {k}" for k in range(120)])
+    few, many = figures
+    assert len(few.axes[0].texts) == 100 and len(few.axes) == 1  # every count written
+    assert not many.axes[0].texts and len(many.axes) == 2  # a colour bar instead
+    assert many.get_figheight() > 2 * few.get_figheight()
+    names = [t.get_text() for t in many.axes[0].get_yticklabels()]
+    assert len(set(names)) == 120 and names[17] == "class number 17"
+    assert shortened("class number 17", 11) == "class…er 17" and shortened("coat", 11) == "coat"
 
 
 def test_a_short_trials_narrow_error_range_still_gets_several_labels():
