@@ -22,7 +22,6 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from distill.augment import (  # noqa: F401 - the data path's names, in one place
-    HEAVY_AUGMENT,
     HEAVY_AUGMENT_SEED,
     UNIFORMS_ROWS,
     Augment,

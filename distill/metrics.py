@@ -117,6 +117,7 @@ def evaluate(model: nn.Module, data_dir: Path | str | None = None, test_size: in
         split: accuracy_figures(clean, labels),
         f"augmented_{split}": accuracy_figures(heavy, labels),
         f"{split}_images": len(labels),
+        "augmented_with": str(dataset.heavy_augment),
         "per_class_accuracy": {str(c): acc for c, acc in enumerate(per_class)},
         "most_confused": most_confused(matrix),
         "confusion_matrix": matrix.tolist(),

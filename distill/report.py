@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from distill.datasets.base import HEAVY_DIGITS
 from distill.files import write_atomic
 from distill.metrics import cpu_speed
 from distill.plots import (
@@ -40,11 +41,17 @@ def human(n: float) -> str:
 
 def markdown(report: RunReport) -> str:
     ev, c = report["evaluation"], report["cost"]
+    classes = report.get("classes") or []
+
+    def name(index: int) -> str:
+        return classes[index] if index < len(classes) else str(index)
+
     lines = [
         f"# {report['name']}: {report['model']}",
         "",
         f"Trained by `{report['command']}` on {report['training']['device']} in "
-        f"{report['training']['seconds']:.0f} s ({report['training']['epochs_run']} epochs, "
+        f"{report['training']['seconds']:.0f} s ({report['training']['epochs_run']} "
+        f"epoch{'s' * (report['training']['epochs_run'] != 1)}, "
         f"best epoch {report['training']['best_epoch'] + 1}).",
         "",
         "| | top-1 | top-2 | calibration error |",
@@ -53,8 +60,8 @@ def markdown(report: RunReport) -> str:
           f"{ev[key]['ece']:.4f} |"
           for label, key in (("test set", "test"), ("augmented test set", "augmented_test"))),
         "",
-        f"Scored on {ev['test_images']} test images; the augmented copy rotates, shifts and zooms "
-        "each image (up to 30 degrees, 20%, 20%) with a fixed seed.",
+        f"Scored on {ev['test_images']:,} test images; the augmented copy draws "
+        f"{ev.get('augmented_with', str(HEAVY_DIGITS))} with a fixed seed.",
         "",
         "| parameters | bytes | FLOPs per image | CPU latency (batch 1) | CPU throughput (batch 512) |",
         "| --- | --- | --- | --- | --- |",
@@ -62,20 +69,29 @@ def markdown(report: RunReport) -> str:
         f"{c['throughput']:,.0f} img/s |",
         "",
         *student_lines(report),
-        "Per-class accuracy (test set):",
-        "",
-        "| " + " | ".join(ev["per_class_accuracy"]) + " |",
-        "|" + " --- |" * len(ev["per_class_accuracy"]),
-        "| " + " | ".join(f"{100 * v:.1f}" for v in ev["per_class_accuracy"].values()) + " |",
-        "",
+        *per_class_lines(ev, report.get("classes")),
         "Most confused (true -> predicted: count): "
-        + (", ".join(f"{p['true']} -> {p['predicted']}: {p['count']}" for p in ev["most_confused"])
-           or "none"),
+        + (", ".join(f"{name(p['true'])} -> {name(p['predicted'])}: {p['count']}"
+                     for p in ev["most_confused"]) or "none"),
         "",
         "![curves](curves.png) ![confusion matrix](confusion.png) ![examples](examples.png)",
         "",
     ]
     return "\n".join(lines)
+
+
+def per_class_lines(ev: dict, classes: list[str] | None) -> list[str]:
+    """Per-class test top-1 by class name: a row of up to ten classes, else a row a class."""
+    accuracies = list(ev["per_class_accuracy"].values())
+    names = [n.replace("|", "\\|") for n in (  # a | in a folder's name would end its cell
+        classes if classes and len(classes) == len(accuracies) else ev["per_class_accuracy"])]
+    if len(names) <= 10:
+        table = ["| " + " | ".join(names) + " |", "|" + " --- |" * len(names),
+                 "| " + " | ".join(f"{100 * v:.1f}" for v in accuracies) + " |"]
+    else:
+        table = ["| class | test top-1 (%) |", "| --- | --- |",
+                 *(f"| {n} | {100 * v:.1f} |" for n, v in zip(names, accuracies, strict=True))]
+    return ["Per-class accuracy (test set):", "", *table, ""]
 
 
 def method_text(distillation: dict) -> str:

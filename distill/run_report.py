@@ -33,6 +33,7 @@ class Evaluation(TypedDict):
     test: Accuracy
     augmented_test: Accuracy  # the test set with the dataset's heavy augmentation, fixed seed
     test_images: int
+    augmented_with: NotRequired[str]  # the heavy augmentation in words (absent: MNIST's, 30/20/20)
     per_class_accuracy: dict[str, float]  # class index (as a string) to test top-1
     most_confused: list[MostConfused]
     confusion_matrix: list[list[int]]

@@ -167,6 +167,33 @@ def test_a_confusion_matrix_of_many_classes_grows_and_reads_by_colour(tmp_path, 
     assert shortened("class number 17", 11) == "class…er 17" and shortened("coat", 11) == "coat"
 
 
+def test_a_run_report_names_classes_and_the_augmentation_it_was_scored_with():
+    from distill.report import markdown
+
+    figures = {"top1": 0.5, "top2": 0.7, "ece": 0.1}
+    classes = [f"species {k}" for k in range(12)]
+    report = {
+        "name": "teacher", "model": "digitnet", "command": "distill teacher --dataset birds",
+        "training": {"device": "cpu", "seconds": 3, "epochs_run": 1, "best_epoch": 0},
+        "cost": {"parameters": 1, "bytes": 4, "flops": 10, "latency_ms": 1.0, "throughput": 5.0},
+        "classes": classes,
+        "evaluation": {"test": figures, "augmented_test": figures, "test_images": 1_200,
+                       "augmented_with": "rotations up to 20 degrees",
+                       "per_class_accuracy": {str(k): k / 12 for k in range(12)},
+                       "most_confused": [{"true": 3, "predicted": 11, "count": 4}]}}
+    text = markdown(report)
+    assert "(1 epoch, best epoch 1)" in text
+    assert ("Scored on 1,200 test images; the augmented copy draws rotations up to 20 degrees with "
+            "a fixed seed.") in text
+    assert "| species 11 | 91.7 |" in text  # a row a class past ten
+    assert "species 3 -> species 11: 4" in text
+    del report["evaluation"]["augmented_with"], report["classes"]  # a report from before
+    report["evaluation"]["per_class_accuracy"] = {str(k): 1.0 for k in range(10)}
+    text = markdown(report)
+    assert "rotations up to 30 degrees, shifts up to 20%, zooms up to 20%" in text
+    assert "| 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 |" in text and "3 -> 11: 4" in text
+
+
 def test_a_short_trials_narrow_error_range_still_gets_several_labels():
     series = {"train_acc": [(0, 0.4), (1, 0.45)], "val_acc": [(0, 0.57), (1, 0.62)]}
     figure = curves_figure(series, kept_epoch=1)
