@@ -13,7 +13,7 @@ from distill.datasets import DATASETS, FOLDER_PREFIX
 from distill.errors import DistillError
 from distill.files import atomic_path, write_atomic
 from distill.nets import release_name
-from distill.report import human, load_report, percent, transfer_lines
+from distill.report import augmented_with, human, load_report, percent, transfer_lines
 
 CARD_IMAGES = ("curves.png", "confusion.png", "examples.png")
 
@@ -76,6 +76,8 @@ def model_card(report: dict, network_kwargs: dict | None = None) -> str:
         f"| test set | {percent(ev['test']['top1'])} | {percent(ev['test']['top2'])} |",
         f"| heavily augmented test set | {percent(ev['augmented_test']['top1'])} | "
         f"{percent(ev['augmented_test']['top2'])} |", "",
+        "The heavily augmented test set augments each test image once at random, with a fixed "
+        f"seed ({augmented_with(report)}).", "",
     ]
     if ev.get("teacher_agreement") is not None:
         lines += [f"Agrees with {'their mean' if teachers > 1 else 'the teacher'} on "

@@ -183,15 +183,16 @@ def test_a_run_report_names_classes_and_the_augmentation_it_was_scored_with():
                        "most_confused": [{"true": 3, "predicted": 11, "count": 4}]}}
     text = markdown(report)
     assert "(1 epoch, best epoch 1)" in text
-    assert ("Scored on 1,200 test images; the augmented copy draws rotations up to 20 degrees with "
-            "a fixed seed.") in text
+    assert ("Scored on 1,200 test images; the augmented copy augments each once at random, with "
+            "a fixed seed (rotations up to 20 degrees).") in text
     assert "| species 11 | 91.7 |" in text  # a row a class past ten
     assert "species 3 -> species 11: 4" in text
-    del report["evaluation"]["augmented_with"], report["classes"]  # a report from before
+    del report["evaluation"]["augmented_with"], report["classes"]  # a report from before: MNIST's
     report["evaluation"]["per_class_accuracy"] = {str(k): 1.0 for k in range(10)}
     text = markdown(report)
     assert "rotations up to 30 degrees, shifts up to 20%, zooms up to 20%" in text
     assert "| 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 |" in text and "3 -> 11: 4" in text
+    assert "mirrored, rotations up to 15 degrees" in markdown({**report, "dataset": "fashion-mnist"})
 
 
 def test_a_short_trials_narrow_error_range_still_gets_several_labels():

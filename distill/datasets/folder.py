@@ -27,6 +27,7 @@ from distill.pictures import MAX_PIXELS, TOO_LARGE, decode_file, reading_picture
 
 TEST_SHARE = 1 / 6  # MNIST's 10,000 of 70,000
 SPLIT_SEED = 20_261_201  # the held-out test images are the same on every run
+HEAVY_FOLDER = Augment(degrees=20.0, translate=0.15, scale=0.15)  # a folder's augmented test set
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 MAX_IMAGES = 1_000_000
 DECODED_FORMAT = 7  # of the files in ~/.cache/distill/folders: a change decodes every folder again
@@ -221,7 +222,7 @@ def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
                          channels=channels, size=size,
                          augment=Augment(degrees=10.0, translate=0.1, scale=0.1),
                          teacher_augment=Augment(15.0, 0.1, 0.1, random_magnitude=True),
-                         heavy_augment=Augment(degrees=20.0, translate=0.15, scale=0.15),
+                         heavy_augment=HEAVY_FOLDER,
                          validation_size=validation_size, root=str(root),
                          fingerprint=fingerprint, validation_tree=validation_tree)
 
