@@ -185,7 +185,8 @@ def student(
         "--teacher", help="Teacher run folder or weights file: a DigitNet, or any network distill "
                           "trained (a student can teach a smaller one); repeat it to distill from "
                           "the mean of several teachers' logits (default: the recipe's `teachers`, "
-                          "else RUNS/teacher if it is finished, else the released models/digitnet).",
+                          "else RUNS/teacher if it is finished, else the dataset's released teacher, "
+                          "models/digitnet or models/digitnet.fashion_mnist).",
         show_default=False)] = None,
     runs_dir: Annotated[Path | None, typer.Option(
         "--runs", help="Folder for the runs: student-RECIPE/ and student-RECIPE-twin/ (with "

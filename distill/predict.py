@@ -80,7 +80,7 @@ def load_image(path: Path, dataset: Dataset | None = None) -> np.ndarray:
 def check_pixels(width: int, height: int, name: str) -> None:
     if width * height > MAX_PIXELS:
         raise DistillError(f"{name} is {width}x{height} pixels, over the {MAX_PIXELS:,} distill "
-                           "reads: make it smaller first (a digit needs a few hundred).")
+                           "reads: make it smaller first (a network reads it at a few dozen pixels a side).")
 
 
 def prepare(picture: np.ndarray, dataset: Dataset) -> Prepared:
