@@ -86,6 +86,8 @@ def evaluate(
     scored_on = readings[0]
     split = split or ("all" if unseen else "test")
     images = scored_split(split, data_dir, scored_on)[0][:test_images]  # bad data fails first
+    if unseen:
+        warn_trained_among(weights, images, size)
     models = [(path, *model, reading) for path, model, reading in zip(weights, loaded, readings)]
     if ensemble:
         from distill.distillation import Ensemble
@@ -135,6 +137,27 @@ def evaluate(
                       f"{r[split]['ece']:.4f}", f"{r[split]['loss']:.4f}",
                       *([percent(r["teacher_agreement"])] if teacher else []), confused or "-")
     console.print(table)
+
+
+def warn_trained_among(weights: list[Path], images, size: int) -> None:
+    """Say in a line how many of a folder's images a network was trained on, found in another
+    folder pixel for pixel (copied there): its score counts them as new. Where distill's cache
+    holds the training folder as it is now; nothing is decoded to find out."""
+    import warnings
+
+    from distill.datasets import FOLDER_PREFIX
+    from distill.datasets.folder import trained_among
+    from distill.export import dataset_of
+
+    for trained in dict.fromkeys(dataset_of(path) for path in weights):
+        if not trained.startswith(FOLDER_PREFIX):
+            continue
+        root = Path(trained.removeprefix(FOLDER_PREFIX))
+        if (found := trained_among(root, size, images)) and found[0]:
+            warnings.warn(f"{found[0]:,} of these {len(images):,} images are, pixel for pixel, "
+                          f"among the {found[1]:,} training and validation images of {root}, "
+                          "which these networks were trained on: their score counts them as new.",
+                          stacklevel=2)
 
 
 def check_unseen(weights: Path, scored: str, whole: bool) -> None:

@@ -199,9 +199,22 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
     elsewhere = tmp_path / "elsewhere.safetensors"
     save_file(load_file(teacher / "weights.safetensors"), elsewhere, metadata={
         **metadata, "normalization": json.dumps({"mean": [0.9] * 3, "std": [0.1] * 3})})
-    main(["evaluate", str(teacher), "--dataset", str(other.root), "--json"])
+    # The first six digits of each class, copied from the folder it was trained on (the test
+    # digits write_folder takes first): those it trained on are found pixel for pixel and said.
+    with pytest.warns(UserWarning) as said:
+        main(["evaluate", str(teacher), "--dataset", str(other.root), "--json"])
     alone = json.loads(capsys.readouterr().out)[0]
     assert alone["all_images"] == 18  # a folder it never saw is scored whole, not a sixth of it
+    found = next(str(w.message) for w in said if "pixel for pixel" in str(w.message))
+    from distill.data import scored_split
+
+    scored = scored_split("all", None, other)[0].flatten(1)
+    held_out = (get_dataset(str(root), 20).load("test")[0].flatten(1)[:, None]
+                == scored[None]).all(-1).any(0).sum()  # its test digits: never trained on
+    assert 0 < held_out < 18
+    assert found == (f"{18 - int(held_out)} of these 18 images are, pixel for pixel, among the 60 "
+                     f"training and validation images of {root.resolve()}, which these networks "
+                     "were trained on: their score counts them as new.")
     main(["evaluate", str(elsewhere), str(teacher), "--dataset", str(other.root), "--json"])
     together = json.loads(capsys.readouterr().out)
     assert together[1]["all"] == alone["all"] != together[0]["all"]

@@ -271,18 +271,13 @@ def decoded(root: Path, size: int) -> tuple[Tensor, Tensor, Tensor, str]:
     order), and the folder's fingerprint (of its files' paths, labels, sizes and times): decoded
     once, then read back from distill's cache while the files are unchanged."""
     layout = check_layout(root)
-    entries = [(path, label, split) for split, tree in layout.files.items()
-               for label, paths in enumerate(tree.values()) for path in paths]
+    entries = folder_entries(layout)
     if len(entries) > MAX_IMAGES:
         raise DistillError(f"{root} holds {len(entries):,} files, over the {MAX_IMAGES:,} distill "
                            "decodes into memory.")
     check_memory(root, len(entries) * size * size, size)  # in grayscale, the least it can take
     kept = decoded_file(root, size, entries)
-    try:
-        found = torch.load(kept, weights_only=True) if kept.is_file() else None
-    except Exception:  # noqa: BLE001 - a damaged file is decoded again and replaced
-        found = None
-    if found is None:
+    if (found := read_kept(kept)) is None:
         channels = decoded_channels(entries)
         check_memory(root, len(entries) * channels * size * size, size)
         found = decode_entries(root, size, channels, entries, TEST not in layout.files)
@@ -310,6 +305,40 @@ def check_readable_classes(layout: Layout, skipped: set[str]) -> None:
                 raise DistillError(f"{folder}: one of its files is a readable image, which would "
                                    "be held out for testing and never trained on: give each "
                                    "class at least two (or a test/ tree beside train/).")
+
+
+def folder_entries(layout: Layout) -> list[tuple[Path, int, int]]:
+    """(file, label, split) of every file of the folder, in its order."""
+    return [(path, label, split) for split, tree in layout.files.items()
+            for label, paths in enumerate(tree.values()) for path in paths]
+
+
+def read_kept(kept: Path) -> dict | None:
+    """A decoded folder as `keep_decoded` wrote it; None where it is absent or damaged (then it
+    is decoded again and replaced)."""
+    try:
+        return torch.load(kept, weights_only=True) if kept.is_file() else None
+    except Exception:  # noqa: BLE001 - damaged: decoded again
+        return None
+
+
+def trained_among(root: Path, size: int, images: Tensor) -> tuple[int, int] | None:
+    """How many of `images` are, pixel for pixel, among the training and validation images of
+    the folder at `root` decoded at `size`, and how many those are; None where distill's cache
+    does not hold that folder as its files are now (nothing is decoded to find out)."""
+    try:
+        layout = check_layout(root)
+    except DistillError:
+        return None
+    found = read_kept(decoded_file(root, size, folder_entries(layout)))
+    if found is None or found["images"].shape[1:] != images.shape[1:]:
+        return None  # not kept, or read in another mode: no pixel can match
+
+    def digests(rows: Tensor) -> list[bytes]:
+        return [hashlib.blake2b(row.numpy().tobytes(), digest_size=8).digest() for row in rows]
+
+    seen = set(digests(found["images"][found["splits"] != TEST]))
+    return sum(digest in seen for digest in digests(images)), int((found["splits"] != TEST).sum())
 
 
 def warn_skipped(paths: list, where: str = "", one: str = "is not a readable image",
