@@ -453,6 +453,22 @@ def test_a_folders_images_are_put_in_split_order_within_their_own_array(seed):
     assert np.shares_memory(moved, array) and np.array_equal(moved, expected)
 
 
+def test_test_images_that_are_copies_of_training_images_are_counted(data_dir, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "exported"  # as some exports make them: test/ holds copies of train/ images
+    write_folder(root / "train", data_dir, per_class=6), write_folder(root / "test", data_dir,
+                                                                      per_class=3)
+    Image.fromarray(np.full((28, 28), 77, np.uint8)).save(root / "test" / "digit-1" / "0.png")
+    with pytest.warns(UserWarning) as said:
+        get_dataset(str(root))
+    assert (f"8 of the 9 test images of {root.resolve()} are, pixel for pixel at 28x28, also "
+            "among its training or validation images") in " ".join(str(w.message) for w in said)
+    with pytest.warns(UserWarning) as said:  # MNIST's own digits, no copy among them
+        get_dataset(str(write_folder(tmp_path / "plain", data_dir)))
+    assert not [w for w in said if "pixel for pixel" in str(w.message)]
+
+
 def test_training_images_are_found_under_another_path_of_their_folder(data_dir, tmp_path):
     from distill.datasets.folder import training_images_among
 

@@ -286,7 +286,19 @@ def decoded(root: Path, size: int) -> tuple[Tensor, Tensor, Tensor, str]:
     warn_skipped(found["too_large"], f" in {root}", f"has over {MAX_PIXELS:,} pixels",
                  f"have over {MAX_PIXELS:,} pixels", ": make such files smaller to use them")
     check_readable_classes(layout, set(found["skipped"]) | set(found["too_large"]))
+    tested = found["splits"] == TEST
+    trained = set(digests(found["images"][~tested]))
+    if copies := sum(digest in trained for digest in digests(found["images"][tested])):
+        warnings.warn(f"{copies:,} of the {int(tested.sum()):,} test images of {root} are, pixel "
+                      f"for pixel at {size}x{size}, also among its training or validation "
+                      "images: the test score counts them as new. Remove the copies to test on "
+                      "new images only.", stacklevel=2)
     return found["images"], found["labels"], found["splits"], kept.stem.rsplit("-", 1)[-1]
+
+
+def digests(images: Tensor) -> list[bytes]:
+    """A short digest of each image's pixels: equal images, equal digests."""
+    return [hashlib.blake2b(image.numpy().tobytes(), digest_size=8).digest() for image in images]
 
 
 def check_readable_classes(layout: Layout, skipped: set[str]) -> None:
@@ -333,10 +345,6 @@ def trained_among(root: Path, size: int, images: Tensor) -> tuple[int, int] | No
     found = read_kept(decoded_file(root, size, folder_entries(layout)))
     if found is None or found["images"].shape[1:] != images.shape[1:]:
         return None  # not kept, or read in another mode: no pixel can match
-
-    def digests(rows: Tensor) -> list[bytes]:
-        return [hashlib.blake2b(row.numpy().tobytes(), digest_size=8).digest() for row in rows]
-
     seen = set(digests(found["images"][found["splits"] != TEST]))
     return sum(digest in seen for digest in digests(images)), int((found["splits"] != TEST).sum())
 
