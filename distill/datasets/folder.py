@@ -30,7 +30,7 @@ SPLIT_SEED = 20_261_201  # the held-out test images are the same on every run
 HEAVY_FOLDER = Augment(degrees=20.0, translate=0.15, scale=0.15)  # a folder's augmented test set
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 MAX_IMAGES = 1_000_000
-DECODED_FORMAT = 7  # of the files in ~/.cache/distill/folders: a change decodes every folder again
+DECODED_FORMAT = 8  # of the files in ~/.cache/distill/folders: a change decodes every folder again
 TRAIN, VALIDATION, TEST = 0, 1, 2  # the split of each decoded image
 # A folder whose subfolders are a train/ tree and these is split by them, as ImageNet's (train/,
 # val/), Roboflow's (train/, valid/, test/) and many others are; the names are matched in any case.
@@ -286,14 +286,26 @@ def decoded(root: Path, size: int) -> tuple[Tensor, Tensor, Tensor, str]:
     warn_skipped(found["too_large"], f" in {root}", f"has over {MAX_PIXELS:,} pixels",
                  f"have over {MAX_PIXELS:,} pixels", ": make such files smaller to use them")
     check_readable_classes(layout, set(found["skipped"]) | set(found["too_large"]))
-    tested = found["splits"] == TEST
-    trained = set(digests(found["images"][~tested]))
-    if copies := sum(digest in trained for digest in digests(found["images"][tested])):
-        warnings.warn(f"{copies:,} of the {int(tested.sum()):,} test images of {root} are, pixel "
-                      f"for pixel at {size}x{size}, also among its training or validation "
-                      "images: the test score counts them as new. Remove the copies to test on "
-                      "new images only.", stacklevel=2)
+    warn_test_copies(found, root, size)
     return found["images"], found["labels"], found["splits"], kept.stem.rsplit("-", 1)[-1]
+
+
+def warn_test_copies(found: dict, root: Path, size: int) -> None:
+    """Say in a line how many test images are, pixel for pixel, also training or validation
+    images (some exports copy them), naming the first pair: the test score counts them as new."""
+    tested = (found["splits"] == TEST).nonzero().flatten().tolist()
+    trained = {digest: row for row, digest in zip(
+        (found["splits"] != TEST).nonzero().flatten().tolist(),
+        digests(found["images"][found["splits"] != TEST]), strict=True)}
+    copies = [(row, trained[digest]) for row, digest in
+              zip(tested, digests(found["images"][tested]), strict=True) if digest in trained]
+    if copies:
+        test_file, train_file = (found["files"][row] for row in copies[0])
+        warnings.warn(f"{len(copies):,} of the {len(tested):,} test images of {root} are, pixel "
+                      f"for pixel at {size}x{size}, also among its training or validation images "
+                      f"({test_file} is {train_file}{', ...' * (len(copies) > 1)}): the test "
+                      "score counts them as new. Remove the copies to test on new images only.",
+                      stacklevel=3)
 
 
 def digests(images: Tensor) -> list[bytes]:
@@ -518,6 +530,7 @@ def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Pat
     images = rows_in_place(pixels, decodable, order.tolist())
     return {"images": torch.from_numpy(images), "labels": labels[order],
             "splits": splits[order],
+            "files": [str(entries[decodable[k]][0].relative_to(root)) for k in order.tolist()],
             "skipped": [str(entries[k][0]) for k, why in enumerate(outcomes)
                         if why is not None and why != TOO_LARGE],
             "too_large": [str(entries[k][0]) for k, why in enumerate(outcomes) if why == TOO_LARGE]}
