@@ -293,24 +293,27 @@ def decoded(root: Path, size: int) -> tuple[Tensor, Tensor, Tensor, str]:
 def warn_test_copies(found: dict, root: Path, size: int) -> None:
     """Say in a line how many test images are, pixel for pixel, also training or validation
     images (some exports copy them), naming the first pair: the test score counts them as new."""
-    tested = (found["splits"] == TEST).nonzero().flatten().tolist()
-    trained = {digest: row for row, digest in zip(
-        (found["splits"] != TEST).nonzero().flatten().tolist(),
-        digests(found["images"][found["splits"] != TEST]), strict=True)}
-    copies = [(row, trained[digest]) for row, digest in
-              zip(tested, digests(found["images"][tested]), strict=True) if digest in trained]
+    tested = found["splits"] == TEST
+    trained = dict(zip(found["digests"][~tested].tolist(), (~tested).nonzero().flatten().tolist(),
+                       strict=True))
+    copies = [(row, trained[digest]) for row, digest in zip(
+        tested.nonzero().flatten().tolist(), found["digests"][tested].tolist(), strict=True)
+        if digest in trained]
     if copies:
         test_file, train_file = (found["files"][row] for row in copies[0])
-        warnings.warn(f"{len(copies):,} of the {len(tested):,} test images of {root} are, pixel "
-                      f"for pixel at {size}x{size}, also among its training or validation images "
-                      f"({test_file} is {train_file}{', ...' * (len(copies) > 1)}): the test "
-                      "score counts them as new. Remove the copies to test on new images only.",
-                      stacklevel=3)
+        warnings.warn(f"{len(copies):,} of the {int(tested.sum()):,} test images of {root} are, "
+                      f"pixel for pixel at {size}x{size}, also among its training or validation "
+                      f"images ({test_file} is {train_file}{', ...' * (len(copies) > 1)}): the "
+                      "test score counts them as new. Remove the copies to test on new images "
+                      "only.", stacklevel=3)
 
 
-def digests(images: Tensor) -> list[bytes]:
-    """A short digest of each image's pixels: equal images, equal digests."""
-    return [hashlib.blake2b(image.numpy().tobytes(), digest_size=8).digest() for image in images]
+def digests(images: Tensor) -> Tensor:
+    """A 64-bit digest of each image's pixels (equal images, equal digests): computed once when a
+    folder is decoded, kept with it, and compared with other images' without decoding again."""
+    return torch.tensor([int.from_bytes(hashlib.blake2b(image.numpy().tobytes(), digest_size=8)
+                                        .digest(), "little", signed=True) for image in images],
+                        dtype=torch.int64)
 
 
 def check_readable_classes(layout: Layout, skipped: set[str]) -> None:
@@ -357,8 +360,8 @@ def trained_among(root: Path, size: int, images: Tensor) -> tuple[int, int] | No
     found = read_kept(decoded_file(root, size, folder_entries(layout)))
     if found is None or found["images"].shape[1:] != images.shape[1:]:
         return None  # not kept, or read in another mode: no pixel can match
-    seen = set(digests(found["images"][found["splits"] != TEST]))
-    return sum(digest in seen for digest in digests(images)), int((found["splits"] != TEST).sum())
+    trained = found["digests"][found["splits"] != TEST]
+    return int(torch.isin(digests(images), trained).sum()), len(trained)
 
 
 def warn_skipped(paths: list, where: str = "", one: str = "is not a readable image",
@@ -527,9 +530,9 @@ def decode_entries(root: Path, size: int, channels: int, entries: list[tuple[Pat
     # Train, validation and test images one after the other, each in the folder's order:
     # `FolderDataset.load` then returns views.
     order = torch.argsort(splits, stable=True)
-    images = rows_in_place(pixels, decodable, order.tolist())
-    return {"images": torch.from_numpy(images), "labels": labels[order],
-            "splits": splits[order],
+    images = torch.from_numpy(rows_in_place(pixels, decodable, order.tolist()))
+    return {"images": images, "labels": labels[order], "splits": splits[order],
+            "digests": digests(images),
             "files": [str(entries[decodable[k]][0].relative_to(root)) for k in order.tolist()],
             "skipped": [str(entries[k][0]) for k, why in enumerate(outcomes)
                         if why is not None and why != TOO_LARGE],
