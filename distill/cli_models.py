@@ -145,14 +145,14 @@ def warn_trained_among(weights: list[Path], images, size: int) -> None:
     holds the training folder as it is now; nothing is decoded to find out."""
     import warnings
 
-    from distill.datasets import FOLDER_PREFIX
+    from distill.datasets import FOLDER_PREFIX, folder_root
     from distill.datasets.folder import trained_among
     from distill.export import dataset_of
 
     for trained in dict.fromkeys(dataset_of(path) for path in weights):
         if not trained.startswith(FOLDER_PREFIX):
             continue
-        root = Path(trained.removeprefix(FOLDER_PREFIX))
+        root = folder_root(trained)
         if (found := trained_among(root, size, images)) and found[0]:
             warnings.warn(f"{found[0]:,} of these {len(images):,} images are, pixel for pixel, "
                           f"among the {found[1]:,} training and validation images of {root}, "
@@ -163,15 +163,15 @@ def warn_trained_among(weights: list[Path], images, size: int) -> None:
 def check_unseen(weights: Path, scored: str, whole: bool) -> None:
     """Refuse to score a network on a folder that holds its training images under another path
     (photos/train for a network of photos/): the score would be taken for one on new images."""
-    from distill.datasets import FOLDER_PREFIX
+    from distill.datasets import FOLDER_PREFIX, folder_root
     from distill.datasets.folder import training_images_among
     from distill.export import dataset_of
 
     trained = dataset_of(weights)
     if not (trained.startswith(FOLDER_PREFIX) and scored.startswith(FOLDER_PREFIX)):
         return
-    if why := training_images_among(Path(trained.removeprefix(FOLDER_PREFIX)),
-                                    Path(scored.removeprefix(FOLDER_PREFIX)), whole):
+    if why := training_images_among(folder_root(trained),
+                                    folder_root(scored), whole):
         raise DistillError(f"{why}, the folder {weights} was trained on: its score would count "
                            f"training images as new ones. `distill evaluate {weights}` scores "
                            "its test images; --dataset takes a folder it never saw.")

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 import distill.nets  # noqa: F401 - registers the networks with timm
-from distill.datasets import DATASETS, FOLDER_PREFIX, Dataset
+from distill.datasets import DATASETS, FOLDER_PREFIX, Dataset, folder_root
 from distill.datasets.base import shown_classes
 from distill.datasets.folder import FolderDataset
 from distill.errors import DistillError
@@ -88,7 +88,7 @@ def trained_dataset(path: Path | str, images: bool = True) -> Dataset:
     metadata = weights_metadata(path)
     name, size = metadata.get("dataset", "mnist"), image_size_of(path)
     if images or "normalization" not in metadata:
-        root = Path(name.removeprefix(FOLDER_PREFIX))
+        root = folder_root(name)
         if name.startswith(FOLDER_PREFIX) and not root.is_dir():
             why = (": this command scores it on that folder's test images" if images else
                    ", and its weights file (from an older distill) does not say how those images "

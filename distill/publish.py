@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from distill.datasets import DATASETS, FOLDER_PREFIX
+from distill.datasets import DATASETS, folder_root
 from distill.errors import DistillError
 from distill.files import atomic_path, write_atomic
 from distill.nets import release_name
@@ -33,7 +33,7 @@ def model_card(report: dict, network_kwargs: dict | None = None) -> str:
     ev, c, t = report["evaluation"], report["cost"], report["training"]
     dataset = report.get("dataset", "mnist")
     folder = dataset not in DATASETS
-    shown = Path(dataset.removeprefix(FOLDER_PREFIX)).name if folder else HUB_DATASETS[dataset][1]
+    shown = folder_root(dataset).name if folder else HUB_DATASETS[dataset][1]
     # A folder has no name on the hub: the card names it by its folder, and leaves it out of the
     # front matter's datasets, which link to the hub.
     hub = "imagefolder" if folder else HUB_DATASETS[dataset][0]

@@ -18,13 +18,18 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (MNIST, FASHION_MNIST)}
 FOLDER_PREFIX = "folder:"
 
 
+def folder_root(name: str) -> Path:
+    """The folder a dataset's name names (`folder:PATH`, as `dataset_name` and reports write it)."""
+    return Path(name.removeprefix(FOLDER_PREFIX))
+
+
 def get_dataset(name: str = "mnist", image_size: int = 28) -> Dataset:
     """A registered dataset by name, or the folder a path names (`folder:PATH` as reports write
     it, or the path itself): a folder's images are decoded (or read from distill's cache)."""
     name = dataset_name(name, image_size)
     if name in DATASETS:
         return DATASETS[name]
-    return folder_dataset(Path(name.removeprefix(FOLDER_PREFIX)), image_size)
+    return folder_dataset(folder_root(name), image_size)
 
 
 def dataset_name(name: str = "mnist", image_size: int = 28) -> str:
@@ -36,7 +41,7 @@ def dataset_name(name: str = "mnist", image_size: int = 28) -> str:
             raise DistillError(f"{name}'s images are {DATASETS[name].size}x{DATASETS[name].size}: "
                                f"a size of {image_size} (--image-size) is for a folder of images.")
         return name
-    path = Path(name.removeprefix(FOLDER_PREFIX))
+    path = folder_root(name)
     if name.startswith(FOLDER_PREFIX) or path.is_dir() or "/" in name:
         if not 8 <= image_size <= 256:
             raise DistillError(f"--image-size {image_size}: give a size from 8 to 256 pixels.")
@@ -54,7 +59,7 @@ def dataset_classes(name: str) -> tuple[str, ...]:
     image read)."""
     if name in DATASETS:
         return DATASETS[name].classes
-    return check_layout(Path(name.removeprefix(FOLDER_PREFIX))).classes
+    return check_layout(folder_root(name)).classes
 
 
 def runs_subfolder(name: str) -> str:
@@ -63,7 +68,8 @@ def runs_subfolder(name: str) -> str:
     before a folder's minutes of decoding."""
     if name == "mnist":
         return ""
-    return name if name in DATASETS else Path(name.removeprefix(FOLDER_PREFIX)).expanduser().resolve().name
+    return name if name in DATASETS else folder_root(name).expanduser().resolve().name
 
 
-__all__ = ["DATASETS", "Dataset", "dataset_classes", "dataset_name", "get_dataset", "runs_subfolder"]
+__all__ = ["DATASETS", "Dataset", "dataset_classes", "dataset_name", "folder_root", "get_dataset",
+           "runs_subfolder"]
