@@ -136,6 +136,11 @@ def shown_answers(page) -> list[str]:
     # 90 s: beside two training runs on two cores, one first answer took longer than 30 s.
     page.wait_for_function("document.querySelector('#status').innerText.includes('most likely')",
                            timeout=90_000)
+    # The labels are drawn after the status line: on a busy machine one was read still showing
+    # its heading where its top class goes.
+    page.wait_for_function("[...document.querySelectorAll(\"[id^='label-']\")].every(label => {"
+                           "const lines = label.innerText.split('\\n').map(s => s.trim());"
+                           "return lines.length > 1 && lines[1] !== lines[0]; })", timeout=90_000)
     labels = page.locator("[id^='label-']")
     return [labels.nth(i).inner_text() for i in range(labels.count())]
 
