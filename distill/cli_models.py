@@ -87,7 +87,7 @@ def evaluate(
     split = split or ("all" if unseen else "test")
     images = scored_split(split, data_dir, scored_on)[0][:test_images]  # bad data fails first
     if unseen:
-        warn_trained_among(weights, images, size)
+        warn_trained_among(weights, images, size, name)
     models = [(path, *model, reading) for path, model, reading in zip(weights, loaded, readings)]
     if ensemble:
         from distill.distillation import Ensemble
@@ -139,24 +139,27 @@ def evaluate(
     console.print(table)
 
 
-def warn_trained_among(weights: list[Path], images, size: int) -> None:
+def warn_trained_among(weights: list[Path], images, size: int, scored: str) -> None:
     """Say in a line how many of a folder's images a network was trained on, found in another
-    folder pixel for pixel (copied there): its score counts them as new. Where distill's cache
-    holds the training folder as it is now; nothing is decoded to find out."""
+    folder pixel for pixel (copied there), naming the first: its score counts them as new. Where
+    distill's cache holds the training folder as it is now; nothing is decoded to find out."""
     import warnings
 
     from distill.datasets import FOLDER_PREFIX, folder_root
     from distill.datasets.folder import trained_among
     from distill.export import dataset_of
 
+    scored_root = folder_root(scored) if scored.startswith(FOLDER_PREFIX) else None
     for trained in dict.fromkeys(dataset_of(path) for path in weights):
         if not trained.startswith(FOLDER_PREFIX):
             continue
         root = folder_root(trained)
-        if (found := trained_among(root, size, images)) and found[0]:
-            warnings.warn(f"{found[0]:,} of these {len(images):,} images are, pixel for pixel, "
-                          f"among the {found[1]:,} training and validation images of {root}, "
-                          "which these networks were trained on: their score counts them as new.",
+        if (found := trained_among(root, size, images, scored_root)) and found[0]:
+            count, among, first = found
+            warnings.warn(f"{count:,} of these {len(images):,} images are, pixel for pixel, "
+                          f"among the {among:,} training and validation images of {root}, "
+                          f"which these networks were trained on ({first}"
+                          f"{', ...' * (count > 1)}): their score counts them as new.",
                           stacklevel=2)
 
 

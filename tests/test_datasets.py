@@ -212,9 +212,14 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
     held_out = (get_dataset(str(root), 20).load("test")[0].flatten(1)[:, None]
                 == scored[None]).all(-1).any(0).sum()  # its test digits: never trained on
     assert 0 < held_out < 18
+    first = re.search(r"trained on \((\S+) is (\S+), \.\.\.\)", found)
     assert found == (f"{18 - int(held_out)} of these 18 images are, pixel for pixel, among the 60 "
                      f"training and validation images of {root.resolve()}, which these networks "
-                     "were trained on: their score counts them as new.")
+                     f"were trained on ({first[1]} is {first[2]}, ...): their score counts them "
+                     "as new.")
+    copy, original = Path(first[1]), Path(first[2])  # the first copy named, found as written
+    assert copy.relative_to(other.root) == original.relative_to(root.resolve())
+    assert copy.read_bytes() == original.read_bytes()
     main(["evaluate", str(elsewhere), str(teacher), "--dataset", str(other.root), "--json"])
     together = json.loads(capsys.readouterr().out)
     assert together[1]["all"] == alone["all"] != together[0]["all"]

@@ -349,10 +349,13 @@ def read_kept(kept: Path) -> dict | None:
         return None
 
 
-def trained_among(root: Path, size: int, images: Tensor) -> tuple[int, int] | None:
+def trained_among(root: Path, size: int, images: Tensor, scored: Path | None = None
+                  ) -> tuple[int, int, str] | None:
     """How many of `images` are, pixel for pixel, among the training and validation images of
-    the folder at `root` decoded at `size`, and how many those are; None where distill's cache
-    does not hold that folder as its files are now (nothing is decoded to find out)."""
+    the folder at `root` decoded at `size`, how many those are, and the first copy named ("its
+    file is the training file", where `scored`, the folder the images come from, is kept too);
+    None where distill's cache does not hold that folder as its files are now (nothing is
+    decoded to find out)."""
     try:
         layout = check_layout(root)
     except DistillError:
@@ -360,8 +363,28 @@ def trained_among(root: Path, size: int, images: Tensor) -> tuple[int, int] | No
     found = read_kept(decoded_file(root, size, folder_entries(layout)))
     if found is None or found["images"].shape[1:] != images.shape[1:]:
         return None  # not kept, or read in another mode: no pixel can match
-    trained = found["digests"][found["splits"] != TEST]
-    return int(torch.isin(digests(images), trained).sum()), len(trained)
+    trained = found["splits"] != TEST
+    rows = dict(zip(found["digests"][trained].tolist(), trained.nonzero().flatten().tolist(),
+                    strict=True))
+    copied = [digest for digest in digests(images).tolist() if digest in rows]
+    if not copied:
+        return 0, int(trained.sum()), ""
+    first = str(root / found["files"][rows[copied[0]]])
+    if scored is not None and (copy := file_of(scored, size, copied[0])):
+        first = f"{copy} is {first}"
+    return len(copied), int(trained.sum()), first
+
+
+def file_of(root: Path, size: int, digest: int) -> Path | None:
+    """The file of the folder at `root` whose image at `size` has this digest, where distill's
+    cache holds the folder as its files are now."""
+    try:
+        found = read_kept(decoded_file(root, size, folder_entries(check_layout(root))))
+    except DistillError:
+        return None
+    if found is None or not (rows := (found["digests"] == digest).nonzero()).numel():
+        return None
+    return root / found["files"][int(rows[0])]
 
 
 def warn_skipped(paths: list, where: str = "", one: str = "is not a readable image",
