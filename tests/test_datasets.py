@@ -18,7 +18,7 @@ from distill.datasets import get_dataset
 from distill.errors import DistillError
 from distill.export import load_model
 
-from .conftest import QUICK
+from .conftest import QUICK, REPO
 
 
 def test_fashion_mnist_is_read_and_checked_by_its_uncompressed_bytes(fashion_dir):
@@ -27,6 +27,22 @@ def test_fashion_mnist_is_read_and_checked_by_its_uncompressed_bytes(fashion_dir
     assert images.shape == (60_000, 28, 28) and images.dtype == torch.uint8
     assert torch.bincount(labels).tolist() == [6000] * 10
     assert dataset.classes[7] == "Sneaker" and dataset.augment.hflip
+
+
+def test_one_datasets_files_given_for_the_other_are_named_as_a_mix_up(data_dir, fashion_dir,
+                                                                      capsys):
+    """MNIST and Fashion-MNIST share their file names: the wrong folder is said as such, not as
+    damaged files to replace."""
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(REPO / "models" / "digitnet.fashion_mnist"), "--data-dir",
+              str(data_dir)])
+    said = capsys.readouterr().out
+    assert ("t10k-images-idx3-ubyte.gz is mnist's t10k-images-idx3-ubyte, not fashion-mnist's: "
+            "point --data-dir (or $DISTILL_FASHION_MNIST_DIR) at a folder of fashion-mnist's"
+            in " ".join(said.split()))
+    with pytest.raises(DistillError, match="is fashion-mnist's train-images-idx3-ubyte, not "
+                                           "mnist's: point --data-dir \\(or \\$DISTILL_DATA_DIR"):
+        get_dataset("mnist").load("train", fashion_dir, download=False)
 
 
 def test_an_unknown_dataset_suggests_the_closest(tmp_path):

@@ -111,9 +111,19 @@ def _parse_idx(raw: bytes, path: Path) -> Tensor:
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=4 + 4 * ndim).view(*shape)
 
 
-def _verify_checksum(raw: bytes, path: Path, sha256: dict[str, str]) -> None:
+def _verify_checksum(raw: bytes, path: Path, sha256: dict[str, str],
+                     dataset: IdxDataset | None = None) -> None:
     name = path.name.removesuffix(".gz")
-    if name in sha256 and hashlib.sha256(raw).hexdigest() != sha256[name]:
+    if name in sha256 and (digest := hashlib.sha256(raw).hexdigest()) != sha256[name]:
+        from distill.datasets import DATASETS  # the registry imports this module
+
+        # The IDX datasets share their file names: one's folder given for another is a mix-up.
+        other = next((d for d in DATASETS.values() if getattr(d, "sha256", {}).get(name) == digest),
+                     None)
+        if dataset is not None and other is not None:
+            raise DistillError(f"{path} is {other.name}'s {name}, not {dataset.name}'s: point "
+                               f"--data-dir (or ${dataset.env}) at a folder of {dataset.name}'s "
+                               "files.")
         raise DistillError(f"{path} fails its sha256 check: the file is damaged or not the "
                            f"official {name}. Replace it with a fresh copy.")
 
@@ -140,5 +150,5 @@ def _load_split_cached(dataset: IdxDataset, folder: Path, split: str) -> tuple[T
                            f"{split} split, expected {count} of each. "
                            "Replace the files with fresh copies.")
     for raw, path in zip(raws, paths):
-        _verify_checksum(raw, path, dataset.sha256)
+        _verify_checksum(raw, path, dataset.sha256, dataset)
     return images, labels.long()
