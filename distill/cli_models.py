@@ -207,7 +207,8 @@ def export(
     from distill.report import percent
 
     if format != "onnx":
-        raise DistillError(f"Unknown format {format!r}: only onnx is supported.")
+        raise DistillError(f"Unknown format {format!r}: only onnx is supported (--quantize adds "
+                           "an int8 ONNX model beside it).")
     try:
         import onnxruntime  # noqa: F401
     except ImportError as error:

@@ -112,6 +112,15 @@ def test_onnx_export_matches_pytorch_on_real_test_images(teacher_run, tmp_path, 
         load_model(target)  # what predict and evaluate say when given the export
 
 
+def test_an_int8_format_points_at_quantize(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", str(MODELS_DIR / "convnet_tiny"), "--format", "int8", "--out",
+              str(tmp_path / "tiny.onnx")])
+    assert "only onnx is supported (--quantize adds an int8 ONNX model beside it)" in " ".join(
+        capsys.readouterr().out.split())
+    assert not list(tmp_path.iterdir())
+
+
 def test_two_releases_of_one_network_export_to_two_files():
     mnist = export_target(MODELS_DIR / "convnet_tiny", "convnet_tiny", None)
     fashion = export_target(MODELS_DIR / "convnet_tiny.fashion_mnist", "convnet_tiny", None)
