@@ -370,11 +370,12 @@ def print_summary(report: dict, out: Path) -> None:
     from distill.report import human, percent, transfer_lines
 
     ev, c, t = report["evaluation"], report["cost"], report["training"]
+    top = 2 if len(report["classes"]) > 2 else 1  # the top-2 of two classes is always 100%
     console.print(Text.assemble(
         (report["name"], "bold"), f" ({report['model']}, {c['parameters']:,} parameters, "
         f"{human(c['flops'])} FLOPs/image): test top-1 ",
         (percent(ev["test"]["top1"]), "bold green"),
-        f", augmented test top-2 {percent(ev['augmented_test']['top2'])}; "
+        f", augmented test top-{top} {percent(ev['augmented_test'][f'top{top}'])}; "
         f"{t['epochs_run']} epoch{'s' * (t['epochs_run'] != 1)} in {t['seconds']:.0f} s on "
         f"{t['device']}."))
     for line in transfer_lines(report):  # few labels, classes never seen

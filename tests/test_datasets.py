@@ -651,6 +651,20 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, messa
     shutil.rmtree(root)
 
 
+def test_a_two_class_folder_is_summed_up_by_its_augmented_top_1(data_dir, tmp_path, capsys,
+                                                                 monkeypatch):
+    """Cats and dogs: the top-2 of two classes is always 100%, which says nothing."""
+    root = write_folder(tmp_path / "digits", data_dir, per_class=24, classes=(0, 1))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    main(["teacher", "--dataset", str(root), "--out", str(tmp_path / "teacher"), "--batch-size",
+          "16", *QUICK])
+    said = " ".join(capsys.readouterr().out.split())
+    report = json.loads((tmp_path / "teacher" / "report.json").read_text())["evaluation"]
+    assert report["augmented_test"]["top2"] == 1.0
+    top1 = f"{100 * report['augmented_test']['top1']:.2f}%"
+    assert f"augmented test top-1 {top1};" in said and "top-2" not in said
+
+
 def test_a_student_of_a_folder_without_a_teacher_says_how_to_train_one(data_dir, tmp_path, capsys,
                                                                        monkeypatch):
     root = write_folder(tmp_path / "digits", data_dir, per_class=6)
