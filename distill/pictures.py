@@ -74,12 +74,27 @@ def within_pixels(image, most: int) -> None:
         image.draft(None, (math.ceil(image.width * shrink), math.ceil(image.height * shrink)))
 
 
+def eight_bit(image):
+    """A PIL image of 8 bits a channel: a 16-bit scan (a microscope's, an X-ray's) or a float
+    image scaled to 0-255 first, where PIL's own conversion clips their values to it (a 16-bit
+    image of values 0-65535 turned all but white, a float one of 0-1 black)."""
+    from PIL import Image
+
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    values = np.asarray(image, dtype=np.float32)
+    # 16-bit data (PIL reads some 16-bit files as "I"); floats from 0 to 1, else gray levels
+    full = 65535.0 if image.mode != "F" else 1.0 if values.size and values.max() <= 1 else 255.0
+    return Image.fromarray(np.rint(values.clip(0, full) * (255 / full)).astype(np.uint8), "L")
+
+
 def decode_image(image, size: int, channels: int) -> np.ndarray:
     """A PIL image as the folder's images are decoded: (size, size) or (size, size, 3) uint8.
     `distill predict` and the demo fit a user's picture to a folder network the same way."""
     from PIL import Image
 
-    image = image.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+    image = eight_bit(image).convert("L" if channels == 1 else "RGB").resize((size, size),
+                                                                         Image.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
 
 

@@ -26,6 +26,7 @@ from distill.pictures import (
     MAX_PIXELS,
     decode_image,
     draft,
+    eight_bit,
     reading_pictures,
     upright,
     within_pixels,
@@ -70,7 +71,7 @@ def load_image(path: Path, dataset: Dataset | None = None) -> np.ndarray:
             else:  # a digit or a garment is framed from the whole picture, read in full if it fits
                 within_pixels(image, MAX_PIXELS)
             check_pixels(image.width, image.height, str(path))
-            return np.asarray(upright(image).convert("RGBA"))
+            return np.asarray(eight_bit(upright(image)).convert("RGBA"))
     except FileNotFoundError as error:
         raise DistillError(f"No image at {path}.") from error
     except (UnidentifiedImageError, OSError) as error:

@@ -336,6 +336,33 @@ def test_one_colour_photo_among_gray_scans_makes_the_folder_rgb(tmp_path, monkey
     assert get_dataset(str(root)).channels == 1
 
 
+def test_16_bit_and_float_scans_are_read_at_their_gray_levels(tmp_path, monkeypatch):
+    """A 16-bit scan of a third of its range (a microscope's, an X-ray's) was read all white, and
+    a float image of 0-1 black: PIL clips their values to 0-255 when it converts them."""
+    from distill.datasets.folder import decoded
+    from distill.predict import load_image
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "scans"
+    for name, level in (("dim", 1 / 3), ("bright", 2 / 3)):
+        (root / name).mkdir(parents=True)
+        for k in range(6):
+            Image.fromarray(np.full((32, 32), round(level * 65535), np.uint16)).save(
+                root / name / f"{k}.png")
+            Image.fromarray(np.full((32, 32), level, np.float32)).save(root / name / f"{k}.tif")
+    for path in (root / "dim" / "0.png", root / "bright" / "0.tif"):
+        with Image.open(path) as image:
+            assert image.mode in ("I;16", "I", "F")  # as PIL reads them
+    dataset = get_dataset(str(root))
+    images, labels, _, _ = decoded(root.resolve(), 28)
+    assert dataset.channels == 1
+    assert sorted(images.float().mean((1, 2)).unique().tolist()) == [85.0, 170.0]
+    assert labels[images[:, 0, 0] == 85].unique().tolist() == [dataset.classes.index("dim")]
+    # distill predict and the demo read such a file as the folder's images were.
+    assert load_image(root / "dim" / "0.png")[0, 0].tolist() == [85, 85, 85, 255]
+    assert load_image(root / "bright" / "0.tif")[0, 0].tolist() == [170, 170, 170, 255]
+
+
 def test_a_photo_stored_sideways_with_an_orientation_tag_is_read_upright(tmp_path, monkeypatch):
     # A phone keeps a photo taken upright as sideways pixels and an EXIF tag saying so.
     from distill.datasets.folder import decoded

@@ -28,9 +28,9 @@ from distill.pictures import MAX_PIXELS, TOO_LARGE, decode_file, reading_picture
 TEST_SHARE = 1 / 6  # MNIST's 10,000 of 70,000
 SPLIT_SEED = 20_261_201  # the held-out test images are the same on every run
 HEAVY_FOLDER = Augment(degrees=20.0, translate=0.15, scale=0.15)  # a folder's augmented test set
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 MAX_IMAGES = 1_000_000
-DECODED_FORMAT = 8  # of the files in ~/.cache/distill/folders: a change decodes every folder again
+DECODED_FORMAT = 9  # of the files in ~/.cache/distill/folders: a change decodes every folder again
 TRAIN, VALIDATION, TEST = 0, 1, 2  # the split of each decoded image
 # A folder whose subfolders are a train/ tree and these is split by them, as ImageNet's (train/,
 # val/), Roboflow's (train/, valid/, test/) and many others are; the names are matched in any case.
