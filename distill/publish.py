@@ -12,7 +12,7 @@ import yaml
 from distill.datasets import DATASETS, folder_root
 from distill.errors import DistillError
 from distill.files import atomic_path, write_atomic
-from distill.nets import release_name
+from distill.nets import MODELS_DIR, release_name
 from distill.report import augmented_with, human, load_report, percent, transfer_lines
 
 CARD_IMAGES = ("curves.png", "confusion.png", "examples.png")
@@ -27,9 +27,11 @@ LICENSES = {"mnist": "MNIST by Yann LeCun and Corinna Cortes (CC BY-SA 3.0).",
             "fashion-mnist": "Fashion-MNIST by Zalando SE (MIT)."}
 
 
-def model_card(report: dict, network_kwargs: dict | None = None) -> str:
+def model_card(report: dict, network_kwargs: dict | None = None, in_distill: bool = True) -> str:
     """The README of a release. `network_kwargs`: the weights file's network arguments, which a
-    folder network's card needs to say how timm builds it."""
+    folder network's card needs to say how timm builds it. `in_distill`: released in distill's
+    own models/ folder, whose cards link to its README and results (a user's own folder has
+    neither beside it)."""
     ev, c, t = report["evaluation"], report["cost"], report["training"]
     dataset = report.get("dataset", "mnist")
     folder = dataset not in DATASETS
@@ -64,7 +66,7 @@ def model_card(report: dict, network_kwargs: dict | None = None) -> str:
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
         f"# {name}", "",
         f"`{name}` is {role.get(report['kind'], report['kind'])}, made with "
-        "[distill](../../README.md).", "",
+        + ("[distill](../../README.md)." if in_distill else "distill."), "",
         "| parameters | bytes | FLOPs per image | CPU latency (batch 1) | CPU throughput (batch 512) |",
         "| --- | --- | --- | --- | --- |",
         f"| {c['parameters']:,} | {c['bytes']:,} | {human(c['flops'])} | {c['latency_ms']:.2f} ms "
@@ -84,10 +86,13 @@ def model_card(report: dict, network_kwargs: dict | None = None) -> str:
                   f"{percent(ev['teacher_agreement'])} of the test images.", ""]
     if report.get("gain_over_twin") is not None:
         # One seed's difference, not a claim: gains are claimed over seeds, with an interval.
+        over_seeds = ("what distillation buys over seeds is in [docs/results.md]"
+                      "(../../docs/results.md)" if in_distill else
+                      f"`distill student --recipe {report.get('recipe')} --seeds 0-4`, then "
+                      "`distill report`, measure what distillation buys over seeds")
         lines += [f"Against the same network trained on labels alone with the same seed (its "
                   f"twin): {100 * report['gain_over_twin']:+.2f} points of test top-1 on this "
-                  "seed; what distillation buys over seeds is in "
-                  "[docs/results.md](../../docs/results.md).", ""]
+                  f"seed; {over_seeds}.", ""]
     lines += [line for text in transfer_lines(report) for line in (text, "")]  # few labels
     lines += [
         "## Use", "", "```python", "import timm", "import distill  # registers the networks with timm",
@@ -196,7 +201,8 @@ def publish(run: Path, target: Path, overwrite: bool = False,
         for name in RELEASE_FILES[1:]:
             shutil.copyfile(run / name, staging / name)
         write_atomic(staging / "README.md",
-                     model_card(report, json.loads(weights_metadata(run).get("kwargs", "{}"))))
+                     model_card(report, json.loads(weights_metadata(run).get("kwargs", "{}")),
+                                in_distill=target.resolve().parent == MODELS_DIR.resolve()))
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         if target.exists():
             target.rename(old)

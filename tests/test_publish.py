@@ -34,7 +34,7 @@ def test_publish_writes_weights_and_a_model_card(teacher_run, tmp_path, capsys):
 
 
 def test_the_card_of_a_student_of_several_teachers_says_it_learned_from_their_mean(
-        teacher_run, tmp_path):
+        teacher_run, tmp_path, monkeypatch):
     run = tmp_path / "student-self-ens"
     shutil.copytree(teacher_run, run)
     report = json.loads((run / "report.json").read_text())
@@ -49,7 +49,15 @@ def test_the_card_of_a_student_of_several_teachers_says_it_learned_from_their_me
     assert "Agrees with their mean on 99.00% of the test images." in card
     # one seed's difference from its twin is stated as such, not as what distillation buys
     assert "(its twin): +0.62 points of test top-1 on this seed;" in card
-    assert "over seeds is in [docs/results.md]" in card
+    # Released outside distill's models/, the card links to nothing that is not beside it.
+    assert ("on this seed; `distill student --recipe self --seeds 0-4`, then `distill report`, "
+            "measure what distillation buys over seeds." in card)
+    assert "made with distill." in card and "../../" not in card
+    monkeypatch.setattr("distill.publish.MODELS_DIR", tmp_path / "models")  # as distill's own
+    main(["publish", str(run), str(tmp_path / "models" / "digitnet"), "--overwrite"])
+    card = (tmp_path / "models" / "digitnet" / "README.md").read_text()
+    assert "made with [distill](../../README.md)." in card
+    assert "over seeds is in [docs/results.md](../../docs/results.md)." in card
 
 
 def test_publish_refuses_a_folder_named_after_another_network(teacher_run, tmp_path, capsys):
