@@ -48,7 +48,8 @@ def model_card(report: dict, network_kwargs: dict | None = None, in_distill: boo
         {"type": "accuracy", "name": "top-2 accuracy (augmented test set)",
          "value": round(ev["augmented_test"]["top2"], 4)},
     ]
-    front = {"license": "mit", "library_name": "timm", "pipeline_tag": "image-classification",
+    front = {"license": "other" if folder else "mit", "library_name": "timm",
+             "pipeline_tag": "image-classification",
              **({} if folder else {"datasets": [hub]}),
              "tags": ["distill", shown if folder else dataset, report["kind"]],
              "model-index": [{"name": name, "results": [{
@@ -113,7 +114,12 @@ def model_card(report: dict, network_kwargs: dict | None = None, in_distill: boo
         f"{t['seconds']:.0f} s (best epoch {t['best_epoch'] + 1}, seed {t.get('seed')}).", "",
         "![training curves](curves.png)", "", "![confusion matrix](confusion.png)", "",
         f"![test {'digits' if dataset == 'mnist' else 'images'} and predictions](examples.png)", "",
-        "## License", "", "MIT. " + LICENSES.get(dataset, ""), "",
+        "## License", "",
+        # A folder's images are the user's, under terms distill cannot know.
+        (f"distill's code is MIT. These weights were learned from the images of {shown} and "
+         "follow their owner's terms: name that license here and in the header (`license: "
+         "other` until then)." if folder else
+         "MIT. " + LICENSES.get(dataset, "")), "",
     ]
     return "\n".join(lines)
 

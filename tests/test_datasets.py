@@ -172,6 +172,9 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
     main(["publish", str(teacher), "models/digitnet.digits"])
     card = (tmp_path / "models" / "digitnet.digits" / "README.md").read_text()
     assert "Inputs are 20x20 RGB images of digits" in card
+    # The images are the user's: the card claims no license for the weights learned from them.
+    assert "license: other" in card and "learned from the images of digits and follow their " \
+        "owner's terms" in card
     scope = {}
     exec(card.split("```python\n")[1].split("```")[0], scope)
     x = torch.randn(2, 3, 20, 20)
