@@ -160,7 +160,7 @@ def teacher(
                                image_size=image_size), recipe
     out = out or Path("runs") / runs_subfolder(recipe.dataset) / "teacher"
     if is_rank_zero():  # before a folder's minutes of decoding (train_run checks it again)
-        check_run_dir(out, overwrite, resume)
+        check_run_dir(out, overwrite, resume, recipe.image_size)
     parallel = Parallel(devices, num_nodes, strategy)
     check_parallel(parallel, accelerator, recipe.batch_size)
     say_dataset_augmentation(given, recipe)
@@ -268,7 +268,7 @@ def student(
 
     plan = planned(chosen)
     for recipe, folder in plan:  # the last recipe's clash is found before the first one trains
-        check_student_dirs(recipe, folder, twin, overwrite, resume)
+        check_student_dirs(recipe, folder, twin, overwrite, resume, image_size)
     teachers_of = {recipe.name: teachers or [Path(t) for t in recipe.teachers] or [
         default_teacher(runs_dir, recipe.dataset, recipe.image_size)] for recipe in chosen}
     for path in dict.fromkeys(path for paths in teachers_of.values() for path in paths):

@@ -186,14 +186,15 @@ def student_dirs(recipe: Recipe, runs_dir: Path) -> tuple[Path, Path]:
 
 
 def check_student_dirs(recipe: Recipe, runs_dir: Path, twin: bool, overwrite: bool = False,
-                       resume: bool = False) -> None:
+                       resume: bool = False, image_size: int | None = None) -> None:
     """Refuse, before any training, runs that would clobber finished or unfinished ones (rank
-    zero's check: the other processes of a multi-device run start once its training has)."""
+    zero's check: the other processes of a multi-device run start once its training has).
+    `image_size`: the students', once known (a recipe that names none takes its teacher's)."""
     if not is_rank_zero():
         return
     student_dir, twin_dir = student_dirs(recipe, runs_dir)
     for out in (student_dir, twin_dir) if twin else (student_dir,):
-        check_run_dir(out, overwrite, resume)
+        check_run_dir(out, overwrite, resume, image_size)
 
 
 def find_twin(runs_dir: Path, config: dict, test_images: int) -> tuple[Path, RunReport] | None:
@@ -228,7 +229,8 @@ def train_student(recipe: Recipe, teacher_paths: list[Path], runs_dir: Path, com
         twin = False
     student_dir, twin_dir = student_dirs(recipe, runs_dir)
     overwrite, resume = run_args.get("overwrite", False), run_args.get("resume", False)
-    check_student_dirs(recipe, runs_dir, twin, overwrite, resume)  # before the teacher's logits
+    check_student_dirs(recipe, runs_dir, twin, overwrite, resume,  # before the teacher's logits
+                       recipe.image_size)
     config = recipe.train_config()
     check_teachers_fit(recipe, teacher_paths)
     dataset = get_dataset(config.dataset, config.image_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import platform
 import subprocess
 from pathlib import Path
@@ -39,19 +40,32 @@ FINISHED_MARKER = "report.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
-def check_run_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
+def check_run_dir(out: Path, overwrite: bool, resume: bool = False,
+                  image_size: int | None = None) -> None:
     """Refuse a folder distill did not make, and a finished or unfinished run unless asked to
-    replace (--overwrite) or continue (--resume) it."""
+    replace (--overwrite) or continue (--resume) it. `image_size`: the run's, where a run of a
+    folder at another size would be there (a folder's runs share runs/NAME at every size)."""
     check_run_folder(out, replacing=overwrite or resume)
     if overwrite or resume:
         return
     if (out / FINISHED_MARKER).exists():
+        if image_size is not None and (size := finished_image_size(out)) not in (None, image_size):
+            raise DistillError(f"{out} already holds a finished run on {size}x{size} images. "
+                               "Pass --overwrite to replace it, or keep both with another folder "
+                               f"(e.g. {Path(f'{out.parent}-{image_size}') / out.name}).")
         raise DistillError(f"{out} already holds a finished run. Pass --overwrite to replace it, "
                            "--resume to keep it (and run only what is missing), or choose "
                            "another folder.")
     if (out / "checkpoints").exists():
         raise DistillError(f"{out} holds an unfinished run. Pass --resume to continue it, or "
                            "--overwrite to start again.")
+
+
+def finished_image_size(out: Path) -> int | None:
+    try:
+        return int(json.loads((out / FINISHED_MARKER).read_text())["config"]["image_size"])
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable: the plain message
+        return None
 
 
 def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> Path | None:
@@ -176,13 +190,13 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     if not is_rank_zero():  # rank zero has checked, locked and prepared the folder
         last = out / LAST_CHECKPOINT
         return _train_and_report(*args, last if resume and last.is_file() else None, *inputs)
-    check_run_dir(out, overwrite, resume)
+    check_run_dir(out, overwrite, resume, config.image_size)
     # Bad data fails here, before a run folder exists: both splits are read and checked.
     train_images = dataset.training_images(data_dir)
     dataset.load("test", data_dir)
     check_batch_size(config.batch_size, limits, train_images)
     with run_lock(out):
-        check_run_dir(out, overwrite, resume)  # again: another process may have been first
+        check_run_dir(out, overwrite, resume, config.image_size)  # again: another process may have been first
         resume_from = prepare_run_dir(out, overwrite, resume)
         try:
             return _train_and_report(*args, resume_from, *inputs)

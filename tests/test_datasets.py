@@ -695,6 +695,29 @@ def test_a_two_class_folder_is_summed_up_by_its_augmented_top_1(data_dir, tmp_pa
     assert f"augmented test top-1 {top1};" in said and "top-2" not in said
 
 
+def test_a_folders_run_at_another_size_is_named_with_a_folder_that_keeps_both(
+        data_dir, tmp_path, capsys, monkeypatch):
+    root = write_folder(tmp_path / "digits", data_dir, per_class=60)  # tiny's batch of 128 fits
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    main(["teacher", "--dataset", str(root), "--image-size", "20", *QUICK])
+    main(["student", "--recipe", "tiny", "--dataset", str(root), "--no-twin", *QUICK])
+    capsys.readouterr()
+    for command in (["teacher"], ["student", "--recipe", "tiny", "--no-twin"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--dataset", str(root), "--image-size", "24", *QUICK])
+        said = " ".join(capsys.readouterr().out.split())
+        run = "teacher" if command == ["teacher"] else "student-tiny"
+        assert (f"runs/digits/{run} already holds a finished run on 20x20 images. Pass "
+                f"--overwrite to replace it, or keep both with another folder (e.g. "
+                f"runs/digits-24/{run})." in said), said
+    # At the teacher's size, as a student takes it when none is given: the plain clash.
+    with pytest.raises(SystemExit):
+        main(["student", "--recipe", "tiny", "--dataset", str(root), "--no-twin", *QUICK])
+    assert "already holds a finished run. Pass --overwrite" in " ".join(
+        capsys.readouterr().out.split())
+
+
 def test_a_student_of_a_folder_without_a_teacher_says_how_to_train_one(data_dir, tmp_path, capsys,
                                                                        monkeypatch):
     root = write_folder(tmp_path / "digits", data_dir, per_class=6)
