@@ -366,6 +366,24 @@ def test_16_bit_and_float_scans_are_read_at_their_gray_levels(tmp_path, monkeypa
     assert load_image(root / "bright" / "0.tif")[0, 0].tolist() == [170, 170, 170, 255]
 
 
+def test_what_a_mac_zip_or_a_nas_keeps_beside_the_pictures_is_no_class_and_no_image(
+        data_dir, tmp_path, monkeypatch):
+    """A zip made on a Mac holds __MACOSX/ (refused as a class of no image), a Synology NAS
+    keeps thumbnails in @eaDir/ folders, and hidden folders hold other copies: none of them is
+    a class or a training image. A camera's upper-case extensions are images."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = write_folder(tmp_path / "digits", data_dir, per_class=6, classes=(0, 1))
+    (root / "digit-0" / "broken.png").unlink()
+    (root / "digit-1" / "0.png").rename(root / "digit-1" / "IMG_0001.PNG")
+    for copy in ("__MACOSX/digit-0/._0.png", "digit-0/@eaDir/0.png/SYNOPHOTO_THUMB_S.png",
+                 "digit-1/.thumbnails/1.png", "digit-1/._2.png"):
+        (root / copy).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / "digit-0" / "0.png", root / copy)
+    dataset = get_dataset(str(root))
+    assert dataset.classes == ("digit-0", "digit-1")
+    assert len(dataset.load("train")[1]) + len(dataset.load("test")[1]) == 12
+
+
 def test_a_photo_stored_sideways_with_an_orientation_tag_is_read_upright(tmp_path, monkeypatch):
     # A phone keeps a photo taken upright as sideways pixels and an EXIF tag saying so.
     from distill.datasets.folder import decoded

@@ -38,12 +38,22 @@ TREE_NAMES = {"train": TRAIN, "training": TRAIN, "val": VALIDATION, "valid": VAL
               "validation": VALIDATION, "test": TEST, "testing": TEST}
 
 
+# Folders of what a system keeps beside the pictures, never of a class's images: a zip made on a
+# Mac (its AppleDouble "._" files), a Synology NAS (its thumbnails), and any hidden one.
+SYSTEM_FOLDERS = {"__MACOSX", "@eaDir"}
+
+
+def kept(name: str) -> bool:
+    return not name.startswith(".") and name not in SYSTEM_FOLDERS
+
+
 def class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in root.iterdir() if p.is_dir() and kept(p.name))
 
 
 def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and all(kept(part) for part in p.relative_to(folder).parts))
 
 
 def split_trees(root: Path) -> dict[int, Path]:
