@@ -228,6 +228,7 @@ def student(
     """Distill the teacher into the student of a recipe, and train the student's twin."""
     from distill.datasets import runs_subfolder
     from distill.distributed import Parallel, check_parallel
+    from distill.files import RUN_MARKER
     from distill.pipeline import (
         at_teachers_size,
         check_student_dirs,
@@ -257,6 +258,9 @@ def student(
                                         image_size=image_size) for recipe in chosen]
     if runs_dir is None:
         runs_dir = Path("runs") / runs_subfolder(chosen[0].dataset)
+    if (runs_dir / RUN_MARKER).is_file():  # e.g. `distill teacher --out runs/photos`
+        raise DistillError(f"{runs_dir} is a run's own folder: students' runs go beside it, not "
+                           f"into it. Give --runs another folder (e.g. --runs {runs_dir}-students).")
 
     def planned(recipes: list[Recipe]) -> list[tuple[Recipe, Path]]:
         """(recipe, runs folder) in the order they train: seed by seed, so that every recipe of

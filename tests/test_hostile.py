@@ -72,6 +72,14 @@ def test_a_stray_file_in_a_run_folder_is_not_deleted_by_overwrite(teacher_run, t
     assert "notes.txt" in out and "move them out" in out
 
 
+def test_students_are_not_written_into_a_teachers_run_folder(teacher_run, capsys):
+    # `distill teacher --out runs/photos` makes runs/photos, where students of photos/ go by
+    # default: they went into the teacher's folder, which --overwrite then refused to replace.
+    out = refused(["student", "--recipe", "tiny", "--teacher", str(teacher_run), "--runs",
+                   str(teacher_run), *QUICK], capsys, teacher_run)
+    assert f"{teacher_run} is a run's own folder: students' runs go beside it" in out
+
+
 @pytest.mark.parametrize("target", ["/", "~", "models", "models/digitnet"])
 def test_system_home_and_release_folders_are_never_a_run_folder(tmp_path, capsys, target):
     folder = Path(target).expanduser() if target != "models" and not target.startswith(
