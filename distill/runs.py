@@ -51,8 +51,9 @@ def check_run_dir(out: Path, overwrite: bool, resume: bool = False,
     if (out / FINISHED_MARKER).exists():
         if image_size is not None and (size := finished_image_size(out)) not in (None, image_size):
             raise DistillError(f"{out} already holds a finished run on {size}x{size} images. "
-                               "Pass --overwrite to replace it, or keep both with another folder "
-                               f"(e.g. {Path(f'{out.parent}-{image_size}') / out.name}).")
+                               "Pass --overwrite to replace it, or keep both: another folder for "
+                               f"runs at {image_size}x{image_size} (--out for a teacher, --runs "
+                               f"for students), e.g. {out.parent}-{image_size}.")
         raise DistillError(f"{out} already holds a finished run. Pass --overwrite to replace it, "
                            "--resume to keep it (and run only what is missing), or choose "
                            "another folder.")
@@ -196,7 +197,7 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     dataset.load("test", data_dir)
     check_batch_size(config.batch_size, limits, train_images)
     with run_lock(out):
-        check_run_dir(out, overwrite, resume, config.image_size)  # again: another process may have been first
+        check_run_dir(out, overwrite, resume, config.image_size)  # again: another process was first?
         resume_from = prepare_run_dir(out, overwrite, resume)
         try:
             return _train_and_report(*args, resume_from, *inputs)

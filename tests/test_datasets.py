@@ -727,8 +727,8 @@ def test_a_folders_run_at_another_size_is_named_with_a_folder_that_keeps_both(
         said = " ".join(capsys.readouterr().out.split())
         run = "teacher" if command == ["teacher"] else "student-tiny"
         assert (f"runs/digits/{run} already holds a finished run on 20x20 images. Pass "
-                f"--overwrite to replace it, or keep both with another folder (e.g. "
-                f"runs/digits-24/{run})." in said), said
+                "--overwrite to replace it, or keep both: another folder for runs at 24x24 "
+                "(--out for a teacher, --runs for students), e.g. runs/digits-24." in said), said
     # At the teacher's size, as a student takes it when none is given: the plain clash.
     with pytest.raises(SystemExit):
         main(["student", "--recipe", "tiny", "--dataset", str(root), "--no-twin", *QUICK])
