@@ -19,6 +19,8 @@ import torch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from distill.run_report import dataset_shown  # noqa: E402
+
 
 def read_metrics(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
     """Per-epoch series from Lightning's CSV log: name -> [(epoch, value)]."""
@@ -247,7 +249,7 @@ def plot_accuracy_vs_size(reports: list[dict], out: Path) -> None:
                         xytext=(side, -28 if kind == "teacher" else -6))
     ax.margins(x=0.12, y=0.08)  # room for the labels above the points
     save_accuracy_figure(fig, ax, out, "parameters",
-                         f"Accuracy against size on {reports[0].get('dataset', 'mnist')}", 3)
+                         f"Accuracy against size on {dataset_shown(reports[0])}", 3)
 
 
 def point_label(report: dict) -> str:

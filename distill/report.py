@@ -18,7 +18,7 @@ from distill.plots import (
     plot_gains,
     plot_labels_curve,
 )
-from distill.run_report import RunReport
+from distill.run_report import RunReport, dataset_shown
 from distill.transfer import excluded_text
 
 
@@ -349,10 +349,11 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
 
 
 def by_dataset(reports: list[dict]) -> dict[str, list[dict]]:
-    """The runs of each dataset, MNIST first: no table compares networks across datasets."""
+    """The runs of each dataset, MNIST first: no table compares networks across datasets, nor a
+    folder's networks at different image sizes (their inputs differ)."""
     groups: dict[str, list[dict]] = {}
     for r in reports:
-        groups.setdefault(r.get("dataset", "mnist"), []).append(r)
+        groups.setdefault(dataset_shown(r), []).append(r)
     return dict(sorted(groups.items(), key=lambda item: item[0] != "mnist"))
 
 
@@ -386,7 +387,10 @@ def write_comparison(reports: list[dict], out_dir: Path) -> list[Path]:
     write_atomic(written[2], json.dumps(gains_over_twins(reports), indent=2) + "\n")
     for dataset, runs in by_dataset(reports).items():
         # MNIST's plots keep their plain names; another dataset's carry its name.
-        suffix = "" if dataset == "mnist" else "-" + Path(dataset.removeprefix("folder:")).name
+        suffix = "" if dataset == "mnist" else "-" + Path(runs[0].get("dataset", "mnist")
+                                                          .removeprefix("folder:")).name
+        if dataset != runs[0].get("dataset", "mnist"):  # a folder at another size than 28
+            suffix += f"-{runs[0]['config']['image_size']}"
         size, gain, labels = (out_dir / f"{name}{suffix}.png"
                               for name in ("accuracy_vs_size", "gains", "labels_curve"))
         plot_accuracy_vs_size(runs, size)

@@ -103,3 +103,10 @@ class RunReport(TypedDict):
     gain_over_twin: NotRequired[float]  # students with a twin: test top-1 difference
     twin: NotRequired[str]  # that twin's run folder
     run: NotRequired[str]  # the folder it was read from (the tables across runs), not on disk
+
+
+def dataset_shown(report: dict) -> str:
+    """How tables and plots name a run's data: its dataset, and a folder's image size where it
+    is not the default 28 (`folder:/x at 64x64`): networks of other inputs are not compared."""
+    size = report.get("config", {}).get("image_size", 28)
+    return report.get("dataset", "mnist") + (f" at {size}x{size}" if size != 28 else "")

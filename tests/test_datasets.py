@@ -734,6 +734,15 @@ def test_a_folders_run_at_another_size_is_named_with_a_folder_that_keeps_both(
         main(["student", "--recipe", "tiny", "--dataset", str(root), "--no-twin", *QUICK])
     assert "already holds a finished run. Pass --overwrite" in " ".join(
         capsys.readouterr().out.split())
+    # Both kept, as the message says: the report puts each size in a table of its own.
+    main(["teacher", "--dataset", str(root), "--image-size", "24", "--out",
+          "runs/digits-24/teacher", *QUICK])
+    capsys.readouterr()
+    main(["report", "runs", "--no-measure"])
+    said = " ".join(capsys.readouterr().out.split())
+    for size in (20, 24):
+        assert f"Teacher and students on folder:{root.resolve()} at {size}x{size}" in said
+        assert (tmp_path / "runs" / f"accuracy_vs_size-digits-{size}.png").is_file()
 
 
 def test_a_student_of_a_folder_without_a_teacher_says_how_to_train_one(data_dir, tmp_path, capsys,
