@@ -76,7 +76,13 @@ def report(
     # typer keeps the line breaks of this paragraph: its lines fit an 80-column terminal.
     from rich.table import Table
 
-    from distill.compare import GAIN_COLUMNS, gain_rows, gains_over_twins, unnamed_teacher
+    from distill.compare import (
+        GAIN_COLUMNS,
+        gain_rows,
+        gains_over_twins,
+        repeats_line,
+        unnamed_teacher,
+    )
     from distill.report import (
         OMITTED_COLUMNS,
         by_dataset,
@@ -118,6 +124,8 @@ def report(
             print_table(f"Gain over the twin on {dataset} (test top-1, points; mean ± sd over "
                         f"seeds, 95% t-interval{unnamed_teacher(gains)})", GAIN_COLUMNS,
                         gain_rows(gains))
+            if repeats := repeats_line(gains):
+                console.print(repeats)
     listed = write_comparison(reports, target)
     console.print(f"Wrote {', '.join(map(str, listed[:-1]))} and {listed[-1]}")
 

@@ -115,7 +115,13 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
                 labels[key] = f"{label} ({shown})"
     rows = []
     for key, runs in groups.items():
-        runs.sort(key=lambda r: r["config"]["seed"])
+        # A seed run again with the same recipe, teacher and settings (in another folder) is one
+        # measurement, not two: counted once, the first folder by name, the others named.
+        runs.sort(key=lambda r: (r["config"]["seed"], str(r.get("run_dir", r["name"]))))
+        repeated = [str(r.get("run_dir", r["name"])) for previous, r in zip(runs, runs[1:])
+                    if r["config"]["seed"] == previous["config"]["seed"]]
+        runs = [r for k, r in enumerate(runs)
+                if k == 0 or r["config"]["seed"] != runs[k - 1]["config"]["seed"]]
         # Rounded: accuracies are float32, so equal ones can differ by 1e-7.
         gains = [round(r["gain_over_twin"], 6) for r in runs]
         students = [r["evaluation"]["test"]["top1"] for r in runs]
@@ -129,8 +135,18 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
                      "twin_mean": statistics.mean(twins), "twin_sd": sd(twins),
                      "gains": gains, "mean_gain": round(statistics.mean(gains), 6),
                      "gain_interval": t_interval(gains),
-                     "seeds_not_worse": sum(g >= 0 for g in gains)})
+                     "seeds_not_worse": sum(g >= 0 for g in gains), "repeated": repeated})
     return sorted(rows, key=lambda row: row["recipe"])
+
+
+def repeats_line(gains: list[dict]) -> str:
+    """A line naming the runs left out of the gains as repeats of a seed; "" where none is."""
+    repeated = [path for row in gains for path in row.get("repeated", [])]
+    if not repeated:
+        return ""
+    more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
+    return (f"Counted once, as a seed run again with the same recipe, teacher and settings: "
+            f"{', '.join(repeated[:3])}{more} left out of the gains.")
 
 
 def unnamed_teacher(gains: list[dict]) -> str:

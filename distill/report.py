@@ -358,7 +358,13 @@ def by_dataset(reports: list[dict]) -> dict[str, list[dict]]:
 
 
 def comparison_markdown(reports: list[dict]) -> str:
-    from distill.compare import GAIN_COLUMNS, gain_rows, gains_over_twins, unnamed_teacher
+    from distill.compare import (
+        GAIN_COLUMNS,
+        gain_rows,
+        gains_over_twins,
+        repeats_line,
+        unnamed_teacher,
+    )
 
     sections = []
     for dataset, runs in by_dataset(reports).items():
@@ -370,6 +376,8 @@ def comparison_markdown(reports: list[dict]) -> str:
             text += ("\n### Gain over the twin (test top-1, points; mean ± sd over seeds, 95% "
                      f"t-interval{unnamed_teacher(gains)})\n\n"
                      + markdown_table(GAIN_COLUMNS, gain_rows(gains)))
+            if repeats := repeats_line(gains):
+                text += f"\n{repeats}\n"
         sections.append(text)
     return "\n".join(sections)
 

@@ -259,6 +259,23 @@ def test_distill_report_sums_up_the_gain_over_the_twin_across_seeds(tmp_path, ca
     assert f"{tmp_path / 'gains.png'}" in printed.replace("\n", "")
 
 
+def test_a_seed_run_again_elsewhere_counts_once_in_the_gains(tmp_path, capsys):
+    # runs/photos/student-tiny and runs/photos-seeds/seed0/student-tiny: one seed, measured
+    # twice, made a narrower interval over "four seeds".
+    for seed, gain in [(0, 0.003), (1, 0.001), (2, -0.001)]:
+        fake_run(tmp_path / "b-seeds" / f"seed{seed}" / "student-tiny", "student", seed, 0.99, gain)
+    fake_run(tmp_path / "a" / "student-tiny", "student", 0, 0.99, 0.003)
+    main(["report", str(tmp_path), "--no-measure", "--out", str(tmp_path)])
+    [row] = json.loads((tmp_path / "gains.json").read_text())
+    assert row["seeds"] == [0, 1, 2] and row["gains"] == pytest.approx([0.003, 0.001, -0.001])
+    left_out = row["repeated"]
+    assert len(left_out) == 1 and left_out[0].endswith("seed0/student-tiny")  # "a" comes first
+    line = ("Counted once, as a seed run again with the same recipe, teacher and settings: "
+            f"{left_out[0]} left out of the gains.")
+    assert line in " ".join(capsys.readouterr().out.split())
+    assert line in (tmp_path / "comparison.md").read_text()
+
+
 def test_the_gains_group_students_by_their_teachers_weights_not_by_how_it_was_named(
         tmp_path, monkeypatch):
     for name, weights in [("teacher", b"one network"), ("copy", b"one network"),
