@@ -130,8 +130,9 @@ def check_teachers_fit(recipe: Recipe, paths: list[Path]) -> None:
     for path in paths:
         if (taught := dataset_of(path)) != recipe.dataset:
             raise DistillError(f"The teacher {path} was trained on {taught}, and the recipe "
-                               f"{recipe.name} distills on {recipe.dataset}: give a teacher of "
-                               f"{recipe.dataset} "
+                               f"{recipe.name} distills on {recipe.dataset}: give --dataset "
+                               f"{taught.removeprefix(FOLDER_PREFIX)} to distill on the teacher's, "
+                               f"or a teacher of {recipe.dataset} "
                                f"({teacher_command(recipe.dataset, recipe.image_size)}).")
         if (size := image_size_of(path)) != recipe.image_size:
             raise DistillError(f"The teacher {path} was trained on {size}x{size} images, and the "

@@ -605,7 +605,10 @@ def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_p
         main(["student", "--recipe", "tiny", "--dataset", "fashion-mnist", "--teacher",
               str(teacher_run), "--runs", str(tmp_path / "runs"), *QUICK])
     out = " ".join(capsys.readouterr().out.split())
-    assert exit_.value.code == 1 and "trained on mnist" in out and "fashion-mnist" in out
+    assert exit_.value.code == 1 and (
+        f"The teacher {teacher_run} was trained on mnist, and the recipe tiny distills on "
+        "fashion-mnist: give --dataset mnist to distill on the teacher's, or a teacher of "
+        "fashion-mnist (distill teacher --dataset fashion-mnist)." in out)
     assert not (tmp_path / "runs" / "student-tiny").exists()
 
 
