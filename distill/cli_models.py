@@ -43,6 +43,7 @@ def evaluate(
 
     from distill.data import scored_split
     from distill.datasets import dataset_classes, dataset_name, get_dataset
+    from distill.datasets.folder import check_no_data_dir
     from distill.export import (
         check_classes,
         dataset_of,
@@ -73,6 +74,7 @@ def evaluate(
     # scored on a third each keep their own normalization).
     name, size = trained_on.pop()
     name = dataset_name(name, size) if dataset else name  # a network's own is named as it was
+    check_no_data_dir(name, data_dir)
     unseen = all(dataset_of(path) != name for path in weights)  # e.g. new/photos
     if split == "all" and not unseen:
         raise DistillError(f"--split all would score networks on {name}'s training images too: "

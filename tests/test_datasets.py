@@ -748,6 +748,33 @@ def test_a_folders_run_at_another_size_is_named_with_a_folder_that_keeps_both(
         assert (tmp_path / "runs" / f"accuracy_vs_size-digits-{size}.png").is_file()
 
 
+def test_a_folder_of_pictures_and_data_dir_are_not_mistaken_for_each_other(
+        data_dir, tmp_path, capsys, monkeypatch):
+    """--data-dir photos meant --dataset photos: nothing is downloaded into the photos; and
+    --data-dir beside a folder dataset would be ignored."""
+    root = write_folder(tmp_path / "digits", data_dir, per_class=6)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("distill.datasets.idx.download_idx", lambda *a: pytest.fail("downloaded"))
+    before = sorted(root.rglob("*"))
+    with pytest.raises(SystemExit):
+        main(["teacher", "--data-dir", str(root), "--out", str(tmp_path / "run"), *QUICK])
+    said = " ".join(capsys.readouterr().out.split())
+    assert (f"{root} holds folders of pictures (digit-0/, ...), not the mnist files: to train on "
+            f"them, give --dataset {root} (--data-dir is for mnist's files)." in said)
+    assert sorted(root.rglob("*")) == before
+    for command in (["teacher", "--out", str(tmp_path / "run")],
+                    ["student", "--recipe", "tiny", "--runs", str(tmp_path / "runs")],
+                    ["evaluate", str(REPO / "models" / "convnet_tiny")]):
+        with pytest.raises(SystemExit):
+            main([*command, "--dataset", str(root), "--data-dir", str(data_dir), *(
+                QUICK if command[0] != "evaluate" else [])])
+        said = " ".join(capsys.readouterr().out.split())
+        assert (f"--data-dir is for the files of mnist and fashion-mnist; a folder of images "
+                f"({root.resolve()}) is named by --dataset alone." in said), said
+    assert not (tmp_path / "cache").exists()  # refused before decoding
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
 def test_a_student_of_a_folder_without_a_teacher_says_how_to_train_one(data_dir, tmp_path, capsys,
                                                                        monkeypatch):
     root = write_folder(tmp_path / "digits", data_dir, per_class=6)

@@ -163,6 +163,7 @@ class FolderDataset(Dataset):
              ) -> tuple[Tensor, Tensor]:
         """The training split holds the validation tree's images last (`split_indices`). Views of
         the decoded folder, which holds the test images last: no copy of a big folder."""
+        check_no_data_dir(self.name, data_dir)
         images, labels, splits, _ = decoded(Path(self.root), self.size)
         trained = int((splits != TEST).sum())
         return ((images[:trained], labels[:trained]) if split == "train" else
@@ -196,6 +197,15 @@ class FolderDataset(Dataset):
         return (f" Its pictures are about {side:,} pixels on their shorter side: --image-size 64 "
                 f"keeps more of them, for about {(64 / self.size) ** 2:.0f} times the compute "
                 "per image.")
+
+
+def check_no_data_dir(dataset: str, data_dir: Path | str | None) -> None:
+    """Refuse --data-dir with a folder dataset, which would seem to point elsewhere and be
+    ignored; commands ask before decoding the folder."""
+    if data_dir and dataset.startswith("folder:"):
+        raise DistillError(f"--data-dir is for the files of mnist and fashion-mnist; a folder of "
+                           f"images ({dataset.removeprefix('folder:')}) is named by --dataset "
+                           "alone.")
 
 
 def shorter_side(layout: Layout, sample: int = 51) -> int | None:

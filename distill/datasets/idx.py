@@ -48,13 +48,35 @@ class IdxDataset(Dataset):
     def load(self, split: str, data_dir: Path | str | None = None, download: bool = True
              ) -> tuple[Tensor, Tensor]:
         folder = self.folder(data_dir)
-        if download and not all(_find(folder, name) for name in SPLITS[split]):
-            download_idx(self, folder)
+        if not all(_find(folder, name) for name in SPLITS[split]):
+            check_not_pictures(self, folder)  # nothing is downloaded into a user's photos
+            if download:
+                download_idx(self, folder)
         return _load_split_cached(self, folder.resolve(), split)
 
     def missing_files_hint(self, folder: Path) -> str:
         return (f"Put the four {self.name} files ({', '.join(FILE_NAMES)}, each may end in .gz) "
                 f"in {folder}, or point --data-dir or ${self.env} at a folder that has them.")
+
+
+PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".heic",
+                    ".heif"}
+
+
+def check_not_pictures(dataset: IdxDataset, folder: Path) -> None:
+    """Refuse a folder of class folders of pictures given for the IDX files (`--data-dir
+    photos`, meaning `--dataset photos`), before anything is downloaded into it."""
+    from itertools import islice
+
+    from distill.datasets.folder import class_folders
+
+    if not folder.is_dir():
+        return
+    for classes in class_folders(folder):
+        if any(path.suffix.lower() in PICTURE_SUFFIXES for path in islice(classes.iterdir(), 50)):
+            raise DistillError(f"{folder} holds folders of pictures ({classes.name}/, ...), not "
+                               f"the {dataset.name} files: to train on them, give --dataset "
+                               f"{folder} (--data-dir is for {dataset.name}'s files).")
 
 
 def _find(folder: Path, name: str) -> Path | None:
