@@ -162,7 +162,7 @@ def teacher(
     check_no_data_dir(recipe.dataset, data_dir)
     out = out or Path("runs") / runs_subfolder(recipe.dataset) / "teacher"
     if is_rank_zero():  # before a folder's minutes of decoding (train_run checks it again)
-        check_run_dir(out, overwrite, resume, recipe.image_size)
+        check_run_dir(out, overwrite, resume, recipe.dataset, recipe.image_size)
     parallel = Parallel(devices, num_nodes, strategy)
     check_parallel(parallel, accelerator, recipe.batch_size)
     say_dataset_augmentation(given, recipe)

@@ -195,7 +195,7 @@ def check_student_dirs(recipe: Recipe, runs_dir: Path, twin: bool, overwrite: bo
         return
     student_dir, twin_dir = student_dirs(recipe, runs_dir)
     for out in (student_dir, twin_dir) if twin else (student_dir,):
-        check_run_dir(out, overwrite, resume, image_size)
+        check_run_dir(out, overwrite, resume, recipe.dataset, image_size)
 
 
 def find_twin(runs_dir: Path, config: dict, test_images: int) -> tuple[Path, RunReport] | None:

@@ -40,20 +40,21 @@ FINISHED_MARKER = "report.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
-def check_run_dir(out: Path, overwrite: bool, resume: bool = False,
+def check_run_dir(out: Path, overwrite: bool, resume: bool = False, dataset: str | None = None,
                   image_size: int | None = None) -> None:
     """Refuse a folder distill did not make, and a finished or unfinished run unless asked to
-    replace (--overwrite) or continue (--resume) it. `image_size`: the run's, where a run of a
-    folder at another size would be there (a folder's runs share runs/NAME at every size)."""
+    replace (--overwrite) or continue (--resume) it. `dataset` and `image_size`: the new run's,
+    where known; a finished run of another dataset or size is said as such (a folder's runs go
+    to runs/NAME whatever its path and size: ~/a/photos and ~/b/photos share runs/photos)."""
     check_run_folder(out, replacing=overwrite or resume)
     if overwrite or resume:
         return
     if (out / FINISHED_MARKER).exists():
-        if image_size is not None and (size := finished_image_size(out)) not in (None, image_size):
-            raise DistillError(f"{out} already holds a finished run on {size}x{size} images. "
-                               "Pass --overwrite to replace it, or keep both: another folder for "
-                               f"runs at {image_size}x{image_size} (--out for a teacher, --runs "
-                               f"for students), e.g. {out.parent}-{image_size}.")
+        if other := other_data(out, dataset, image_size):
+            there, apart = other
+            raise DistillError(f"{out} already holds a finished run {there}. Pass --overwrite to "
+                               "replace it, or keep both: another folder for these runs (--out "
+                               f"for a teacher, --runs for students), e.g. {out.parent}-{apart}.")
         raise DistillError(f"{out} already holds a finished run. Pass --overwrite to replace it, "
                            "--resume to keep it (and run only what is missing), or choose "
                            "another folder.")
@@ -62,11 +63,22 @@ def check_run_dir(out: Path, overwrite: bool, resume: bool = False,
                            "--overwrite to start again.")
 
 
-def finished_image_size(out: Path) -> int | None:
+def other_data(out: Path, dataset: str | None, image_size: int | None) -> tuple[str, str] | None:
+    """How the finished run in `out` differs from a new one of `dataset` at `image_size` ("of
+    folder:/a/photos", "on 20x20 images"), and what would tell their folders apart (the new
+    folder's parent, ~/b/photos: b; or the size); None where it does not, or cannot be read."""
+    from distill.datasets import folder_root
+
     try:
-        return int(json.loads((out / FINISHED_MARKER).read_text())["config"]["image_size"])
-    except (OSError, ValueError, KeyError, TypeError):  # unreadable: the plain message
+        report = json.loads((out / FINISHED_MARKER).read_text())
+        theirs = report.get("dataset", "mnist"), int(report["config"].get("image_size", 28))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    if dataset is not None and theirs[0] != dataset:
+        return f"of {theirs[0]}", folder_root(dataset).parent.name or "2"
+    if image_size is not None and theirs[1] != image_size:
+        return f"on {theirs[1]}x{theirs[1]} images", str(image_size)
+    return None
 
 
 def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> Path | None:
@@ -191,13 +203,14 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
     if not is_rank_zero():  # rank zero has checked, locked and prepared the folder
         last = out / LAST_CHECKPOINT
         return _train_and_report(*args, last if resume and last.is_file() else None, *inputs)
-    check_run_dir(out, overwrite, resume, config.image_size)
+    check_run_dir(out, overwrite, resume, config.dataset, config.image_size)
     # Bad data fails here, before a run folder exists: both splits are read and checked.
     train_images = dataset.training_images(data_dir)
     dataset.load("test", data_dir)
     check_batch_size(config.batch_size, limits, train_images)
     with run_lock(out):
-        check_run_dir(out, overwrite, resume, config.image_size)  # again: another process was first?
+        # Again, under the lock: another process may have been first.
+        check_run_dir(out, overwrite, resume, config.dataset, config.image_size)
         resume_from = prepare_run_dir(out, overwrite, resume)
         try:
             return _train_and_report(*args, resume_from, *inputs)

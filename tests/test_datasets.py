@@ -716,7 +716,7 @@ def test_a_two_class_folder_is_summed_up_by_its_augmented_top_1(data_dir, tmp_pa
     assert f"augmented test top-1 {top1};" in said and "top-2" not in said
 
 
-def test_a_folders_run_at_another_size_is_named_with_a_folder_that_keeps_both(
+def test_a_run_of_another_size_or_folder_in_its_runs_folder_is_said_with_one_that_keeps_both(
         data_dir, tmp_path, capsys, monkeypatch):
     root = write_folder(tmp_path / "digits", data_dir, per_class=60)  # tiny's batch of 128 fits
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -730,8 +730,16 @@ def test_a_folders_run_at_another_size_is_named_with_a_folder_that_keeps_both(
         said = " ".join(capsys.readouterr().out.split())
         run = "teacher" if command == ["teacher"] else "student-tiny"
         assert (f"runs/digits/{run} already holds a finished run on 20x20 images. Pass "
-                "--overwrite to replace it, or keep both: another folder for runs at 24x24 "
-                "(--out for a teacher, --runs for students), e.g. runs/digits-24." in said), said
+                "--overwrite to replace it, or keep both: another folder for these runs (--out "
+                "for a teacher, --runs for students), e.g. runs/digits-24." in said), said
+    # Another folder of the same name shares runs/digits too: its run is said to be another's.
+    elsewhere = write_folder(tmp_path / "b" / "digits", data_dir, per_class=60, classes=(1, 7))
+    with pytest.raises(SystemExit):
+        main(["teacher", "--dataset", str(elsewhere), "--image-size", "20", *QUICK])
+    assert (f"runs/digits/teacher already holds a finished run of folder:{root.resolve()}. Pass "
+            "--overwrite to replace it, or keep both: another folder for these runs (--out for a "
+            "teacher, --runs for students), e.g. runs/digits-b." in " ".join(
+                capsys.readouterr().out.split()))
     # At the teacher's size, as a student takes it when none is given: the plain clash.
     with pytest.raises(SystemExit):
         main(["student", "--recipe", "tiny", "--dataset", str(root), "--no-twin", *QUICK])
