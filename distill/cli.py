@@ -142,7 +142,7 @@ def teacher(
 ) -> None:
     """Train the DigitNet teacher (on MNIST unless --dataset) and write its run folder."""
     from distill.datasets import runs_subfolder
-    from distill.datasets.folder import check_no_data_dir
+    from distill.datasets.folder import check_no_data_dir, check_runs_outside
     from distill.distributed import Parallel, check_parallel, is_rank_zero
     from distill.recipes import load_recipe, overridden, teacher_recipe_of
     from distill.runs import check_run_dir, train_run
@@ -161,6 +161,7 @@ def teacher(
                                image_size=image_size), recipe
     check_no_data_dir(recipe.dataset, data_dir)
     out = out or Path("runs") / runs_subfolder(recipe.dataset) / "teacher"
+    check_runs_outside(recipe.dataset, out, "--out")
     if is_rank_zero():  # before a folder's minutes of decoding (train_run checks it again)
         check_run_dir(out, overwrite, resume, recipe.dataset, recipe.image_size)
     parallel = Parallel(devices, num_nodes, strategy)
@@ -229,7 +230,7 @@ def student(
 ) -> None:
     """Distill the teacher into the student of a recipe, and train the student's twin."""
     from distill.datasets import runs_subfolder
-    from distill.datasets.folder import check_no_data_dir
+    from distill.datasets.folder import check_no_data_dir, check_runs_outside
     from distill.distributed import Parallel, check_parallel
     from distill.files import RUN_MARKER
     from distill.pipeline import (
@@ -259,10 +260,11 @@ def student(
         chosen = [recipe for recipe in chosen if recipe.role != "teacher"]
     given, chosen = chosen, [overridden(recipe, epochs=epochs, dataset=dataset,
                                         image_size=image_size) for recipe in chosen]
-    for recipe in chosen:
-        check_no_data_dir(recipe.dataset, data_dir)
     if runs_dir is None:
         runs_dir = Path("runs") / runs_subfolder(chosen[0].dataset)
+    for recipe in chosen:
+        check_no_data_dir(recipe.dataset, data_dir)
+        check_runs_outside(recipe.dataset, runs_dir, "--runs")
     if (runs_dir / RUN_MARKER).is_file():  # e.g. `distill teacher --out runs/photos`
         raise DistillError(f"{runs_dir} is a run's own folder: students' runs go beside it, not "
                            f"into it. Give --runs another folder (e.g. --runs {runs_dir}-students).")

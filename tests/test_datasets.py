@@ -783,6 +783,24 @@ def test_a_folder_of_pictures_and_data_dir_are_not_mistaken_for_each_other(
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
 
 
+def test_runs_are_not_written_inside_the_folder_of_images(data_dir, tmp_path, capsys,
+                                                          monkeypatch):
+    # `cd photos; distill teacher --dataset .` wrote runs/ among the class folders: the next
+    # command read it as a class of PNG plots, and advised training the teacher again on it.
+    root = write_folder(tmp_path / "digits", data_dir, per_class=6)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(root)
+    for command, option in ((["teacher"], "--out"), (["student", "--recipe", "tiny"], "--runs")):
+        with pytest.raises(SystemExit):
+            main([*command, "--dataset", ".", *QUICK])
+        said = " ".join(capsys.readouterr().out.split())
+        assert (f"is inside {root.resolve()}, the folder of images: its plots would be read as a "
+                f"class of it. Run distill from another folder, or give {option} outside it."
+                in said), said
+    assert sorted(p.name for p in root.iterdir()) == ["digit-0", "digit-1", "digit-7"]
+    assert not (tmp_path / "cache").exists()  # refused before decoding
+
+
 def test_a_student_of_a_folder_without_a_teacher_says_how_to_train_one(data_dir, tmp_path, capsys,
                                                                        monkeypatch):
     root = write_folder(tmp_path / "digits", data_dir, per_class=6)

@@ -208,6 +208,16 @@ def check_no_data_dir(dataset: str, data_dir: Path | str | None) -> None:
                            "alone.")
 
 
+def check_runs_outside(dataset: str, runs: Path, option: str) -> None:
+    """Refuse runs written inside the folder of images they train on (`cd photos; distill
+    teacher --dataset .`): their plots would be read as a class of it by the next command."""
+    root = Path(dataset.removeprefix("folder:"))
+    if dataset.startswith("folder:") and runs.resolve().is_relative_to(root):
+        raise DistillError(f"{runs} is inside {root}, the folder of images: its plots would be "
+                           f"read as a class of it. Run distill from another folder, or give "
+                           f"{option} outside it.")
+
+
 def shorter_side(layout: Layout, sample: int = 51) -> int | None:
     """The median shorter side of a sample of the training pictures, from their headers."""
     from PIL import Image
