@@ -659,6 +659,8 @@ def test_a_teacher_for_fashion_mnist_trains_with_that_datasets_own_recipe(fashio
     ("a stray folder", "holds test/, train/ and extra/: its subfolders are either"),
     ("another class in val/", "train/ and val/ have different classes"),
     ("no train/", "holds test/ and val/ but no train/ tree"),
+    ("runs inside", "the class folder runs/ holds distill's runs (runs/digits/teacher/), not "
+                    "images of a class: move it out of"),
 ])
 def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, message):
     root = tmp_path / "data"
@@ -684,6 +686,11 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, messa
         write_folder(root, data_dir, per_class=24)
         monkeypatch.setattr("distill.datasets.folder.os.sysconf",
                             {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 10}.get)
+    elif layout == "runs inside":  # `cd digits; distill teacher --dataset .`, before it was refused
+        write_folder(root, data_dir, per_class=2)
+        (root / "runs" / "digits" / "teacher").mkdir(parents=True)
+        (root / "runs" / "digits" / "teacher" / ".distill-run").write_text("")
+        shutil.copy(root / "digit-0" / "0.png", root / "runs" / "digits" / "teacher" / "curves.png")
     elif layout == "mismatch":
         write_folder(root / "train", data_dir, per_class=2)
         write_folder(root / "test", data_dir, per_class=2, classes=(0, 1, 8))

@@ -135,6 +135,7 @@ def check_layout(root: Path) -> Layout:
             raise DistillError(f"{tree} has one class folder ({classes[0].name}/): a classifier "
                                "needs at least two, each in a folder of its own.")
         found = {c.name: image_files(c) for c in classes}
+        check_no_runs(tree, found)
         if empty := [name for name, paths in found.items() if not paths]:
             raise DistillError(f"{tree}: the class folder {empty[0]}/ holds no image.")
         if split == TRAIN and held_out and (
@@ -147,6 +148,19 @@ def check_layout(root: Path) -> Layout:
                                f"classes ({', '.join(files[TRAIN])} against {', '.join(found)}).")
         files[split] = found
     return Layout(root, trees, files)
+
+
+def check_no_runs(tree: Path, found: dict[str, list[Path]]) -> None:
+    """Refuse a class folder that holds distill's runs (made inside the folder of images by an
+    older distill, or copied there): their plots are not a class. One look per folder listed."""
+    from distill.files import RUN_MARKER
+
+    for name, paths in found.items():
+        if run := next((folder for folder in dict.fromkeys(path.parent for path in paths)
+                        if (folder / RUN_MARKER).is_file()), None):
+            raise DistillError(f"{tree}: the class folder {name}/ holds distill's runs "
+                               f"({run.relative_to(tree)}/), not images of a class: move it out "
+                               f"of {tree}.")
 
 
 @dataclass(frozen=True)
