@@ -54,7 +54,8 @@ def check_run_dir(out: Path, overwrite: bool, resume: bool = False, dataset: str
             there, apart = other
             raise DistillError(f"{out} already holds a finished run {there}. Pass --overwrite to "
                                "replace it, or keep both: another folder for these runs (--out "
-                               f"for a teacher, --runs for students), e.g. {out.parent}-{apart}.")
+                               "for a teacher, --runs for students)"
+                               + (f", e.g. {out.parent}-{apart}." if apart else "."))
         raise DistillError(f"{out} already holds a finished run. Pass --overwrite to replace it, "
                            "--resume to keep it (and run only what is missing), or choose "
                            "another folder.")
@@ -65,9 +66,9 @@ def check_run_dir(out: Path, overwrite: bool, resume: bool = False, dataset: str
 
 def other_data(out: Path, dataset: str | None, image_size: int | None) -> tuple[str, str] | None:
     """How the finished run in `out` differs from a new one of `dataset` at `image_size` ("of
-    folder:/a/photos", "on 20x20 images"), and what would tell their folders apart (the new
-    folder's parent, ~/b/photos: b; or the size); None where it does not, or cannot be read."""
-    from distill.datasets import folder_root
+    folder:/a/photos", "on 20x20 images"), and what would tell their folders apart ("" where
+    nothing says); None where it does not differ, or cannot be read."""
+    from distill.datasets import FOLDER_PREFIX, folder_root
 
     try:
         report = json.loads((out / FINISHED_MARKER).read_text())
@@ -75,7 +76,9 @@ def other_data(out: Path, dataset: str | None, image_size: int | None) -> tuple[
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if dataset is not None and theirs[0] != dataset:
-        return f"of {theirs[0]}", folder_root(dataset).parent.name or "2"
+        # A folder's runs are told apart by its parent (~/b/photos: runs/photos-b).
+        return f"of {theirs[0]}", (folder_root(dataset).parent.name
+                                   if dataset.startswith(FOLDER_PREFIX) else "")
     if image_size is not None and theirs[1] != image_size:
         return f"on {theirs[1]}x{theirs[1]} images", str(image_size)
     return None

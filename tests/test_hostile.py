@@ -72,6 +72,14 @@ def test_a_stray_file_in_a_run_folder_is_not_deleted_by_overwrite(teacher_run, t
     assert "notes.txt" in out and "move them out" in out
 
 
+def test_a_run_of_another_dataset_in_the_folder_is_said_to_be_that_datasets(teacher_run, capsys):
+    out = refused(["teacher", "--dataset", "fashion-mnist", "--out", str(teacher_run), *QUICK],
+                  capsys, teacher_run)
+    assert (f"{teacher_run} already holds a finished run of mnist. Pass --overwrite to replace "
+            "it, or keep both: another folder for these runs (--out for a teacher, --runs for "
+            "students).") in out
+
+
 def test_students_are_not_written_into_a_teachers_run_folder(teacher_run, capsys):
     # `distill teacher --out runs/photos` makes runs/photos, where students of photos/ go by
     # default: they went into the teacher's folder, which --overwrite then refused to replace.
