@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -217,8 +218,13 @@ def collect_reports(paths: list[Path]) -> list[RunReport]:
     for file in found:
         unique.setdefault(file.resolve(), file)
     found = list(unique.values())
-    # A run still being written or broken is left out: the table shows the rest.
-    reports = [report for file in found if (report := read_run_report(file.parent))]
+    # A broken report.json (a run's is written whole, at its end) is left out, and said.
+    read = [(file, read_run_report(file.parent)) for file in found]
+    reports = [report for _, report in read if report]
+    if broken := [file for file, report in read if report is None]:
+        warnings.warn(f"{len(broken)} report.json {'files' if len(broken) > 1 else 'file'} "
+                      f"cannot be read as a run's and {'are' if len(broken) > 1 else 'is'} left "
+                      f"out ({broken[0]}{', ...' * (len(broken) > 1)}).", stacklevel=2)
     reports += missing_teachers(reports)
     # Runs of several seeds share names (runs/student-tiny, runs/seed1/student-tiny): the table
     # names those by their folders instead.

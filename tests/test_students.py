@@ -276,6 +276,17 @@ def test_a_seed_run_again_elsewhere_counts_once_in_the_gains(tmp_path, capsys):
     assert line in (tmp_path / "comparison.md").read_text()
 
 
+def test_a_run_whose_report_cannot_be_read_is_left_out_and_said(tmp_path, capsys):
+    fake_run(tmp_path / "student-tiny", "student", 0, 0.99, 0.001)
+    fake_run(tmp_path / "student-tiny-twin", "twin", 0, 0.989)
+    (tmp_path / "student-tiny-twin" / "report.json").write_text("{garbage")  # a disk's damage
+    with pytest.warns(UserWarning, match=r"1 report.json file cannot be read as a run's and is "
+                                         r"left out \(.*student-tiny-twin/report.json\)"):
+        main(["report", str(tmp_path), "--no-measure", "--out", str(tmp_path)])
+    names = [r["name"] for r in json.loads((tmp_path / "comparison.json").read_text())]
+    assert names == ["student-tiny"]
+
+
 def test_the_gains_group_students_by_their_teachers_weights_not_by_how_it_was_named(
         tmp_path, monkeypatch):
     for name, weights in [("teacher", b"one network"), ("copy", b"one network"),
