@@ -80,6 +80,19 @@ def test_a_run_of_another_dataset_in_the_folder_is_said_to_be_that_datasets(teac
             "students).") in out
 
 
+@pytest.mark.parametrize("dataset, message", [
+    ("/", "/ is the file system's root, not a folder of images"),
+    (str(Path.home()), "is your home folder, not a folder of images"),
+    ("/proc", "/proc is a system folder, not a folder of images"),
+    ("folder:", "folder: names no folder"),
+])
+def test_a_whole_disk_home_or_system_folder_is_no_dataset(tmp_path, capsys, dataset, message):
+    # --dataset / listed every file of the machine (and stopped at /proc/1/cwd, minutes later).
+    out = refused(["teacher", "--dataset", dataset, "--out", str(tmp_path / "run"), *QUICK], capsys,
+                  tmp_path)
+    assert message in out
+
+
 def test_students_are_not_written_into_a_teachers_run_folder(teacher_run, capsys):
     # `distill teacher --out runs/photos` makes runs/photos, where students of photos/ go by
     # default: they went into the teacher's folder, which --overwrite then refused to replace.

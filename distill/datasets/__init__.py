@@ -45,13 +45,32 @@ def dataset_name(name: str = "mnist", image_size: int = 28) -> str:
     if name.startswith(FOLDER_PREFIX) or path.is_dir() or "/" in name:
         if not 8 <= image_size <= 256:
             raise DistillError(f"--image-size {image_size}: give a size from 8 to 256 pixels.")
+        if not name.removeprefix(FOLDER_PREFIX):
+            raise DistillError("folder: names no folder: give its path, e.g. folder:photos.")
         root = path.expanduser().resolve()
+        if reason := not_a_dataset(root):  # before listing every file below it
+            raise DistillError(f"{root} is {reason}, not a folder of images: give the folder that "
+                               "holds the class folders (e.g. ~/photos).")
         check_layout(root)
         return f"{FOLDER_PREFIX}{root}"
     close = difflib.get_close_matches(name[:60], DATASETS, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise DistillError(f"Unknown dataset {name[:60]!r}.{hint} Give one of {', '.join(DATASETS)}, "
                        "or the path of a folder of class subfolders.")
+
+
+SYSTEM_TREES = ("/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/lib", "/boot", "/var")
+
+
+def not_a_dataset(root: Path) -> str | None:
+    """Why a folder cannot be a dataset, where listing it would walk a whole disk or system."""
+    if root == Path(root.anchor):
+        return "the file system's root"
+    if root == Path.home().resolve():
+        return "your home folder"
+    if any(root == Path(tree) for tree in SYSTEM_TREES):
+        return "a system folder"
+    return None
 
 
 def dataset_classes(name: str) -> tuple[str, ...]:
