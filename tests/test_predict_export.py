@@ -94,6 +94,10 @@ def test_predict_reads_every_image_in_a_folder_given(teacher_run, first_test_dig
     with pytest.raises(SystemExit):
         main(["predict", str(teacher_run), str(tmp_path / "empty")])
     assert "is a folder without files" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # every file of the machine was listed, then read
+        main(["predict", str(teacher_run), "/"])
+    assert "/ is the file system's root: give image files, or a folder of them." in " ".join(
+        capsys.readouterr().out.split())
 
 
 def test_onnx_export_matches_pytorch_on_real_test_images(teacher_run, tmp_path, capsys):

@@ -48,7 +48,7 @@ def dataset_name(name: str = "mnist", image_size: int = 28) -> str:
         if not name.removeprefix(FOLDER_PREFIX):
             raise DistillError("folder: names no folder: give its path, e.g. folder:photos.")
         root = path.expanduser().resolve()
-        if reason := not_a_dataset(root):  # before listing every file below it
+        if reason := too_wide(root):  # before listing every file below it
             raise DistillError(f"{root} is {reason}, not a folder of images: give the folder that "
                                "holds the class folders (e.g. ~/photos).")
         check_layout(root)
@@ -62,8 +62,9 @@ def dataset_name(name: str = "mnist", image_size: int = 28) -> str:
 SYSTEM_TREES = ("/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/lib", "/boot", "/var")
 
 
-def not_a_dataset(root: Path) -> str | None:
-    """Why a folder cannot be a dataset, where listing it would walk a whole disk or system."""
+def too_wide(root: Path) -> str | None:
+    """Why a folder cannot be a dataset or a folder of pictures to read: listing it would walk a
+    whole disk, home or system."""
     if root == Path(root.anchor):
         return "the file system's root"
     if root == Path.home().resolve():
