@@ -60,7 +60,8 @@ def report(
     out: Annotated[Path | None, typer.Option(
         help="Where to write comparison.md, comparison.json, gains.json and the plots: "
              "accuracy_vs_size.png, gains.png (gains over the twins) and labels_curve.png, each "
-             "dataset but MNIST's with its name added (default: the single folder given, else "
+             "dataset but MNIST's with its name added (and a folder's image size, other than "
+             "28) (default: the single folder given, else "
              "runs/; never models/, which holds the releases).", show_default=False)] = None,
     measure: Annotated[bool, typer.Option(
         help="Measure every run's CPU latency and throughput again, one after another, so they "
