@@ -36,11 +36,20 @@ DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Folder with the dataset's files, e.g. the four MNIST IDX files (default: "
                        "$DISTILL_DATA_DIR for MNIST, $DISTILL_FASHION_MNIST_DIR for Fashion-MNIST, "
                        "else ~/.cache/distill/NAME, downloaded when missing).", show_default=False)]
+def named_dataset(value: str | None) -> str | None:
+    """--dataset "$DATA" with DATA unset: refused, where it would train on MNIST (or read the
+    current folder) without a word."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("it is empty: give mnist, fashion-mnist or the path of a folder "
+                                 "of class subfolders.")
+    return value
+
+
 DatasetOption = Annotated[str | None, typer.Option(
     "--dataset", help="mnist, fashion-mnist, or a folder of images with one subfolder per class "
                       "(in train/, test/ and val/ trees, as far as you have them, or in the "
                       "folder itself; without test/, a fixed share is held out for testing).",
-    show_default=False)]
+    show_default=False, callback=named_dataset)]
 ImageSize = Annotated[int | None, typer.Option(
     min=8, max=256, help="Size a side a folder's images are decoded at, each whole picture "
                          "stretched to a square (default 28).",
@@ -207,7 +216,7 @@ def student(
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="Distill on this dataset instead of the recipe's (mnist, fashion-mnist or "
                           "a folder of class subfolders), with that dataset's default "
-                          "augmentation.", show_default=False)] = None,
+                          "augmentation.", show_default=False, callback=named_dataset)] = None,
     image_size: StudentImageSize = None,
     seed: Annotated[int | None, typer.Option(
         min=0, max=MAX_SEED, help="Override the recipe's seed.", show_default=False)] = None,

@@ -85,6 +85,7 @@ def test_a_run_of_another_dataset_in_the_folder_is_said_to_be_that_datasets(teac
     (str(Path.home()), "is your home folder, not a folder of images"),
     ("/proc", "/proc is a system folder, not a folder of images"),
     ("folder:", "folder: names no folder"),
+    ("", "Invalid value for '--dataset': it is empty"),  # --dataset "$DATA", DATA unset: MNIST
 ])
 def test_a_whole_disk_home_or_system_folder_is_no_dataset(tmp_path, capsys, dataset, message):
     # --dataset / listed every file of the machine (and stopped at /proc/1/cwd, minutes later).
