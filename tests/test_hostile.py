@@ -87,7 +87,7 @@ def test_a_run_of_another_dataset_in_the_folder_is_said_to_be_that_datasets(teac
     ("folder:", "folder: names no folder"),
     ("", "Invalid value for '--dataset': it is empty"),  # --dataset "$DATA", DATA unset: MNIST
 ])
-def test_a_whole_disk_home_or_system_folder_is_no_dataset(tmp_path, capsys, dataset, message):
+def test_a_whole_disk_a_home_a_system_folder_or_nothing_is_no_dataset(tmp_path, capsys, dataset, message):
     # --dataset / listed every file of the machine (and stopped at /proc/1/cwd, minutes later).
     out = refused(["teacher", "--dataset", dataset, "--out", str(tmp_path / "run"), *QUICK], capsys,
                   tmp_path)
