@@ -36,20 +36,11 @@ DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Folder with the dataset's files, e.g. the four MNIST IDX files (default: "
                        "$DISTILL_DATA_DIR for MNIST, $DISTILL_FASHION_MNIST_DIR for Fashion-MNIST, "
                        "else ~/.cache/distill/NAME, downloaded when missing).", show_default=False)]
-def named_dataset(value: str | None) -> str | None:
-    """--dataset "$DATA" with DATA unset: refused, where it would train on MNIST (or read the
-    current folder) without a word."""
-    if value is not None and not value.strip():
-        raise typer.BadParameter("it is empty: give mnist, fashion-mnist or the path of a folder "
-                                 "of class subfolders.")
-    return value
-
-
 DatasetOption = Annotated[str | None, typer.Option(
     "--dataset", help="mnist, fashion-mnist, or a folder of images with one subfolder per class "
                       "(in train/, test/ and val/ trees, as far as you have them, or in the "
                       "folder itself; without test/, a fixed share is held out for testing).",
-    show_default=False, callback=named_dataset)]
+    show_default=False)]
 ImageSize = Annotated[int | None, typer.Option(
     min=8, max=256, help="Size a side a folder's images are decoded at, each whole picture "
                          "stretched to a square (default 28).",
@@ -216,7 +207,7 @@ def student(
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="Distill on this dataset instead of the recipe's (mnist, fashion-mnist or "
                           "a folder of class subfolders), with that dataset's default "
-                          "augmentation.", show_default=False, callback=named_dataset)] = None,
+                          "augmentation.", show_default=False)] = None,
     image_size: StudentImageSize = None,
     seed: Annotated[int | None, typer.Option(
         min=0, max=MAX_SEED, help="Override the recipe's seed.", show_default=False)] = None,
@@ -449,6 +440,11 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     global _argv
     _argv = args
+    if option := empty_argument(args):
+        console.print(Text.assemble(("Error: ", "bold red"), f"{option} is empty (a shell "
+                                    "variable that is not set?): give it a value, or leave it "
+                                    "out."), highlight=False)
+        sys.exit(1)
     quiet_lightning()
     plain_warnings()
     if not is_rank_zero():
@@ -474,6 +470,18 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         say_interrupted()
         sys.exit(130)
+
+
+def empty_argument(args: list[str]) -> str | None:
+    """The option given an empty value (`--runs "$RUNS"` with RUNS unset, `--out=`), else None.
+    Every value distill takes names something; an empty one read as a path is the current
+    folder (runs written there, MNIST downloaded there), read as a dataset MNIST."""
+    for k, arg in enumerate(args):
+        if arg.startswith("--") and arg.endswith("="):
+            return arg[:-1]
+        if not arg.strip():
+            return args[k - 1] if k and args[k - 1].startswith("-") else "An argument"
+    return None
 
 
 def ctrl_c(error: BaseException | None) -> bool:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from distill.cli import DataDir, TestImages, app, console, named_dataset
+from distill.cli import DataDir, TestImages, app, console
 from distill.errors import DistillError
 
 
@@ -27,8 +27,7 @@ def evaluate(
     data_dir: DataDir = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="The dataset to score on (default: the one each network was trained "
-                          "on, as its weights file says).", show_default=False,
-        callback=named_dataset)] = None,
+                          "on, as its weights file says).", show_default=False)] = None,
     test_images: TestImages = None,
     split: Annotated[str | None, typer.Option(
         "--split", help="What to score on: 'test'; 'validation', the training images every run "
@@ -364,8 +363,7 @@ def demo(
         show_default=False)] = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="Whose released models to show: mnist (the default) or fashion-mnist. "
-                          "With --models, their own dataset.", show_default=False,
-        callback=named_dataset)] = None,
+                          "With --models, their own dataset.", show_default=False)] = None,
     host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 7860,
     share: Annotated[bool, typer.Option(help="Also serve through a public Gradio link.")] = False,

@@ -85,13 +85,26 @@ def test_a_run_of_another_dataset_in_the_folder_is_said_to_be_that_datasets(teac
     (str(Path.home()), "is your home folder, not a folder of images"),
     ("/proc", "/proc is a system folder, not a folder of images"),
     ("folder:", "folder: names no folder"),
-    ("", "Invalid value for '--dataset': it is empty"),  # --dataset "$DATA", DATA unset: MNIST
+    ("", "--dataset is empty (a shell variable that is not set?): give it a value, or leave it "
+         "out."),  # --dataset "$DATA" with DATA unset trained on MNIST
 ])
 def test_a_whole_disk_a_home_a_system_folder_or_nothing_is_no_dataset(tmp_path, capsys, dataset, message):
     # --dataset / listed every file of the machine (and stopped at /proc/1/cwd, minutes later).
     out = refused(["teacher", "--dataset", dataset, "--out", str(tmp_path / "run"), *QUICK], capsys,
                   tmp_path)
     assert message in out
+
+
+@pytest.mark.parametrize("args", [["student", "--recipe", "tiny", "--runs", ""],
+                                  ["teacher", "--data-dir", " "], ["teacher", "--out="],
+                                  ["evaluate", ""]])
+def test_an_empty_value_is_refused_where_it_would_mean_the_current_folder(tmp_path, capsys,
+                                                                          monkeypatch, args):
+    # `--runs "$RUNS"` with RUNS unset wrote student-tiny/ and its twin into the current folder;
+    # an empty --data-dir would have downloaded MNIST there.
+    monkeypatch.chdir(tmp_path)
+    out = refused([*args, *QUICK], capsys, tmp_path)
+    assert "is empty (a shell variable that is not set?)" in out
 
 
 def test_students_are_not_written_into_a_teachers_run_folder(teacher_run, capsys):
