@@ -113,6 +113,9 @@ def trained_dataset(path: Path | str, images: bool = True) -> Dataset:
         if not all(math.isfinite(m) for m in dataset.mean) or not all(
                 math.isfinite(s) and s > 0 for s in dataset.std):  # NaN answers, without a word
             raise ValueError("its normalization is not finite numbers over positive spreads")
+        if any(ord(c) < 32 or ord(c) == 127 for text in (name, *dataset.classes) for c in text):
+            # Printed by every command: an escape sequence would drive the user's terminal.
+            raise ValueError("control characters in its name or classes")
     except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise DistillError(f"{path}: its dataset's description is not readable ({error}): "
                            "refused.") from error

@@ -257,6 +257,7 @@ def test_a_weights_file_only_ever_builds_one_of_distills_networks(tmp_path, caps
     ('["a", "b", "c"]', '{"mean": "x"}'),
     ('["a", "b", "c"]', '{"mean": [0.5, 0.5, 0.5], "std": [0.2, 0, 0.2]}'),  # a spread of 0
     ('["a", "b", "c"]', '{"mean": [NaN, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}'),
+    ('["a", "b", "\\u001b]0;owned\\u0007"]', '{"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}'),
 ])
 def test_a_folder_networks_description_is_checked_against_the_network(tmp_path, capsys, classes,
                                                                        normalization):
