@@ -661,6 +661,7 @@ def test_a_teacher_for_fashion_mnist_trains_with_that_datasets_own_recipe(fashio
     ("no train/", "holds test/ and val/ but no train/ tree"),
     ("runs inside", "the class folder runs/ holds distill's runs (runs/digits/teacher/), not "
                     "images of a class: move it out of"),
+    ("escape", "the class folder 'red\\x1b[31m' has a control character in its name: rename it."),
 ])
 def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, message):
     root = tmp_path / "data"
@@ -686,6 +687,9 @@ def test_a_bad_folder_is_one_line(data_dir, tmp_path, monkeypatch, layout, messa
         write_folder(root, data_dir, per_class=24)
         monkeypatch.setattr("distill.datasets.folder.os.sysconf",
                             {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 10}.get)
+    elif layout == "escape":  # printed as it is, the name would recolour the terminal
+        write_folder(root, data_dir, per_class=2)
+        (root / "digit-7").rename(root / "red\x1b[31m")
     elif layout == "runs inside":  # `cd digits; distill teacher --dataset .`, before it was refused
         write_folder(root, data_dir, per_class=2)
         (root / "runs" / "digits" / "teacher").mkdir(parents=True)

@@ -134,6 +134,11 @@ def check_layout(root: Path) -> Layout:
         if len(classes) == 1:
             raise DistillError(f"{tree} has one class folder ({classes[0].name}/): a classifier "
                                "needs at least two, each in a folder of its own.")
+        if odd := next((c.name for c in classes if any(ord(ch) < 32 or ord(ch) == 127
+                                                        for ch in c.name)), None):
+            # Class names are printed and kept in the weights, which refuse them (export.py).
+            raise DistillError(f"{tree}: the class folder {odd!r} has a control character in "
+                               "its name: rename it.")
         found = {c.name: image_files(c) for c in classes}
         check_no_runs(tree, found)
         if empty := [name for name, paths in found.items() if not paths]:
