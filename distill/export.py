@@ -16,7 +16,7 @@ from torch import nn
 
 import distill.nets  # noqa: F401 - registers the networks with timm
 from distill.datasets import DATASETS, FOLDER_PREFIX, Dataset, folder_root
-from distill.datasets.base import shown_classes
+from distill.datasets.base import has_control_character, shown_classes
 from distill.datasets.folder import FolderDataset
 from distill.errors import DistillError
 from distill.files import atomic_path
@@ -113,7 +113,7 @@ def trained_dataset(path: Path | str, images: bool = True) -> Dataset:
         if not all(math.isfinite(m) for m in dataset.mean) or not all(
                 math.isfinite(s) and s > 0 for s in dataset.std):  # NaN answers, without a word
             raise ValueError("its normalization is not finite numbers over positive spreads")
-        if any(ord(c) < 32 or ord(c) == 127 for text in (name, *dataset.classes) for c in text):
+        if any(map(has_control_character, (name, *dataset.classes))):
             # Printed by every command: an escape sequence would drive the user's terminal.
             raise ValueError("control characters in its name or classes")
     except (ValueError, KeyError, TypeError, RecursionError) as error:

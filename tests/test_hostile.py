@@ -85,6 +85,7 @@ def test_a_run_of_another_dataset_in_the_folder_is_said_to_be_that_datasets(teac
     (str(Path.home()), "is your home folder, not a folder of images"),
     ("/proc", "/proc is a system folder, not a folder of images"),
     ("folder:", "folder: names no folder"),
+    ("/tmp/a\x1b[31m/photos", "has a control character in its path: rename it."),
     ("", "--dataset is empty (a shell variable that is not set?): give it a value, or leave it "
          "out."),  # --dataset "$DATA" with DATA unset trained on MNIST
 ])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from distill.datasets.base import Dataset
+from distill.datasets.base import Dataset, has_control_character
 from distill.datasets.fashion_mnist import FASHION_MNIST
 from distill.datasets.folder import check_layout, folder_dataset
 from distill.datasets.mnist import MNIST
@@ -48,6 +48,9 @@ def dataset_name(name: str = "mnist", image_size: int = 28) -> str:
         if not name.removeprefix(FOLDER_PREFIX):
             raise DistillError("folder: names no folder: give its path, e.g. folder:photos.")
         root = path.expanduser().resolve()
+        if has_control_character(str(root)):  # the weights would be refused
+            raise DistillError(f"The folder {str(root)!r} has a control character in its path: "
+                               "rename it.")
         if reason := too_wide(root):  # before listing every file below it
             raise DistillError(f"{root} is {reason}, not a folder of images: give the folder that "
                                "holds the class folders (e.g. ~/photos).")

@@ -108,3 +108,8 @@ def data_folder(data_dir: Path | str | None, env: str, default: Path) -> Path:
 
 def cache_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill"
+
+
+def has_control_character(text: str) -> bool:
+    """Whether printing `text` could drive a terminal (an escape sequence, a bell)."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)

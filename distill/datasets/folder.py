@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from distill.augment import Augment
-from distill.datasets.base import Dataset, cache_home, shown_classes
+from distill.datasets.base import Dataset, cache_home, has_control_character, shown_classes
 from distill.errors import DistillError
 from distill.pictures import MAX_PIXELS, TOO_LARGE, decode_file, reading_pictures
 
@@ -134,8 +134,7 @@ def check_layout(root: Path) -> Layout:
         if len(classes) == 1:
             raise DistillError(f"{tree} has one class folder ({classes[0].name}/): a classifier "
                                "needs at least two, each in a folder of its own.")
-        if odd := next((c.name for c in classes if any(ord(ch) < 32 or ord(ch) == 127
-                                                        for ch in c.name)), None):
+        if odd := next((c.name for c in classes if has_control_character(c.name)), None):
             # Class names are printed and kept in the weights, which refuse them (export.py).
             raise DistillError(f"{tree}: the class folder {odd!r} has a control character in "
                                "its name: rename it.")
