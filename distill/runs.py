@@ -47,15 +47,19 @@ def check_run_dir(out: Path, overwrite: bool, resume: bool = False, dataset: str
     where known; a finished run of another dataset or size is said as such (a folder's runs go
     to runs/NAME whatever its path and size: ~/a/photos and ~/b/photos share runs/photos)."""
     check_run_folder(out, replacing=overwrite or resume)
-    if overwrite or resume:
+    if overwrite:
         return
-    if (out / FINISHED_MARKER).exists():
-        if other := other_data(out, dataset, image_size):
-            there, apart = other
-            raise DistillError(f"{out} already holds a finished run {there}. Pass --overwrite to "
-                               "replace it, or keep both: another folder for these runs (--out "
-                               "for a teacher, --runs for students)"
-                               + (f", e.g. {out.parent}-{apart}." if apart else "."))
+    finished = (out / FINISHED_MARKER).exists()
+    # --resume keeps a finished run as it is: one of another dataset or size is not this one.
+    if finished and (other := other_data(out, dataset, image_size)):
+        there, apart = other
+        raise DistillError(f"{out} already holds a finished run {there}. Pass --overwrite to "
+                           "replace it, or keep both: another folder for these runs (--out for a "
+                           "teacher, --runs for students)"
+                           + (f", e.g. {out.parent}-{apart}." if apart else "."))
+    if resume:
+        return
+    if finished:
         raise DistillError(f"{out} already holds a finished run. Pass --overwrite to replace it, "
                            "--resume to keep it (and run only what is missing), or choose "
                            "another folder.")

@@ -743,6 +743,11 @@ def test_a_run_of_another_size_or_folder_in_its_runs_folder_is_said_with_one_tha
         assert (f"runs/digits/{run} already holds a finished run on 20x20 images. Pass "
                 "--overwrite to replace it, or keep both: another folder for these runs (--out "
                 "for a teacher, --runs for students), e.g. runs/digits-24." in said), said
+    # --resume would have kept the 20x20 run as if it were the 24x24 one asked for.
+    with pytest.raises(SystemExit):
+        main(["teacher", "--dataset", str(root), "--image-size", "24", "--resume", *QUICK])
+    assert "runs/digits/teacher already holds a finished run on 20x20 images." in " ".join(
+        capsys.readouterr().out.split())
     # Another folder of the same name shares runs/digits too: its run is said to be another's.
     elsewhere = write_folder(tmp_path / "b" / "digits", data_dir, per_class=60, classes=(1, 7))
     with pytest.raises(SystemExit):
