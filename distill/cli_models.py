@@ -320,12 +320,12 @@ def predict(
 def pictures_in(paths: list[Path]) -> dict[Path, bool]:
     """The files `predict` reads, each with whether it came from a folder (whose files that are
     not images are skipped; a file named itself must be one)."""
-    from distill.datasets import too_wide
     from distill.datasets.folder import image_files
+    from distill.files import whole_system
 
     found: dict[Path, bool] = {}
     for path in paths:
-        if path.is_dir() and (reason := too_wide(path.expanduser().resolve())):
+        if path.is_dir() and (reason := whole_system(path.expanduser().resolve())):
             raise DistillError(f"{path} is {reason}: give image files, or a folder of them.")
         if path.is_dir():
             if not (files := image_files(path)):

@@ -117,11 +117,11 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
     for key, runs in groups.items():
         # A seed run again with the same recipe, teacher and settings (in another folder) is one
         # measurement, not two: counted once, the first folder by name, the others named.
-        runs.sort(key=lambda r: (r["config"]["seed"], str(r.get("run_dir", r["name"]))))
-        repeated = [str(r.get("run_dir", r["name"])) for previous, r in zip(runs, runs[1:])
-                    if r["config"]["seed"] == previous["config"]["seed"]]
-        runs = [r for k, r in enumerate(runs)
-                if k == 0 or r["config"]["seed"] != runs[k - 1]["config"]["seed"]]
+        first: dict[int, dict] = {}
+        for r in sorted(runs, key=lambda r: (r["config"]["seed"], folder_of(r))):
+            first.setdefault(r["config"]["seed"], r)
+        repeated = sorted(folder_of(r) for r in runs if first[r["config"]["seed"]] is not r)
+        runs = list(first.values())
         # Rounded: accuracies are float32, so equal ones can differ by 1e-7.
         gains = [round(r["gain_over_twin"], 6) for r in runs]
         students = [r["evaluation"]["test"]["top1"] for r in runs]
@@ -137,6 +137,10 @@ def gains_over_twins(reports: list[dict]) -> list[dict]:
                      "gain_interval": t_interval(gains),
                      "seeds_not_worse": sum(g >= 0 for g in gains), "repeated": repeated})
     return sorted(rows, key=lambda row: row["recipe"])
+
+
+def folder_of(report: dict) -> str:
+    return str(report.get("run_dir", report["name"]))
 
 
 def repeats_line(gains: list[dict]) -> str:

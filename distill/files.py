@@ -68,13 +68,26 @@ def is_in_releases(path: Path) -> bool:
     return resolved == releases or releases in resolved.parents
 
 
+SYSTEM_TREES = ("/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/lib", "/boot", "/var")
+
+
+def whole_system(resolved: Path) -> str | None:
+    """What a folder is where writing a run there, or reading every file below it as a dataset,
+    would reach a whole disk, home or system: "the file system's root", ...; else None."""
+    if resolved == Path(resolved.anchor):
+        return "the file system's root"
+    if resolved == Path.home().resolve():
+        return "your home folder"
+    if any(resolved == Path(tree) for tree in SYSTEM_TREES):
+        return "a system folder"
+    return None
+
+
 def protected_reason(path: Path) -> str | None:
     """Why `path` may never be a run folder (or be written into by a run), else None."""
     resolved = path.expanduser().resolve()
-    if resolved == Path(resolved.anchor):
-        return "it is the file system's root"
-    if resolved == Path.home().resolve():
-        return "it is a home folder"
+    if what := whole_system(resolved):
+        return f"it is {what}"
     if resolved == REPOSITORY and (REPOSITORY / "pyproject.toml").is_file():
         return "it is distill's own repository"
     if is_in_releases(resolved):

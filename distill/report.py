@@ -393,6 +393,7 @@ def write_comparison(reports: list[dict], out_dir: Path) -> list[Path]:
     size, and where the runs have them, the gains over the twins and the labels curve. Returns
     the files written."""
     from distill.compare import gains_over_twins
+    from distill.datasets import runs_subfolder
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "comparison.md", out_dir / "comparison.json", out_dir / "gains.json"]
@@ -400,11 +401,11 @@ def write_comparison(reports: list[dict], out_dir: Path) -> list[Path]:
     write_atomic(written[1], json.dumps(reports, indent=2) + "\n")
     write_atomic(written[2], json.dumps(gains_over_twins(reports), indent=2) + "\n")
     for dataset, runs in by_dataset(reports).items():
-        # MNIST's plots keep their plain names; another dataset's carry its name.
-        suffix = "" if dataset == "mnist" else "-" + Path(runs[0].get("dataset", "mnist")
-                                                          .removeprefix("folder:")).name
-        if dataset != runs[0].get("dataset", "mnist"):  # a folder at another size than 28
-            suffix += f"-{runs[0]['config']['image_size']}"
+        # MNIST's plots keep their plain names; another dataset's carry its name (a folder's),
+        # and a folder at another size than 28 its size.
+        name = runs[0].get("dataset", "mnist")
+        suffix = "" if dataset == "mnist" else f"-{runs_subfolder(name)}" + (
+            f"-{runs[0]['config']['image_size']}" if dataset != name else "")
         size, gain, labels = (out_dir / f"{name}{suffix}.png"
                               for name in ("accuracy_vs_size", "gains", "labels_curve"))
         plot_accuracy_vs_size(runs, size)

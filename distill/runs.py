@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import platform
 import subprocess
 from pathlib import Path
@@ -74,11 +73,9 @@ def other_data(out: Path, dataset: str | None, image_size: int | None) -> tuple[
     nothing says); None where it does not differ, or cannot be read."""
     from distill.datasets import FOLDER_PREFIX, folder_root
 
-    try:
-        report = json.loads((out / FINISHED_MARKER).read_text())
-        theirs = report.get("dataset", "mnist"), int(report["config"].get("image_size", 28))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    if (report := load_report(out)) is None:
         return None
+    theirs = report.get("dataset", "mnist"), report.get("config", {}).get("image_size", 28)
     if dataset is not None and theirs[0] != dataset:
         # A folder's runs are told apart by its parent (~/b/photos: runs/photos-b).
         return f"of {theirs[0]}", (folder_root(dataset).parent.name

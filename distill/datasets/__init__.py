@@ -6,22 +6,15 @@ Adding a dataset is one small module defining a `Dataset` and one entry in `DATA
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 
-from distill.datasets.base import Dataset, has_control_character
+from distill.datasets.base import FOLDER_PREFIX, Dataset, folder_root, has_control_character
 from distill.datasets.fashion_mnist import FASHION_MNIST
 from distill.datasets.folder import check_layout, folder_dataset
 from distill.datasets.mnist import MNIST
 from distill.errors import DistillError
+from distill.files import whole_system
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (MNIST, FASHION_MNIST)}
-FOLDER_PREFIX = "folder:"
-
-
-def folder_root(name: str) -> Path:
-    """The folder a dataset's name names (`folder:PATH`, as `dataset_name` and reports write it)."""
-    return Path(name.removeprefix(FOLDER_PREFIX))
-
 
 def get_dataset(name: str = "mnist", image_size: int = 28) -> Dataset:
     """A registered dataset by name, or the folder a path names (`folder:PATH` as reports write
@@ -51,7 +44,7 @@ def dataset_name(name: str = "mnist", image_size: int = 28) -> str:
         if has_control_character(str(root)):  # the weights would be refused
             raise DistillError(f"The folder {str(root)!r} has a control character in its path: "
                                "rename it.")
-        if reason := too_wide(root):  # before listing every file below it
+        if reason := whole_system(root):  # before listing every file below it
             raise DistillError(f"{root} is {reason}, not a folder of images: give the folder that "
                                "holds the class folders (e.g. ~/photos).")
         check_layout(root)
@@ -60,21 +53,6 @@ def dataset_name(name: str = "mnist", image_size: int = 28) -> str:
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise DistillError(f"Unknown dataset {name[:60]!r}.{hint} Give one of {', '.join(DATASETS)}, "
                        "or the path of a folder of class subfolders.")
-
-
-SYSTEM_TREES = ("/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/lib", "/boot", "/var")
-
-
-def too_wide(root: Path) -> str | None:
-    """Why a folder cannot be a dataset or a folder of pictures to read: listing it would walk a
-    whole disk, home or system."""
-    if root == Path(root.anchor):
-        return "the file system's root"
-    if root == Path.home().resolve():
-        return "your home folder"
-    if any(root == Path(tree) for tree in SYSTEM_TREES):
-        return "a system folder"
-    return None
 
 
 def dataset_classes(name: str) -> tuple[str, ...]:

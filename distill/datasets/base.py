@@ -113,3 +113,11 @@ def cache_home() -> Path:
 def has_control_character(text: str) -> bool:
     """Whether printing `text` could drive a terminal (an escape sequence, a bell)."""
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+FOLDER_PREFIX = "folder:"  # a folder dataset's name: folder:/its/full/path
+
+
+def folder_root(name: str) -> Path:
+    """The folder a dataset's name names (`folder:PATH`, as `dataset_name` and reports write it)."""
+    return Path(name.removeprefix(FOLDER_PREFIX))

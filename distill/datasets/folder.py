@@ -21,7 +21,14 @@ import torch
 from torch import Tensor
 
 from distill.augment import Augment
-from distill.datasets.base import Dataset, cache_home, has_control_character, shown_classes
+from distill.datasets.base import (
+    FOLDER_PREFIX,
+    Dataset,
+    cache_home,
+    folder_root,
+    has_control_character,
+    shown_classes,
+)
 from distill.errors import DistillError
 from distill.pictures import MAX_PIXELS, TOO_LARGE, decode_file, reading_pictures
 
@@ -40,20 +47,22 @@ TREE_NAMES = {"train": TRAIN, "training": TRAIN, "val": VALIDATION, "valid": VAL
 
 # Folders of what a system keeps beside the pictures, never of a class's images: a zip made on a
 # Mac (its AppleDouble "._" files), a Synology NAS (its thumbnails), and any hidden one.
-SYSTEM_FOLDERS = {"__MACOSX", "@eaDir"}
+SIDE_FOLDERS = {"__MACOSX", "@eaDir"}
 
 
-def kept(name: str) -> bool:
-    return not name.startswith(".") and name not in SYSTEM_FOLDERS
+def visible(name: str) -> bool:
+    """Whether a file or folder of this name is one of the pictures' (not hidden, not a side
+    folder)."""
+    return not name.startswith(".") and name not in SIDE_FOLDERS
 
 
 def class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and kept(p.name))
+    return sorted(p for p in root.iterdir() if p.is_dir() and visible(p.name))
 
 
 def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()
-                  and all(kept(part) for part in p.relative_to(folder).parts))
+                  and all(visible(part) for part in p.relative_to(folder).parts))
 
 
 def split_trees(root: Path) -> dict[int, Path]:
@@ -220,17 +229,16 @@ class FolderDataset(Dataset):
 def check_no_data_dir(dataset: str, data_dir: Path | str | None) -> None:
     """Refuse --data-dir with a folder dataset, which would seem to point elsewhere and be
     ignored; commands ask before decoding the folder."""
-    if data_dir and dataset.startswith("folder:"):
+    if data_dir and dataset.startswith(FOLDER_PREFIX):
         raise DistillError(f"--data-dir is for the files of mnist and fashion-mnist; a folder of "
-                           f"images ({dataset.removeprefix('folder:')}) is named by --dataset "
-                           "alone.")
+                           f"images ({folder_root(dataset)}) is named by --dataset alone.")
 
 
 def check_runs_outside(dataset: str, runs: Path, option: str) -> None:
     """Refuse runs written inside the folder of images they train on (`cd photos; distill
     teacher --dataset .`): their plots would be read as a class of it by the next command."""
-    root = Path(dataset.removeprefix("folder:"))
-    if dataset.startswith("folder:") and runs.resolve().is_relative_to(root):
+    root = folder_root(dataset)
+    if dataset.startswith(FOLDER_PREFIX) and runs.resolve().is_relative_to(root):
         raise DistillError(f"{runs} is inside {root}, the folder of images: its plots would be "
                            f"read as a class of it. Run distill from another folder, or give "
                            f"{option} outside it.")
@@ -266,7 +274,7 @@ def folder_dataset(root: Path, size: int = 28) -> FolderDataset:
             raise DistillError(f"{layout.trees[VALIDATION]}: none of its files is a readable image.")
     else:
         validation_tree, validation_size = "", max(1, int((splits == TRAIN).sum()) // 10)
-    return FolderDataset(name=f"folder:{root}", classes=layout.classes, mean=mean, std=std,
+    return FolderDataset(name=f"{FOLDER_PREFIX}{root}", classes=layout.classes, mean=mean, std=std,
                          channels=channels, size=size,
                          augment=Augment(degrees=10.0, translate=0.1, scale=0.1),
                          teacher_augment=Augment(15.0, 0.1, 0.1, random_magnitude=True),
@@ -397,6 +405,15 @@ def read_kept(kept: Path) -> dict | None:
         return None
 
 
+def kept_decoding(root: Path, size: int) -> dict | None:
+    """The folder at `root` decoded at `size` as distill's cache holds it, where it holds it as
+    the files are now; nothing is decoded to find out."""
+    try:
+        return read_kept(decoded_file(root, size, folder_entries(check_layout(root))))
+    except DistillError:
+        return None
+
+
 def trained_among(root: Path, size: int, images: Tensor, scored: Path | None = None
                   ) -> tuple[int, int, str] | None:
     """How many of `images` are, pixel for pixel, among the training and validation images of
@@ -404,11 +421,7 @@ def trained_among(root: Path, size: int, images: Tensor, scored: Path | None = N
     file is the training file", where `scored`, the folder the images come from, is kept too);
     None where distill's cache does not hold that folder as its files are now (nothing is
     decoded to find out)."""
-    try:
-        layout = check_layout(root)
-    except DistillError:
-        return None
-    found = read_kept(decoded_file(root, size, folder_entries(layout)))
+    found = kept_decoding(root, size)
     if found is None or found["images"].shape[1:] != images.shape[1:]:
         return None  # not kept, or read in another mode: no pixel can match
     trained = found["splits"] != TEST
@@ -426,10 +439,7 @@ def trained_among(root: Path, size: int, images: Tensor, scored: Path | None = N
 def file_of(root: Path, size: int, digest: int) -> Path | None:
     """The file of the folder at `root` whose image at `size` has this digest, where distill's
     cache holds the folder as its files are now."""
-    try:
-        found = read_kept(decoded_file(root, size, folder_entries(check_layout(root))))
-    except DistillError:
-        return None
+    found = kept_decoding(root, size)
     if found is None or not (rows := (found["digests"] == digest).nonzero()).numel():
         return None
     return root / found["files"][int(rows[0])]
