@@ -47,7 +47,7 @@ def recipes(
         data = [r.dataset, "all labels" if fraction == 1 else "no labels" if fraction == 0
                 else f"{100 * fraction:g}% of the labels"]
         if excluded:
-            data.append(excluded_text(excluded, len(get_dataset(r.dataset, r.image_size).classes)))
+            data.append(excluded_text(excluded, get_dataset(r.dataset, r.image_size).classes))
         table.add_row(recipe_name, r.network, f"{params:,}", method, ", ".join(data),
                       str(r.schedule.epochs), r.description)
     console.print(table)

@@ -39,9 +39,15 @@ def human(n: float) -> str:
     return f"{n:.3g}"
 
 
+def class_names(report: dict) -> list[str]:
+    """A run's class names in label order (a report written before reports held them is MNIST's,
+    whose digits name themselves)."""
+    return list(report.get("classes") or "0123456789")
+
+
 def markdown(report: RunReport) -> str:
     ev, c = report["evaluation"], report["cost"]
-    classes = report.get("classes") or []
+    classes = class_names(report)
 
     def name(index: int) -> str:
         return classes[index] if index < len(classes) else str(index)
@@ -139,8 +145,7 @@ def transfer_text(report: dict) -> str:
     parts = [f"{transfer['labeled_images']:,} labels" if transfer["labeled_fraction"] < 1
              else "all labels"]
     if transfer["excluded_classes"]:
-        parts.append(excluded_text(transfer["excluded_classes"], len(report.get("classes", []))
-                                   or 10))
+        parts.append(excluded_text(transfer["excluded_classes"], class_names(report)))
     return ", ".join(parts)
 
 
@@ -159,8 +164,10 @@ def transfer_lines(report: dict) -> list[str]:
                      f"split's likewise); {use}")
     if (omitted := transfer.get("omitted")) is not None:
         before, after = omitted["before"], omitted["after"]
-        biases = ", ".join(f"{c}: {b:+.2f}" for c, b in omitted["bias"].items())
-        lines.append(f"Classes never seen in training: {', '.join(map(str, omitted['classes']))}. "
+        names = class_names(report)
+        biases = ", ".join(f"{names[int(c)]}: {b:+.2f}" for c, b in omitted["bias"].items())
+        lines.append(f"Classes never seen in training: "
+                     f"{', '.join(names[c] for c in omitted['classes'])}. "
                      f"Test top-1 on them {percent(before['omitted_top1'])}, "
                      f"{percent(after['omitted_top1'])} after a bias on their logits ({biases}); "
                      f"overall {percent(before['top1'])}, {percent(after['top1'])} after. The "
@@ -169,8 +176,9 @@ def transfer_lines(report: dict) -> list[str]:
                         f"{percent(omitted['validation_agreement'])} of them."
                         if "validation_agreement" in omitted else "."))
     elif transfer["excluded_classes"]:
+        names = class_names(report)
         lines.append(f"Classes never seen in training: "
-                     f"{', '.join(map(str, transfer['excluded_classes']))}.")
+                     f"{', '.join(names[c] for c in transfer['excluded_classes'])}.")
     return lines
 
 
@@ -340,7 +348,8 @@ def omitted_rows(reports: list[dict]) -> list[list[str]]:
         if (omitted := (r.get("transfer") or {}).get("omitted")) is None:
             continue
         before, after = omitted["before"], omitted["after"]
-        rows.append([r["name"], ", ".join(map(str, omitted["classes"])),
+        names = class_names(r)
+        rows.append([r["name"], ", ".join(names[c] for c in omitted["classes"]),
                      ", ".join(f"{b:+.2f}" for b in omitted["bias"].values()),
                      percent(omitted["validation_agreement"]) if "validation_agreement" in omitted
                      else "-", percent(before["omitted_top1"]), percent(after["omitted_top1"]),

@@ -10,6 +10,8 @@ from the transfer set altogether (Hinton et al., 2015: a student that never saw 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -43,11 +45,12 @@ def kept_classes(labels: Tensor, excluded: list[int] | tuple[int, ...]) -> Tenso
     return ~torch.isin(labels, torch.tensor(list(excluded), dtype=labels.dtype))
 
 
-def excluded_text(excluded: list[int] | tuple[int, ...], classes: int) -> str:
-    """'no 3', or 'only 7, 8' where most classes are left out."""
-    if len(excluded) > classes / 2:
-        return "only " + ", ".join(str(c) for c in range(classes) if c not in excluded)
-    return "no " + ", ".join(map(str, excluded))
+def excluded_text(excluded: list[int] | tuple[int, ...], classes: Sequence[str]) -> str:
+    """'no 3' (MNIST's digits are their own names), 'no Dress', or 'only 7, 8' where most classes
+    are left out."""
+    if len(excluded) > len(classes) / 2:
+        return "only " + ", ".join(name for c, name in enumerate(classes) if c not in excluded)
+    return "no " + ", ".join(classes[c] for c in excluded)
 
 
 def labeled_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

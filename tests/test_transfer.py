@@ -115,6 +115,28 @@ def test_few_labels_no_labels_and_an_omitted_class_end_to_end(teacher_run, tmp_p
     assert "no 3" in table and "labels" in table
 
 
+def test_classes_never_seen_are_named_as_the_dataset_names_them():
+    from distill.datasets import get_dataset
+    from distill.report import omitted_rows, transfer_lines, transfer_text
+    from distill.transfer import excluded_text
+
+    garments = list(get_dataset("fashion-mnist").classes)
+    figures = {"top1": 0.8, "omitted_top1": 0.0, "others_top1": 0.89}
+    report = {"name": "student-no-dress", "kind": "student", "classes": garments,
+              "transfer": {"labeled_fraction": 1.0, "labeled_images": 55_000,
+                           "excluded_classes": [3], "omitted": {
+                               "classes": [3], "bias": {"3": 0.52}, "before": figures,
+                               "after": figures, "chosen_on": "validation images"}}}
+    assert transfer_text(report) == "all labels, no Dress"
+    assert "Classes never seen in training: Dress." in transfer_lines(report)[0]
+    assert "(Dress: +0.52)" in transfer_lines(report)[0]
+    assert omitted_rows([report])[0][1] == "Dress"
+    # A report from before reports named their classes is MNIST's: digits name themselves.
+    del report["classes"]
+    assert transfer_text(report) == "all labels, no 3"
+    assert excluded_text([0, 1, 2, 3, 4, 5], garments) == "only Shirt, Sneaker, Bag, Ankle boot"
+
+
 @pytest.mark.parametrize("data, message", [
     ("{labeled_fraction: 1.5}", "'data.labeled_fraction' is 1.5; it must be between 0 and 1"),
     ("{exclude_classes: [3, 3]}", "distinct class indices"),
