@@ -3,8 +3,9 @@ networks (run folders, weights files, releases), registered on the `distill` com
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -12,14 +13,18 @@ from rich.text import Text
 from distill.cli import DataDir, TestImages, app, console
 from distill.errors import DistillError
 
+if TYPE_CHECKING:
+    import torch
+
 
 @app.command()
 def evaluate(
     weights: Annotated[list[Path], typer.Argument(
-        help="Run folders or weights.safetensors files (e.g. models/convnet_tiny).")],
+        help="Run folders or weights.safetensors files (e.g. models/convnet_tiny); networks of "
+             "different datasets are scored apart, a table each.")],
     teacher: Annotated[Path | None, typer.Option(
-        help="Also say how often each network agrees with this teacher (run folder or weights "
-             "file).", show_default=False)] = None,
+        help="Also say how often each network of the teacher's dataset agrees with it (run "
+             "folder or weights file).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
     ensemble: Annotated[bool, typer.Option(
         "--ensemble", help="Also score the networks as one: the mean of their logits, as "
@@ -39,22 +44,9 @@ def evaluate(
     """Score networks on their test set (or validation images) and its heavily augmented copy."""
     import json
 
-    from rich.table import Table
-
-    from distill.data import scored_split
-    from distill.datasets import dataset_classes, dataset_name, get_dataset
-    from distill.datasets.folder import check_no_data_dir
-    from distill.export import (
-        check_classes,
-        dataset_of,
-        image_size_of,
-        load_model,
-        read_as_trained,
-        trained_dataset,
-    )
-    from distill.metrics import SPLITS, predict_logits, scorecard
+    from distill.export import dataset_of, image_size_of, load_model
+    from distill.metrics import SPLITS
     from distill.pipeline import load_teacher
-    from distill.report import human, percent
 
     if split is not None and split not in SPLITS:
         raise DistillError(f"--split {split!r}: use one of {', '.join(SPLITS)}.")
@@ -64,34 +56,89 @@ def evaluate(
     # read, a folder's decoding included.
     loaded = [load_model(path) for path in weights]
     teacher_model = load_teacher(teacher) if teacher is not None else None
-    trained_on = {(dataset or dataset_of(path), image_size_of(path)) for path in weights}
-    if len(trained_on) > 1:
-        listed = ", ".join(f"{name} at {size}x{size}" for name, size in sorted(trained_on))
-        raise DistillError(f"These networks were trained on different datasets or image sizes "
-                           f"({listed}): evaluate each dataset's networks apart.")
+    groups: dict[tuple[str, int], list[int]] = {}  # the networks of each dataset and image size
+    for index, path in enumerate(weights):
+        groups.setdefault((dataset or dataset_of(path), image_size_of(path)), []).append(index)
+    if len(groups) > 1:
+        listed = "; ".join(f"{name} at {size}x{size}: {', '.join(str(weights[i]) for i in group)}"
+                           for (name, size), group in groups.items())
+        if dataset or ensemble or data_dir is not None:
+            why = ("--dataset scores them on one" if dataset else "--ensemble averages them"
+                   if ensemble else "--data-dir names one dataset's files")
+            raise DistillError(f"These networks were trained on different datasets or image "
+                               f"sizes ({listed}), and {why}: evaluate each dataset's networks "
+                               "apart.")
+    taught = (dataset_of(teacher), image_size_of(teacher)) if teacher is not None else None
+    if teacher is not None and len(groups) > 1 and taught not in groups:
+        raise DistillError(f"{teacher} was trained on {taught[0]} at {taught[1]}x{taught[1]}, and "
+                           f"none of these networks was ({listed}): give a teacher of theirs.")
+    how = Scoring(dataset is not None, split, data_dir, test_images, ensemble, as_json)
+    results = []
+    for (name, size), group in groups.items():
+        agreement = teacher is not None and (len(groups) == 1 or (name, size) == taught)
+        if teacher is not None and not agreement and not as_json:
+            console.print(f"{teacher} was trained on {taught[0]}: {name}'s networks are scored "
+                          "without its agreement.")
+        results += score_group([weights[i] for i in group], [loaded[i] for i in group], name,
+                               size, teacher if agreement else None,
+                               teacher_model if agreement else None, how)
+    if as_json:
+        print(json.dumps(results, indent=2))
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What `distill evaluate` was asked, the same for each dataset's networks."""
+
+    asked: bool  # --dataset: score on it, not on each network's own
+    split: str | None
+    data_dir: Path | None
+    test_images: int | None
+    ensemble: bool
+    as_json: bool
+
+
+def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher: Path | None,
+                teacher_model: torch.nn.Module | None, how: Scoring) -> list[dict]:
+    """Score networks of one dataset and image size (trained on `name`, or to be scored on it)
+    and print their table; return their scorecards."""
+    from rich.table import Table
+
+    from distill.data import scored_split
+    from distill.datasets import dataset_classes, dataset_name, get_dataset
+    from distill.datasets.folder import check_no_data_dir
+    from distill.export import (
+        check_classes,
+        dataset_of,
+        read_as_trained,
+        trained_dataset,
+    )
+    from distill.metrics import predict_logits, scorecard
+    from distill.report import human, percent
+
     # Each network reads the images as it was trained to: with --dataset, its classes are checked
     # and a folder is normalized as that network's own training images (networks of two folders
     # scored on a third each keep their own normalization).
-    name, size = trained_on.pop()
-    name = dataset_name(name, size) if dataset else name  # a network's own is named as it was
+    asked, split, data_dir, test_images = how.asked, how.split, how.data_dir, how.test_images
+    name = dataset_name(name, size) if asked else name  # a network's own is named as it was
     check_no_data_dir(name, data_dir)
     unseen = all(dataset_of(path) != name for path in weights)  # e.g. new/photos
     if split == "all" and not unseen:
         raise DistillError(f"--split all would score networks on {name}'s training images too: "
                            "it is for a --dataset they were not trained on.")
-    if dataset:
+    if asked:
         for path in weights:  # before a folder's decoding, which takes minutes
             check_classes(path, name, dataset_classes(name))
             check_unseen(path, name, (split or ("all" if unseen else "test")) == "all")
-    named = get_dataset(name, size) if dataset else trained_dataset(weights[0])
-    readings = [read_as_trained(path, named) if dataset else named for path in weights]
+    named = get_dataset(name, size) if asked else trained_dataset(weights[0])
+    readings = [read_as_trained(path, named) if asked else named for path in weights]
     scored_on = readings[0]
     split = split or ("all" if unseen else "test")
     images = scored_split(split, data_dir, scored_on)[0][:test_images]  # bad data fails first
     if unseen:
         warn_trained_among(weights, images, size, name)
     models = [(path, *model, reading) for path, model, reading in zip(weights, loaded, readings)]
-    if ensemble:
+    if how.ensemble:
         from distill.distillation import Ensemble
 
         if len({getattr(model, "num_classes", None) for _, model, _, _ in models}) > 1:
@@ -116,9 +163,8 @@ def evaluate(
             results.append({"weights": str(path), "model": architecture,
                             "dataset": scored_on.name,
                             **scorecard(model, data_dir, test_images, answers, reading, split)})
-    if as_json:
-        print(json.dumps(results, indent=2))
-        return
+    if how.as_json:
+        return results
     scored = results[0][f"{split}_images"]
     table = Table(title=f"{scored_on.name}, " + (
         f"all {scored:,} images (not the dataset these networks were trained on)" if split == "all" else
@@ -139,6 +185,7 @@ def evaluate(
                       f"{r[split]['ece']:.4f}", f"{r[split]['loss']:.4f}",
                       *([percent(r["teacher_agreement"])] if teacher else []), confused or "-")
     console.print(table)
+    return results
 
 
 def warn_trained_among(weights: list[Path], images, size: int, scored: str) -> None:

@@ -29,6 +29,32 @@ def test_fashion_mnist_is_read_and_checked_by_its_uncompressed_bytes(fashion_dir
     assert dataset.classes[7] == "Sneaker" and dataset.augment.hflip
 
 
+def test_evaluate_scores_each_datasets_networks_in_a_table_of_their_own(fashion_dir, capsys,
+                                                                        monkeypatch):
+    """`distill evaluate models/*` (the README's) scores MNIST's and Fashion-MNIST's releases
+    apart; the teacher's agreement only where it is the networks' own dataset's."""
+    monkeypatch.setenv("DISTILL_FASHION_MNIST_DIR", str(fashion_dir))
+    models = [str(REPO / "models" / name) for name in ("convnet_tiny", "convnet_tiny.fashion_mnist",
+                                                        "digitnet.fashion_mnist")]
+    teacher = ["--teacher", str(REPO / "models" / "digitnet")]
+    main(["evaluate", *models, *teacher, "--test-images", "200", "--json"])
+    results = json.loads(capsys.readouterr().out)
+    assert [(r["dataset"], "teacher_agreement" in r) for r in results] == [
+        ("mnist", True), ("fashion-mnist", False), ("fashion-mnist", False)]
+    assert results[2]["test"]["top1"] > 0.8  # each read as its own dataset
+    main(["evaluate", *models, *teacher, "--test-images", "200"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "mnist, 200 test images; agreement with" in said and "fashion-mnist, 200 test images" in said
+    assert "digitnet was trained on mnist: fashion-mnist's networks are scored without" in said
+    for extra, why in ((["--ensemble"], "--ensemble averages them"),
+                       (["--data-dir", str(fashion_dir)], "--data-dir names one dataset's files")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["evaluate", *models, *extra])
+        assert exit_.value.code == 1
+        said = " ".join(capsys.readouterr().out.split())
+        assert "(mnist at 28x28: " in said and why in said, said
+
+
 def test_one_datasets_files_given_for_the_other_are_named_as_a_mix_up(data_dir, fashion_dir,
                                                                       capsys):
     """MNIST and Fashion-MNIST share their file names: the wrong folder is said as such, not as
@@ -265,6 +291,11 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
     with pytest.raises(SystemExit):
         main(["evaluate", str(elsewhere), str(teacher), "--dataset", str(other.root), "--ensemble"])
     assert "normalized differently" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a teacher of neither of two datasets' networks
+        main(["evaluate", str(REPO / "models" / "convnet_tiny"),
+              str(REPO / "models" / "convnet_tiny.fashion_mnist"), "--teacher", str(teacher)])
+    assert (f"{teacher} was trained on folder:{root.resolve()} at 20x20, and none of these "
+            "networks was (mnist at 28x28: ") in " ".join(capsys.readouterr().out.split())
     fewer = write_folder(tmp_path / "fewer", data_dir, per_class=4, classes=(0, 1))
     with pytest.raises(SystemExit):
         main(["evaluate", str(teacher), "--dataset", str(fewer)])
