@@ -311,8 +311,9 @@ def student(
                 f" points of test top-1 (recipe {recipe.name}, seed {recipe.seed})."))
     if len(plan) > 1:
         # A count of runs would leave out the twins, which recipes of one network share.
-        runs = f"{len(plan)} students" + (" and their twins" if twin else "")
-        console.print(f"All {runs} side by side, with each recipe's gain over its twin: "
+        runs = ("Both students" if len(plan) == 2 else f"All {len(plan)} students") + (
+            " and their twins" if twin else "")
+        console.print(f"{runs} side by side, with each recipe's gain over its twin: "
                       f"distill report {runs_dir}")
 
 

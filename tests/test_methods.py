@@ -115,7 +115,7 @@ def test_recipes_of_one_network_share_its_twin(teacher_run, tmp_path, capsys):
     assert second["gain_over_twin"] is not None
     # Three run folders: the last line counts students, not runs, and names the twins.
     out = " ".join(capsys.readouterr().out.split())
-    assert "All 2 students and their twins side by side" in out
+    assert "Both students and their twins side by side" in out
 
 
 def test_several_teachers_distill_from_the_mean_of_their_logits(teacher_run, tmp_path):
