@@ -3,7 +3,7 @@ the dataset resident on the device, a batch that fills the card with the learnin
 `distill teacher`'s rule), then a distillation sweep with and without the teacher-logits cache.
 Each step is the `distill` command a user runs, timed end to end; one table at the end.
 
-    python benchmarks/gpu.py                    # on a CUDA machine (about 8 minutes on an H100)
+    python benchmarks/gpu.py                    # on a CUDA machine (not yet timed on one)
     python benchmarks/gpu.py --quick            # a few steps of each, on whatever is there (CI)
     python benchmarks/gpu.py --fashion-teacher 300 --recipes tiny   # also the long teacher run
 
