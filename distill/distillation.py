@@ -120,7 +120,12 @@ class Distiller(Classifier):
         check_features(method, self.model, teacher)
         if method.needs_features:
             was_training = self.model.training
-            method.setup(self.model.eval(), teacher, torch.zeros(2, 1, 28, 28))
+            # A sample of the dataset's shape, as the networks were built for it (MNIST's by
+            # default), sizes the method's layers (a FitNets adapter) from the feature maps.
+            built = classifier_args.get("model_kwargs") or {}
+            size = built.get("img_size", 28)
+            method.setup(self.model.eval(), teacher,
+                         torch.zeros(2, built.get("in_chans", 1), size, size))
             self.model.train(was_training)
         self.cached_logits = teacher_logits  # or a call that computes them (`setup`)
         # The validation images are not augmented, so the teacher's answers on each validation

@@ -127,8 +127,12 @@ def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tm
     main(["teacher", "--out", str(runs / "teacher"), "--batch-size", "16", *args])
     recipe = tmp_path / "small-batches.yaml"
     recipe.write_text("network: convnet_tiny\nbatch_size: 16\n")
-    main(["student", "--recipe", str(recipe), "--teacher", str(runs / "teacher"), "--runs",
-          str(runs), *args])
+    # Every method takes the folder's images: FitNets' adapter is sized on RGB feature maps.
+    methods = [tmp_path / f"{method}.yaml" for method in ("fitnet", "function_matching")]
+    for path in methods:
+        path.write_text(f"network: convnet_tiny\nbatch_size: 16\ndistillation: {{method: {path.stem}}}\n")
+    main(["student", "--recipe", str(recipe), *(a for path in methods for a in ("--recipe", str(path))),
+          "--teacher", str(runs / "teacher"), "--runs", str(runs), *args])
     main(["report", str(runs), "--no-measure"])
     out = capsys.readouterr().out
     assert f"Teacher and students on folder:{root}" in out
