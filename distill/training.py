@@ -360,16 +360,20 @@ def fit(module: L.LightningModule, datamodule: DataModule, trainer: L.Trainer,
     best_epoch = int(state["epoch"])
     images = min(trainer.num_training_batches, len(trainer.train_dataloader)) * datamodule.batch_size
     return FitResult(module, best, len(epoch_times.seconds), best_epoch, seconds,
-                     epoch_times.seconds, images, device_name(trainer.strategy.root_device))
+                     epoch_times.seconds, images,
+                     device_name(trainer.strategy.root_device, trainer.world_size))
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device: torch.device, processes: int = 1) -> str:
+    """'cpu (2 threads)', 'cuda (NVIDIA H100)'; under DDP, '4 processes, each on cuda (...)'."""
     if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    if device.type == "cpu":
+        name = f"cuda ({torch.cuda.get_device_name(device)})"
+    elif device.type == "cpu":
         threads = torch.get_num_threads()
-        return f"cpu ({threads} thread{'s' * (threads != 1)})"
-    return device.type
+        name = f"cpu ({threads} thread{'s' * (threads != 1)})"
+    else:
+        name = device.type
+    return name if processes == 1 else f"{processes} processes, each on {name}"
 
 
 def describe(config: TrainConfig) -> dict:

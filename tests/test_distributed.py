@@ -44,6 +44,8 @@ def test_two_processes_train_the_teacher_and_a_student_as_one_does(tmp_path, dat
     reports = [json.loads((run / "report.json").read_text()) for run in (one, two)]
     assert reports[1]["evaluation"]["test"]["top1"] == reports[0]["evaluation"]["test"]["top1"]
     assert reports[1]["training"]["images_per_epoch"] == 4 * 128  # --batch-size is global
+    assert reports[0]["training"]["device"].startswith("cpu (")
+    assert reports[1]["training"]["device"].startswith("2 processes, each on cpu (")
     # One writer: the run folder holds one run's files, its log one row an epoch.
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert len(epochs(two)) == 2
