@@ -154,7 +154,8 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
     answers = None
     if teacher_model is not None:
         answers = predict_logits(teacher_model, images,
-                                 dataset=read_as_trained(teacher, named)).argmax(-1)
+                                 dataset=read_as_trained(teacher, named,
+                                                         f"give a teacher of {name}")).argmax(-1)
     results = []
     with console.status(f"Scoring on the {'' if split == 'all' else split + ' '}images and their "
                         "augmented copy") as status:

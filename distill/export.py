@@ -122,18 +122,20 @@ def trained_dataset(path: Path | str, images: bool = True) -> Dataset:
     return dataset
 
 
-def read_as_trained(path: Path | str, dataset: Dataset) -> Dataset:
+def read_as_trained(path: Path | str, dataset: Dataset, fix: str = "") -> Dataset:
     """`dataset` as the network at `path` reads it (`distill evaluate --dataset`): its classes must
     be the network's, in the network's order, or every score would pair the wrong classes; a folder
-    is normalized as the network's own training images were."""
-    check_classes(path, dataset.name, dataset.classes)
+    is normalized as the network's own training images were. `fix`: what to do if not."""
+    check_classes(path, dataset.name, dataset.classes, *([fix] if fix else []))
     if "normalization" in weights_metadata(path) and isinstance(dataset, FolderDataset):
         trained = trained_dataset(path, images=False)
         dataset = replace(dataset, mean=trained.mean, std=trained.std)
     return dataset
 
 
-def check_classes(path: Path | str, name: str, classes: tuple[str, ...]) -> None:
+def check_classes(path: Path | str, name: str, classes: tuple[str, ...],
+                  fix: str = "give a dataset with the network's classes, in its order (class "
+                             "folders sort by name)") -> None:
     """Refuse a dataset whose classes are not the network's, in its order."""
     text = weights_metadata(path).get("classes", "")
     try:
@@ -144,8 +146,7 @@ def check_classes(path: Path | str, name: str, classes: tuple[str, ...]) -> None
         answers = list(DATASETS[dataset_of(path)].classes)
     if isinstance(answers, list) and [str(c) for c in answers] != list(classes):
         raise DistillError(f"{path} answers for the classes {shown_classes(answers)}, and "
-                           f"{name} has {shown_classes(classes)}: give a dataset with the "
-                           "network's classes, in its order (class folders sort by name).")
+                           f"{name} has {shown_classes(classes)}: {fix}.")
 
 
 def load_model(path: Path | str) -> tuple[nn.Module, str]:

@@ -53,6 +53,10 @@ def test_evaluate_scores_each_datasets_networks_in_a_table_of_their_own(fashion_
         assert exit_.value.code == 1
         said = " ".join(capsys.readouterr().out.split())
         assert "(mnist at 28x28: " in said and why in said, said
+    with pytest.raises(SystemExit):  # one dataset's networks, another's teacher
+        main(["evaluate", models[1], *teacher, "--test-images", "200"])
+    assert "fashion-mnist has T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, ...: give a " \
+        "teacher of fashion-mnist." in " ".join(capsys.readouterr().out.split())
 
 
 def test_one_datasets_files_given_for_the_other_are_named_as_a_mix_up(data_dir, fashion_dir,
