@@ -296,11 +296,12 @@ def remeasure_speed(reports: list[dict]) -> None:
     """CPU latency and throughput of every run again, now and one after another, so the table
     compares them under the same conditions (a run's own figures depend on what else was
     running when it finished)."""
-    from distill.export import load_model
+    from distill.export import load_model, trained_dataset
 
     for report in reports:
-        model, _ = load_model(Path(report["run"]))
-        report["cost"].update(cpu_speed(model))
+        model, _ = load_model(Path(report["run"]))  # timed on images of the shape it was trained on
+        shaped = trained_dataset(Path(report["run"]), images=False)
+        report["cost"].update(cpu_speed(model, dataset=shaped))
 
 
 COLUMNS = ["run", "model", "params", "bytes", "FLOPs", "latency b1", "img/s b512", "top-1",

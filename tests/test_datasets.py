@@ -137,7 +137,7 @@ def test_a_folder_of_images_goes_through_teacher_student_and_report(data_dir, tm
         path.write_text(f"network: convnet_tiny\nbatch_size: 16\ndistillation: {{method: {path.stem}}}\n")
     main(["student", "--recipe", str(recipe), *(a for path in methods for a in ("--recipe", str(path))),
           "--teacher", str(runs / "teacher"), "--runs", str(runs), *args])
-    main(["report", str(runs), "--no-measure"])
+    main(["report", str(runs)])  # timed again on RGB images
     out = capsys.readouterr().out
     assert f"Teacher and students on folder:{root}" in out
     # Before training, each command says what it found in the folder.
