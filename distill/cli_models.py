@@ -47,6 +47,7 @@ def evaluate(
     from distill.export import dataset_of, image_size_of, load_model
     from distill.metrics import SPLITS
     from distill.pipeline import load_teacher
+    from distill.run_report import data_shown
 
     if split is not None and split not in SPLITS:
         raise DistillError(f"--split {split!r}: use one of {', '.join(SPLITS)}.")
@@ -77,8 +78,8 @@ def evaluate(
     for (name, size), group in groups.items():
         agreement = teacher is not None and (len(groups) == 1 or (name, size) == taught)
         if teacher is not None and not agreement and not as_json:
-            console.print(f"{teacher} was trained on {taught[0]}: {name}'s networks are scored "
-                          "without its agreement.")
+            console.print(f"{teacher} was trained on {data_shown(*taught)}: the networks of "
+                          f"{data_shown(name, size)} are scored without its agreement.")
         results += score_group([weights[i] for i in group], [loaded[i] for i in group], name,
                                size, teacher if agreement else None,
                                teacher_model if agreement else None, how)
@@ -115,6 +116,7 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
     )
     from distill.metrics import predict_logits, scorecard
     from distill.report import human, percent
+    from distill.run_report import data_shown
 
     # Each network reads the images as it was trained to: with --dataset, its classes are checked
     # and a folder is normalized as that network's own training images (networks of two folders
@@ -167,7 +169,7 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
     if how.as_json:
         return results
     scored = results[0][f"{split}_images"]
-    table = Table(title=f"{scored_on.name}, " + (
+    table = Table(title=f"{data_shown(scored_on.name, size)}, " + (
         f"all {scored:,} images (not the dataset these networks were trained on)" if split == "all" else
         f"{scored:,} {split} images") + (f"; agreement with {teacher}" if teacher else ""))
     columns = ["weights", "model", "params", "FLOPs", "top-1", "top-2", "aug top-1", "aug top-2",

@@ -108,5 +108,9 @@ class RunReport(TypedDict):
 def dataset_shown(report: dict) -> str:
     """How tables and plots name a run's data: its dataset, and a folder's image size where it
     is not the default 28 (`folder:/x at 64x64`): networks of other inputs are not compared."""
-    size = report.get("config", {}).get("image_size", 28)
-    return report.get("dataset", "mnist") + (f" at {size}x{size}" if size != 28 else "")
+    return data_shown(report.get("dataset", "mnist"), report.get("config", {}).get("image_size", 28))
+
+
+def data_shown(dataset: str, size: int) -> str:
+    """A dataset's name, and the image size where it is not the default 28."""
+    return dataset + (f" at {size}x{size}" if size != 28 else "")

@@ -45,7 +45,7 @@ def test_evaluate_scores_each_datasets_networks_in_a_table_of_their_own(fashion_
     main(["evaluate", *models, *teacher, "--test-images", "200"])
     said = " ".join(capsys.readouterr().out.split())
     assert "mnist, 200 test images; agreement with" in said and "fashion-mnist, 200 test images" in said
-    assert "digitnet was trained on mnist: fashion-mnist's networks are scored without" in said
+    assert "digitnet was trained on mnist: the networks of fashion-mnist are scored without" in said
     for extra, why in ((["--ensemble"], "--ensemble averages them"),
                        (["--data-dir", str(fashion_dir)], "--data-dir names one dataset's files")):
         with pytest.raises(SystemExit) as exit_:
