@@ -127,6 +127,11 @@ def teacher_command(dataset: str, image_size: int) -> str:
 def check_teachers_fit(recipe: Recipe, paths: list[Path]) -> None:
     """Refuse teachers trained on another dataset or image size than the recipe's student, as
     their weights say: before a folder's decoding."""
+    inputs = {path: (dataset_of(path), image_size_of(path)) for path in paths}
+    if len(set(inputs.values())) > 1:  # no --dataset or --image-size would suit them all
+        listed = ", ".join(f"{path} ({name} at {size}x{size})" for path, (name, size) in inputs.items())
+        raise DistillError(f"These teachers were trained on different images: {listed}. The mean "
+                           "of their logits needs teachers of one dataset and image size.")
     for path in paths:
         if (taught := dataset_of(path)) != recipe.dataset:
             raise DistillError(f"The teacher {path} was trained on {taught}, and the recipe "

@@ -649,6 +649,14 @@ def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_p
         "fashion-mnist: give --dataset mnist to distill on the teacher's, or a teacher of "
         "fashion-mnist (distill teacher --dataset fashion-mnist)." in out)
     assert not (tmp_path / "runs" / "student-tiny").exists()
+    # Two teachers of two datasets: no --dataset suits both, so none is offered.
+    fashion = REPO / "models" / "digitnet.fashion_mnist"
+    with pytest.raises(SystemExit):
+        main(["student", "--recipe", "tiny", "--teacher", str(teacher_run), "--teacher",
+              str(fashion), "--runs", str(tmp_path / "runs"), *QUICK])
+    assert (f"These teachers were trained on different images: {teacher_run} (mnist at 28x28), "
+            f"{fashion} (fashion-mnist at 28x28). The mean of their logits needs teachers of one "
+            "dataset and image size.") in " ".join(capsys.readouterr().out.split())
 
 
 
