@@ -105,6 +105,7 @@ class Distiller(Classifier):
         runs the teacher on every batch instead.
     validation_logits: the teacher's logits for the validation images, in order
         (`cache.teacher_clean_logits`); None runs the teacher at the first validation.
+    input_shape: of one image, (channels, height, width): the dataset's.
     The remaining arguments are those of `Classifier`.
     """
 
@@ -112,7 +113,7 @@ class Distiller(Classifier):
 
     def __init__(self, teacher: nn.Module, model: str, method: Method,
                  teacher_logits: Tensor | None = None, validation_logits: Tensor | None = None,
-                 **classifier_args) -> None:
+                 input_shape: tuple[int, int, int] = (1, 28, 28), **classifier_args) -> None:
         super().__init__(model, **classifier_args)
         self.teacher = teacher.eval().requires_grad_(False)
         self.method = method
@@ -120,12 +121,9 @@ class Distiller(Classifier):
         check_features(method, self.model, teacher)
         if method.needs_features:
             was_training = self.model.training
-            # A sample of the dataset's shape, as the networks were built for it (MNIST's by
-            # default), sizes the method's layers (a FitNets adapter) from the feature maps.
-            built = classifier_args.get("model_kwargs") or {}
-            size = built.get("img_size", 28)
-            method.setup(self.model.eval(), teacher,
-                         torch.zeros(2, built.get("in_chans", 1), size, size))
+            # A sample of the dataset's images sizes the method's layers (a FitNets adapter)
+            # from the feature maps.
+            method.setup(self.model.eval(), teacher, torch.zeros(2, *input_shape))
             self.model.train(was_training)
         self.cached_logits = teacher_logits  # or a call that computes them (`setup`)
         # The validation images are not augmented, so the teacher's answers on each validation

@@ -27,7 +27,7 @@ from distill.files import (
     run_lock,
     set_aside,
 )
-from distill.metrics import agreement, cost, evaluate
+from distill.metrics import agreement, cost, evaluate, input_shape
 from distill.recipes import Distillation
 from distill.report import load_report, public_report, write_run_report
 from distill.run_report import RunReport
@@ -249,7 +249,7 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
         args["labeled_fraction"] = config.labeled_fraction
     if distillation is not None:
         module = Distiller(teacher, config.model, distillation.build(config.seed), teacher_logits,
-                           validation_logits, **args)
+                           validation_logits, input_shape(dataset), **args)
     else:
         module = Classifier(config.model, **args)
     trainer = make_trainer(out, config, limits, accelerator, progress, parallel)
