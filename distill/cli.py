@@ -379,10 +379,10 @@ def show_progress(asked: bool | None) -> bool:
 
 
 def print_summary(report: dict, out: Path) -> None:
-    from distill.report import human, percent, transfer_lines
+    from distill.report import class_names, human, percent, transfer_lines
 
     ev, c, t = report["evaluation"], report["cost"], report["training"]
-    top = 2 if len(report.get("classes") or range(10)) > 2 else 1  # top-2 of two classes: 100%
+    top = 2 if len(class_names(report)) > 2 else 1  # the top-2 of two classes is always 100%
     console.print(Text.assemble(
         (report["name"], "bold"), f" ({report['model']}, {c['parameters']:,} parameters, "
         f"{human(c['flops'])} FLOPs/image): test top-1 ",

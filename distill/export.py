@@ -122,11 +122,14 @@ def trained_dataset(path: Path | str, images: bool = True) -> Dataset:
     return dataset
 
 
-def read_as_trained(path: Path | str, dataset: Dataset, fix: str = "") -> Dataset:
+OTHER_DATASET = "give a dataset with the network's classes, in its order (class folders sort by name)"
+
+
+def read_as_trained(path: Path | str, dataset: Dataset, fix: str = OTHER_DATASET) -> Dataset:
     """`dataset` as the network at `path` reads it (`distill evaluate --dataset`): its classes must
     be the network's, in the network's order, or every score would pair the wrong classes; a folder
     is normalized as the network's own training images were. `fix`: what to do if not."""
-    check_classes(path, dataset.name, dataset.classes, *([fix] if fix else []))
+    check_classes(path, dataset.name, dataset.classes, fix)
     if "normalization" in weights_metadata(path) and isinstance(dataset, FolderDataset):
         trained = trained_dataset(path, images=False)
         dataset = replace(dataset, mean=trained.mean, std=trained.std)
@@ -134,8 +137,7 @@ def read_as_trained(path: Path | str, dataset: Dataset, fix: str = "") -> Datase
 
 
 def check_classes(path: Path | str, name: str, classes: tuple[str, ...],
-                  fix: str = "give a dataset with the network's classes, in its order (class "
-                             "folders sort by name)") -> None:
+                  fix: str = OTHER_DATASET) -> None:
     """Refuse a dataset whose classes are not the network's, in its order."""
     text = weights_metadata(path).get("classes", "")
     try:
