@@ -318,6 +318,8 @@ def predict(
     from distill.datasets.folder import warn_skipped
     from distill.export import load_model, trained_dataset
     from distill.predict import load_image, prepare, probabilities, top_classes
+    from distill.report import load_report, omitted_bias_text
+    from distill.transfer import reported_shift
 
     model, architecture = load_model(weights)  # checks the file's network arguments first
     dataset = trained_dataset(weights, images=False)
@@ -349,7 +351,12 @@ def predict(
                            "warnings above).")
     batch = torch.stack([p.image for p in prepared])
     inverted = [p.inverted for p in prepared] if dataset.framing != "resize" else None
-    probs = probabilities(model, batch, dataset)
+    report = load_report(weights if weights.is_dir() else weights.parent)
+    if (shift := reported_shift(report, dataset.num_classes)) is not None:
+        Console(stderr=True).print(f"{weights} never saw {omitted_bias_text(report, bias=False)} in "
+                                   "training: the bias its report chose without labels is added "
+                                   f"to the logits ({omitted_bias_text(report)}).")
+    probs = probabilities(model, batch, dataset, shift)
     results = [{"image": str(path),
                 "top2": [{"class": dataset.classes[c], "index": c, "probability": round(v, 4)}
                          for c, v in top_classes(row)],

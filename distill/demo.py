@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from distill.datasets import Dataset, get_dataset
 from distill.errors import DistillError
@@ -26,6 +26,8 @@ from distill.files import atomic_path
 from distill.nets import MODELS_DIR, parameter_count, release_name
 from distill.pictures import MAX_PIXELS, read_heic
 from distill.predict import check_pixels, load_image, prepare, probabilities
+from distill.report import load_report
+from distill.transfer import reported_shift
 
 EMPTY_CANVAS = "Draw a digit first."
 EMPTY_PICTURE = "Draw or upload a picture first."
@@ -37,6 +39,7 @@ class DemoModel:
     model: nn.Module
     parameters: int
     bytes: int
+    shift: Tensor | None = None  # the bias a report chose for classes never seen in training
 
 
 def released_model_paths(dataset: str = "mnist") -> list[Path]:
@@ -63,7 +66,10 @@ def load_demo_models(paths: list[Path] | None = None, dataset: str | None = None
         model, architecture = load_model(path)
         weights = path / "weights.safetensors" if path.is_dir() else path
         label = "teacher (digitnet)" if architecture == "digitnet" else architecture
-        models.append(DemoModel(label, model, parameter_count(model), weights.stat().st_size))
+        shift = reported_shift(load_report(weights.parent),
+                               trained_dataset(path, images=False).num_classes)
+        models.append(DemoModel(label, model, parameter_count(model), weights.stat().st_size,
+                                shift))
     found = {(dataset_of(path), image_size_of(path)): path for path in paths}
     if len(found) > 1:
         named = ", ".join(f"{path} ({name} at {size}x{size})" for (name, size), path in found.items())
@@ -95,7 +101,7 @@ def classify(models: list[DemoModel], dataset: Dataset, image: np.ndarray | dict
     labels, costs = [], []
     for m in models:
         started = time.perf_counter()
-        probs = probabilities(m.model, prepared.image.unsqueeze(0), dataset)[0]
+        probs = probabilities(m.model, prepared.image.unsqueeze(0), dataset, m.shift)[0]
         seconds = time.perf_counter() - started
         labels.append({name: float(p) for name, p in zip(dataset.classes, probs)})
         costs.append(cost_line(m, seconds))

@@ -165,12 +165,15 @@ def preprocess(gray: np.ndarray | Tensor) -> Prepared:
 
 
 @torch.inference_mode()
-def probabilities(model: nn.Module, images: Tensor, dataset: Dataset | None = None) -> Tensor:
+def probabilities(model: nn.Module, images: Tensor, dataset: Dataset | None = None,
+                  shift: Tensor | None = None) -> Tensor:
     """Class probabilities for (B, H, W) or (B, C, H, W) images in [0, 1], EVAL_BATCH at a time
-    (a folder of photos at once took twice as long per image, with a large peak of memory)."""
+    (a folder of photos at once took twice as long per image, with a large peak of memory).
+    `shift`: added to the logits first (`transfer.reported_shift`, for classes never seen)."""
     x = images.unsqueeze(1) if images.dim() == 3 else images
     model.eval()
-    return torch.cat([model(normalize(part, dataset)).float().softmax(-1)
+    return torch.cat([(model(normalize(part, dataset)).float()
+                       + (0 if shift is None else shift)).softmax(-1)
                       for part in x.split(EVAL_BATCH)])
 
 

@@ -13,7 +13,14 @@ from distill.datasets import DATASETS, folder_root
 from distill.errors import DistillError
 from distill.files import atomic_path, write_atomic
 from distill.nets import MODELS_DIR, release_name
-from distill.report import augmented_with, human, load_report, percent, transfer_lines
+from distill.report import (
+    augmented_with,
+    human,
+    load_report,
+    omitted_bias_text,
+    percent,
+    transfer_lines,
+)
 
 CARD_IMAGES = ("curves.png", "confusion.png", "examples.png")
 
@@ -108,6 +115,7 @@ def model_card(report: dict, network_kwargs: dict | None = None, in_distill: boo
            and dataset != "mnist" else
            "Inputs are 28x28 MNIST-style images (white digit on black), normalized with mean "
            "0.1307 and standard deviation 0.3081."), "",
+        *bias_use(report),
         "## Training", "",
         f"Trained with `{report['command']}`{at_commit(report)} on {t['device']}: "
         f"{t['epochs_run']} epochs in "
@@ -122,6 +130,19 @@ def model_card(report: dict, network_kwargs: dict | None = None, in_distill: boo
          "MIT. " + LICENSES.get(dataset, "")), "",
     ]
     return "\n".join(lines)
+
+
+def bias_use(report: dict) -> list[str]:
+    """For a network that never saw some classes: the weights are the network as trained, and
+    the report's figures "after" add a bias to those classes' logits, as predict and the demo do."""
+    if (omitted := (report.get("transfer") or {}).get("omitted")) is None:
+        return []
+    adds = "; ".join(f"logits[:, {int(c)}] += {b:.4f}" for c, b in omitted["bias"].items())
+    return [f"It never saw {omitted_bias_text(report, bias=False)} in training: `distill "
+            "predict` and the demo add to its logits the bias its report chose without labels "
+            f"({omitted_bias_text(report)}), as the figures after the bias above. "
+            f"The weights are the network as trained; with timm, add the bias yourself: `{adds}`.",
+            ""]
 
 
 def input_shape(report: dict, network_kwargs: dict) -> str:

@@ -149,6 +149,13 @@ def transfer_text(report: dict) -> str:
     return ", ".join(parts)
 
 
+def omitted_bias_text(report: dict, bias: bool = True) -> str:
+    """The classes a run never saw by name, each with the bias on its logit ("3: +2.31")."""
+    names = class_names(report)
+    return ", ".join(f"{names[int(c)]}: {b:+.2f}" if bias else names[int(c)]
+                     for c, b in report["transfer"]["omitted"]["bias"].items())
+
+
 def transfer_lines(report: dict) -> list[str]:
     """The transfer set, and the omitted classes before and after their bias correction."""
     if not partial(report):
@@ -165,11 +172,11 @@ def transfer_lines(report: dict) -> list[str]:
     if (omitted := transfer.get("omitted")) is not None:
         before, after = omitted["before"], omitted["after"]
         names = class_names(report)
-        biases = ", ".join(f"{names[int(c)]}: {b:+.2f}" for c, b in omitted["bias"].items())
         lines.append(f"Classes never seen in training: "
                      f"{', '.join(names[c] for c in omitted['classes'])}. "
                      f"Test top-1 on them {percent(before['omitted_top1'])}, "
-                     f"{percent(after['omitted_top1'])} after a bias on their logits ({biases}); "
+                     f"{percent(after['omitted_top1'])} after a bias on their logits "
+                     f"({omitted_bias_text(report)}); "
                      f"overall {percent(before['top1'])}, {percent(after['top1'])} after. The "
                      f"bias was chosen on the {omitted['chosen_on']}"
                      + (f"; with it the network agrees with the teacher on "

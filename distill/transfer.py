@@ -97,15 +97,30 @@ def omitted_figures(logits: Tensor, labels: Tensor, omitted: list[int]) -> dict[
             "others_top1": correct[~on_omitted].float().mean().item()}
 
 
+def logit_shift(bias: dict, classes: int) -> Tensor:
+    """The bias of each omitted class (keys: class indices, as ints or as report.json's strings)
+    as one vector to add to the logits."""
+    shift = torch.zeros(classes)
+    for c, value in bias.items():
+        shift[int(c)] = value
+    return shift
+
+
+def reported_shift(report: dict | None, classes: int) -> Tensor | None:
+    """The bias a run's report chose for the classes it never saw, to add to its logits where the
+    network is used (predict, the demo), as the report's figures "after the bias" do; None for a
+    run that saw every class. The weights themselves stay the network as trained."""
+    omitted = ((report or {}).get("transfer") or {}).get("omitted")
+    return None if omitted is None else logit_shift(omitted["bias"], classes)
+
+
 def bias_correction(logits: Tensor, labels: Tensor, validation_logits: Tensor,
                     teacher_validation_logits: Tensor, omitted: list[int]) -> dict:
     """What a report says of the omitted classes: test figures before and after the bias, and
     how often the network agrees with the teacher on the validation images after it, a
     label-free score to choose settings by (e.g. the temperature) without the omitted labels."""
     bias = omitted_bias(validation_logits, teacher_validation_logits, omitted)
-    shift = torch.zeros(logits.shape[-1])
-    for c, value in bias.items():
-        shift[c] = value
+    shift = logit_shift(bias, logits.shape[-1])
     teacher_says = teacher_validation_logits.argmax(-1)
     return {"classes": omitted, "bias": {str(c): value for c, value in bias.items()},
             "before": omitted_figures(logits, labels, omitted),

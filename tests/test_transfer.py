@@ -5,10 +5,12 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file
 
 from distill.cli import main
-from distill.data import DataModule
+from distill.data import DataModule, normalize
+from distill.datasets import get_dataset
 from distill.transfer import (
     UNLABELED,
     bias_correction,
@@ -83,7 +85,8 @@ def test_the_student_keeps_every_image_and_the_twin_only_the_labeled_ones(data_d
     assert twin.train_split.source.data_ptr() == twin.val_split.source.data_ptr()
 
 
-def test_few_labels_no_labels_and_an_omitted_class_end_to_end(teacher_run, tmp_path, capsys):
+def test_few_labels_no_labels_and_an_omitted_class_end_to_end(teacher_run, data_dir, tmp_path,
+                                                               capsys):
     runs = tmp_path / "runs"
     few = write_recipe(tmp_path, "few", "{labeled_fraction: 0.01}", "{method: dkd}")
     none = write_recipe(tmp_path, "none", "{labeled_fraction: 0}")
@@ -113,6 +116,37 @@ def test_few_labels_no_labels_and_an_omitted_class_end_to_end(teacher_run, tmp_p
     main(["report", str(runs), "--out", str(tmp_path / "table")])
     table = (tmp_path / "table" / "comparison.md").read_text()
     assert "no 3" in table and "labels" in table
+    answers_with_the_bias(runs / "student-no3", report("student-no3"), data_dir, tmp_path, capsys)
+
+
+def answers_with_the_bias(run, report, data_dir, tmp_path, capsys):
+    """predict and a release's card add the report's bias to a never-seen class's logit, as
+    the report's figures after the bias do; the weights stay the network as trained."""
+    from distill.export import load_model
+    from distill.predict import load_image, prepare
+
+    mnist = get_dataset("mnist")
+    images, _ = mnist.load("test", data_dir)
+    Image.fromarray(images[18].numpy()).save(tmp_path / "three.png")  # a 3 of the test set
+    capsys.readouterr()
+    main(["predict", str(run), str(tmp_path / "three.png"), "--json"])
+    captured = capsys.readouterr()
+    bias = report["transfer"]["omitted"]["bias"]["3"]
+    assert f"3: {bias:+.2f}" in captured.err
+    answered = {a["index"]: a["probability"] for a in json.loads(captured.out)[0]["top2"]}
+    model, _ = load_model(run)
+    with torch.inference_mode():
+        image = prepare(load_image(tmp_path / "three.png", mnist), mnist).image
+        logits = model(normalize(image[None, None], mnist)).float()[0]
+    expected = (logits + torch.eye(10)[3] * bias).softmax(-1)
+    assert all(abs(p - expected[c].item()) < 1e-4 for c, p in answered.items())
+    from distill.demo import load_demo_models
+
+    (shown,), _ = load_demo_models([run])
+    assert shown.shift is not None and shown.shift[3].item() == pytest.approx(bias)
+    main(["publish", str(run), str(tmp_path / "release" / "convnet_tiny")])
+    card = (tmp_path / "release" / "convnet_tiny" / "README.md").read_text()
+    assert "It never saw 3 in training" in card and f"logits[:, 3] += {bias:.4f}" in card
 
 
 def test_classes_never_seen_are_named_as_the_dataset_names_them():
