@@ -256,7 +256,8 @@ def export(
         quantize_int8,
         trained_dataset,
     )
-    from distill.report import percent
+    from distill.report import percent, report_beside
+    from distill.transfer import never_seen
 
     if format != "onnx":
         raise DistillError(f"Unknown format {format!r}: only onnx is supported (--quantize adds "
@@ -267,11 +268,12 @@ def export(
         raise DistillError("ONNX export needs the onnx extra: pip install -e \".[onnx]\"") from error
     model, architecture = load_model(weights)
     target = export_target(weights, architecture, out)  # before a folder's minutes of decoding
+    report = report_beside(weights)
     dataset = trained_dataset(weights)
     images, labels = dataset.load("test", data_dir)  # bad data fails before anything is written
     images, labels = images[:test_images], labels[:test_images]
     with console.status(f"Exporting {architecture} to ONNX"):
-        export_onnx(model, target, dataset)
+        export_onnx(model, target, dataset, report)
     rows = [("ONNX float32", target, parity(model, target, images, labels, dataset))]
     if quantize:
         int8 = target.with_name(target.stem + "-int8.onnx")
@@ -289,8 +291,10 @@ def export(
         raise DistillError(f"The float32 ONNX model disagrees with PyTorch on "
                            f"{rows[0][2]['images'] - rows[0][2]['same_predictions']} images.")
     console.print(f"Wrote {', '.join(str(path) for _, path, _ in rows)}. "
-                  f"{'Its' if len(rows) == 1 else 'Their'} metadata holds the class names and the "
-                  "input's normalization (in onnxruntime: "
+                  f"{'Its' if len(rows) == 1 else 'Their'} metadata holds the class names"
+                  + (", the bias for the classes never seen in training (logit_bias)"
+                     if never_seen(report) else "")
+                  + " and the input's normalization (in onnxruntime: "
                   "session.get_modelmeta().custom_metadata_map).")
 
 
@@ -318,7 +322,7 @@ def predict(
     from distill.datasets.folder import warn_skipped
     from distill.export import load_model, trained_dataset
     from distill.predict import load_image, prepare, probabilities, top_classes
-    from distill.report import load_report, omitted_bias_text
+    from distill.report import omitted_bias_text, report_beside
     from distill.transfer import reported_shift
 
     model, architecture = load_model(weights)  # checks the file's network arguments first
@@ -351,7 +355,7 @@ def predict(
                            "warnings above).")
     batch = torch.stack([p.image for p in prepared])
     inverted = [p.inverted for p in prepared] if dataset.framing != "resize" else None
-    report = load_report(weights if weights.is_dir() else weights.parent)
+    report = report_beside(weights)
     if (shift := reported_shift(report, dataset.num_classes)) is not None:
         Console(stderr=True).print(f"{weights} never saw {omitted_bias_text(report, bias=False)} in "
                                    "training: the bias its report chose without labels is added "

@@ -20,6 +20,7 @@ from distill.datasets.base import has_control_character, shown_classes
 from distill.datasets.folder import FolderDataset
 from distill.errors import DistillError
 from distill.files import atomic_path
+from distill.transfer import never_seen
 
 
 def save_weights(model: nn.Module, architecture: str, kwargs: dict, path: Path,
@@ -234,10 +235,12 @@ def export_target(weights: Path, architecture: str, out: Path | None) -> Path:
     return target
 
 
-def export_onnx(model: nn.Module, path: Path, dataset: Dataset | None = None) -> None:
+def export_onnx(model: nn.Module, path: Path, dataset: Dataset | None = None,
+                report: dict | None = None) -> None:
     """ONNX with a dynamic batch axis: input `image` (B, C, H, W) normalized as the dataset's
     images (MNIST's by default: (B, 1, 28, 28)), output `logits`. What a program that runs it
-    needs to know is in the model's metadata (`onnx_metadata`)."""
+    needs to know is in the model's metadata (`onnx_metadata`); `report`: the run's, whose bias
+    for classes never seen in training goes there too."""
     import warnings
 
     import onnx
@@ -251,15 +254,21 @@ def export_onnx(model: nn.Module, path: Path, dataset: Dataset | None = None) ->
                           dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
                           verbose=False, external_data=False)
         exported = onnx.load(str(tmp))
-        onnx.helper.set_model_props(exported, onnx_metadata(dataset or DATASETS["mnist"]))
+        onnx.helper.set_model_props(exported, onnx_metadata(dataset or DATASETS["mnist"], report))
         onnx.save(exported, str(tmp))
 
 
-def onnx_metadata(dataset: Dataset) -> dict[str, str]:
+def onnx_metadata(dataset: Dataset, report: dict | None = None) -> dict[str, str]:
     """The class names and the input's normalization, which a program running the ONNX file
-    needs and would otherwise have to find in distill (a folder's are its own)."""
+    needs and would otherwise have to find in distill (a folder's are its own); for a network
+    that never saw some classes, the bias `distill predict` adds to their logits."""
     channels = "grayscale" if dataset.channels == 1 else "RGB"
-    return {"dataset": dataset.name, "classes": json.dumps(list(dataset.classes)),
+    omitted = never_seen(report)
+    bias = {} if omitted is None else {
+        "logit_bias": json.dumps({dataset.classes[int(c)]: b for c, b in omitted["bias"].items()}),
+        "logit_bias_use": "classes never seen in training: add these to their logits, as distill "
+                          "predict does (chosen on validation images without labels)"}
+    return {**bias, "dataset": dataset.name, "classes": json.dumps(list(dataset.classes)),
             "mean": json.dumps(list(dataset.mean)), "std": json.dumps(list(dataset.std)),
             "input": f"image: float32 (batch, {dataset.channels}, {dataset.size}, {dataset.size}), "
                      f"{channels} pixels scaled to [0, 1], minus mean, over std, per channel"}

@@ -21,6 +21,7 @@ from distill.report import (
     percent,
     transfer_lines,
 )
+from distill.transfer import never_seen
 
 CARD_IMAGES = ("curves.png", "confusion.png", "examples.png")
 
@@ -135,7 +136,7 @@ def model_card(report: dict, network_kwargs: dict | None = None, in_distill: boo
 def bias_use(report: dict) -> list[str]:
     """For a network that never saw some classes: the weights are the network as trained, and
     the report's figures "after" add a bias to those classes' logits, as predict and the demo do."""
-    if (omitted := (report.get("transfer") or {}).get("omitted")) is None:
+    if (omitted := never_seen(report)) is None:
         return []
     adds = "; ".join(f"logits[:, {int(c)}] += {b:.4f}" for c, b in omitted["bias"].items())
     return [f"It never saw {omitted_bias_text(report, bias=False)} in training: `distill "

@@ -262,6 +262,11 @@ def load_report(folder: Path) -> RunReport | None:
     return report if isinstance(report, dict) and "evaluation" in report else None
 
 
+def report_beside(weights: Path) -> RunReport | None:
+    """The report of a run folder, or of the folder a weights file is in."""
+    return load_report(weights if weights.is_dir() else weights.parent)
+
+
 def read_run_report(folder: Path) -> RunReport | None:
     """A finished run's report with its folder as "run", for the tables across runs."""
     report = load_report(folder)

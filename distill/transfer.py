@@ -106,11 +106,16 @@ def logit_shift(bias: dict, classes: int) -> Tensor:
     return shift
 
 
+def never_seen(report: dict | None) -> dict | None:
+    """A run report's figures and bias for the classes it never saw; None if it saw them all."""
+    return ((report or {}).get("transfer") or {}).get("omitted")
+
+
 def reported_shift(report: dict | None, classes: int) -> Tensor | None:
     """The bias a run's report chose for the classes it never saw, to add to its logits where the
     network is used (predict, the demo), as the report's figures "after the bias" do; None for a
     run that saw every class. The weights themselves stay the network as trained."""
-    omitted = ((report or {}).get("transfer") or {}).get("omitted")
+    omitted = never_seen(report)
     return None if omitted is None else logit_shift(omitted["bias"], classes)
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -144,6 +145,10 @@ def answers_with_the_bias(run, report, data_dir, tmp_path, capsys):
 
     (shown,), _ = load_demo_models([run])
     assert shown.shift is not None and shown.shift[3].item() == pytest.approx(bias)
+    main(["export", str(run), "--out", str(tmp_path / "no3.onnx"), "--test-images", "100"])
+    assert "the bias for the classes never seen in training (logit_bias)" in capsys.readouterr().out
+    metadata = onnx.load(str(tmp_path / "no3.onnx")).metadata_props
+    assert json.loads(next(p.value for p in metadata if p.key == "logit_bias")) == {"3": bias}
     main(["publish", str(run), str(tmp_path / "release" / "convnet_tiny")])
     card = (tmp_path / "release" / "convnet_tiny" / "README.md").read_text()
     assert "It never saw 3 in training" in card and f"logits[:, 3] += {bias:.4f}" in card
