@@ -229,7 +229,7 @@ def student(
     test_images: TestImages = None,
 ) -> None:
     """Distill the teacher into the student of a recipe, and train the student's twin."""
-    from distill.datasets import runs_subfolder
+    from distill.datasets import get_dataset, runs_subfolder
     from distill.datasets.folder import check_no_data_dir, check_runs_outside
     from distill.distributed import Parallel, check_parallel
     from distill.files import RUN_MARKER
@@ -237,6 +237,7 @@ def student(
         at_teachers_size,
         check_student_dirs,
         check_teacher,
+        check_transfer_set,
         default_teacher,
         parse_seeds,
         train_student,
@@ -289,6 +290,9 @@ def student(
     parallel = Parallel(devices, num_nodes, strategy)
     for recipe, _ in plan:
         check_parallel(parallel, accelerator, recipe.batch_size)
+    for recipe in chosen:  # before a folder's summary and minutes of decoding
+        check_transfer_set(list(recipe.data.exclude_classes),
+                           get_dataset(recipe.dataset, recipe.image_size), recipe.name)
     for recipe, changed in zip(given, chosen, strict=True):
         say_dataset_augmentation(recipe, changed)
     plan = planned(fit_to_folders(chosen, epochs is not None, train_batches is not None,

@@ -330,8 +330,9 @@ def check_transfer_set(excluded: list[int], dataset: Dataset, recipe: str) -> No
     classes = len(dataset.classes)
     if any(c >= classes for c in excluded) or len(excluded) >= classes:
         raise DistillError(f"Recipe {recipe}: data.exclude_classes {excluded} must name some "
-                           f"of the {classes} classes of {dataset.name} (0 to {classes - 1}), "
-                           "not all of them.")
+                           f"of the {classes} classes of {dataset.name} (0 to {classes - 1}: "
+                           f"{shown_classes(dataset.classes)}), not all of them. Give a recipe "
+                           f"of your own (`distill recipes {recipe}` prints this one).")
 
 
 def record_omitted(report: RunReport, out: Path, validation: Tensor, teacher_validation: Tensor,

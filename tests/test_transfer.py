@@ -195,6 +195,27 @@ def test_bad_transfer_settings_are_one_line(teacher_run, tmp_path, capsys, data,
     assert not (tmp_path / "runs" / "student-bad").exists()
 
 
+def test_classes_a_folder_lacks_are_refused_before_its_summary(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (photos / name).mkdir(parents=True)
+        for k in range(20):
+            Image.new("RGB", (30, 30), (10 * k, 90, 200 * (name == "cat"))).save(
+                photos / name / f"{k}.png")
+    main(["teacher", "--dataset", str(photos), "--out", str(tmp_path / "runs" / "teacher"),
+          "--batch-size", "4", *QUICK])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["student", "--recipe", "tiny-7s-8s", "--dataset", str(photos), "--runs",
+              str(tmp_path / "runs"), *QUICK])
+    said = capsys.readouterr()
+    said = " ".join((said.out + said.err).split())
+    assert exit_.value.code != 0 and "2 classes (cat, dog)" not in said  # the folder's summary
+    assert "must name some of the 2 classes" in said and "(0 to 1: cat, dog)" in said
+    assert "distill recipes tiny-7s-8s" in said
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["teacher"]
+
+
 def test_the_cache_serves_a_transfer_set_as_the_online_teacher_does(teacher_run, tmp_path):
     """The teacher's cached logits on training views and validation images line up with the
     images of a run that leaves a class out: the student's weights equal the online teacher's."""
