@@ -26,7 +26,7 @@ from distill.files import atomic_path
 from distill.nets import MODELS_DIR, parameter_count, release_name
 from distill.pictures import MAX_PIXELS, read_heic
 from distill.predict import check_pixels, load_image, prepare, probabilities
-from distill.report import load_report
+from distill.report import report_beside
 from distill.transfer import reported_shift
 
 EMPTY_CANVAS = "Draw a digit first."
@@ -66,7 +66,7 @@ def load_demo_models(paths: list[Path] | None = None, dataset: str | None = None
         model, architecture = load_model(path)
         weights = path / "weights.safetensors" if path.is_dir() else path
         label = "teacher (digitnet)" if architecture == "digitnet" else architecture
-        shift = reported_shift(load_report(weights.parent),
+        shift = reported_shift(report_beside(path),
                                trained_dataset(path, images=False).num_classes)
         models.append(DemoModel(label, model, parameter_count(model), weights.stat().st_size,
                                 shift))
