@@ -123,10 +123,7 @@ def trained_dataset(path: Path | str, images: bool = True) -> Dataset:
     return dataset
 
 
-OTHER_DATASET = "give a dataset with the network's classes, in its order (class folders sort by name)"
-
-
-def read_as_trained(path: Path | str, dataset: Dataset, fix: str = OTHER_DATASET) -> Dataset:
+def read_as_trained(path: Path | str, dataset: Dataset, fix: str | None = None) -> Dataset:
     """`dataset` as the network at `path` reads it (`distill evaluate --dataset`): its classes must
     be the network's, in the network's order, or every score would pair the wrong classes; a folder
     is normalized as the network's own training images were. `fix`: what to do if not."""
@@ -138,8 +135,9 @@ def read_as_trained(path: Path | str, dataset: Dataset, fix: str = OTHER_DATASET
 
 
 def check_classes(path: Path | str, name: str, classes: tuple[str, ...],
-                  fix: str = OTHER_DATASET) -> None:
-    """Refuse a dataset whose classes are not the network's, in its order."""
+                  fix: str | None = None) -> None:
+    """Refuse a dataset whose classes are not the network's, in its order. `fix`: what to do
+    instead (by default: the network's own dataset, or a dataset with its classes)."""
     text = weights_metadata(path).get("classes", "")
     try:
         answers = json.loads(text) if 0 < len(text) <= MAX_DESCRIPTION_CHARS else None
@@ -148,6 +146,11 @@ def check_classes(path: Path | str, name: str, classes: tuple[str, ...],
     if not text and dataset_of(path) in DATASETS:  # a file from before classes were written
         answers = list(DATASETS[dataset_of(path)].classes)
     if isinstance(answers, list) and [str(c) for c in answers] != list(classes):
+        trained = dataset_of(path)
+        fix = fix or (f"it was trained on {trained}: leave out --dataset to score it there, or "
+                      f"give a network of {name}" if trained in DATASETS else
+                      "give a dataset with the network's classes, in its order (class folders "
+                      "sort by name)")
         raise DistillError(f"{path} answers for the classes {shown_classes(answers)}, and "
                            f"{name} has {shown_classes(classes)}: {fix}.")
 

@@ -309,7 +309,13 @@ def test_a_folder_network_is_scored_published_and_taught_at_its_size_and_classes
         main(["evaluate", str(teacher), "--dataset", str(fewer)])
     said = capsys.readouterr()
     assert "answers for the classes digit-0, digit-1, digit-7, and" in " ".join(said.out.split())
+    assert "give a dataset with the network's classes" in " ".join(said.out.split())
     assert "Decoding" not in said.err  # refused from its class folders, before decoding them
+    with pytest.raises(SystemExit):  # a network of a named dataset is sent back to it
+        main(["evaluate", str(REPO / "models" / "convnet_tiny"), "--dataset", "fashion-mnist"])
+    assert ("fashion-mnist has T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, ...: it was "
+            "trained on mnist: leave out --dataset to score it there, or give a network of "
+            "fashion-mnist.") in " ".join(capsys.readouterr().out.split())
     with pytest.raises(SystemExit):  # was "trained on different datasets (..., mnist)"
         main(["evaluate", str(teacher), str(tmp_path / "nothing")])
     assert "No weights at" in capsys.readouterr().out
