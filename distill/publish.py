@@ -111,9 +111,10 @@ def model_card(report: dict, network_kwargs: dict | None = None, in_distill: boo
         + (f"Inputs are {input_shape(report, network_kwargs or {})} images of {shown} normalized "
            "as the folder's training images were; its classes, in order: "
            f"{', '.join(report['classes'])}." if folder else
-           f"Inputs are {shown} images normalized as the dataset's training images were; its "
-           f"classes, in order: {', '.join(report['classes'])}." if report.get("classes")
-           and dataset != "mnist" else
+           f"Inputs are 28x28 {shown} images (light on black), normalized with mean "
+           f"{DATASETS[dataset].mean[0]:.4f} and standard deviation {DATASETS[dataset].std[0]:.4f} "
+           "(timm's `model.pretrained_cfg` holds them); its classes, in order: "
+           f"{', '.join(report['classes'])}." if report.get("classes") and dataset != "mnist" else
            "Inputs are 28x28 MNIST-style images (white digit on black), normalized with mean "
            "0.1307 and standard deviation 0.3081."), "",
         *bias_use(report),
