@@ -407,6 +407,8 @@ def quiet_lightning() -> None:
     import warnings
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    # On CUDA every run also logged "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]" (seen on an H200).
+    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # The frozen teacher is in eval mode on purpose while the student trains.

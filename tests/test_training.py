@@ -258,3 +258,17 @@ def test_early_stopping_waits_for_the_end_of_the_warm_up(tmp_path):
     config = TrainConfig(epochs=300, warmup=0.1, patience=3)
     trainer = training.make_trainer(tmp_path, config, Limits(), accelerator="cpu", progress=False)
     assert trainer.fit_loop.min_epochs == 30 and trainer.fit_loop.max_epochs == 300
+
+
+def test_lightning_device_notes_are_not_printed():
+    """Lightning's start-up notes say nothing a user acts on; on CUDA one of them came from the
+    accelerator's own logger ("LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]", seen on an H200)."""
+    import logging
+
+    from lightning.pytorch.accelerators import cuda
+
+    from distill.cli import quiet_lightning
+
+    quiet_lightning()
+    assert not cuda._log.isEnabledFor(logging.INFO)
+    assert not logging.getLogger("lightning.pytorch.utilities.rank_zero").isEnabledFor(logging.INFO)
