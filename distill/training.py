@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -269,6 +270,29 @@ class StopOnSigterm(Callback):
             raise SIGTERMException
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """A checkpoint callback that follows its run folder when the folder moves (renamed, or copied
+    from the machine that started it) before --resume. Lightning keeps its best score and best
+    models only when the checkpoints' folder has the same path as when they were saved: otherwise
+    the epoch after the resume becomes the best one, whatever its validation loss."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_in = state_dict.get("dirpath")
+        if saved_in and self.dirpath and saved_in != self.dirpath:
+
+            def here(path: str) -> str:
+                moved = path and os.path.dirname(path) == saved_in
+                return os.path.join(self.dirpath, os.path.basename(path)) if moved else path
+
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          "best_k_models": {here(path): score for path, score
+                                            in state_dict.get("best_k_models", {}).items()}}
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                if key in state_dict:
+                    state_dict[key] = here(state_dict[key])
+        super().load_state_dict(state_dict)
+
+
 class DropReplacedRun(Callback):
     """Deletes the run that --overwrite set aside once the new run's first epoch has finished:
     until then, a failure puts the old run back (`files.restore_aside`)."""
@@ -284,11 +308,10 @@ def make_trainer(out: Path, config: TrainConfig, limits: Limits, accelerator: st
     check_accelerator(accelerator)
     cuda = accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available()
     callbacks = [
-        ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_loss",
-                        mode="min"),
+        RunCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_loss", mode="min"),
         # Since Lightning 2.6, save_last=True writes last.ckpt only when the best one improves:
         # an interrupted run would resume from its best epoch and redo every epoch after it.
-        ModelCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False),
+        RunCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False),
         EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
         LearningRateMonitor(logging_interval="epoch"),
         EpochTimes(summary_for=None if progress else out.name),

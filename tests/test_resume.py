@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -58,11 +59,12 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, capsys, monkeypatch):
     assert not (interrupted / "metrics-before-resume.csv").exists()
 
 
+def worse_every_epoch(self, x, labels, batch_idx):
+    return self(x), {"ce": torch.tensor(float(self.current_epoch))}
+
+
 def test_a_resumed_run_continues_from_its_last_epoch_not_its_best(tmp_path, capsys,
                                                                    monkeypatch):
-    def worse_every_epoch(self, x, labels, batch_idx):
-        return self(x), {"ce": torch.tensor(float(self.current_epoch))}
-
     monkeypatch.setattr(training.Classifier, "validation_losses", worse_every_epoch)
     interrupt_once_in_epoch(monkeypatch, epoch=3)
     with pytest.raises(SystemExit):
@@ -72,6 +74,23 @@ def test_a_resumed_run_continues_from_its_last_epoch_not_its_best(tmp_path, caps
     out = capsys.readouterr().out
     assert "t: epoch 3/3" in out and "epoch 2/3" not in out
     report = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert report["training"]["best_epoch"] == 0
+
+
+def test_a_moved_run_resumes_and_keeps_its_best_epoch(tmp_path, capsys, monkeypatch):
+    """A run folder renamed, or copied from another machine, before --resume: Lightning forgets
+    the best score when its checkpoints' folder has another path, and would keep the next epoch."""
+    monkeypatch.setattr(training.Classifier, "validation_losses", worse_every_epoch)
+    interrupt_once_in_epoch(monkeypatch, epoch=3)
+    with pytest.raises(SystemExit):
+        main(["teacher", "--out", str(tmp_path / "there"), *ARGS])
+    (tmp_path / "there").rename(tmp_path / "here")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["teacher", "--out", str(tmp_path / "here"), "--resume", *ARGS])
+    assert "here: epoch 3/3" in capsys.readouterr().out
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+    report = json.loads((tmp_path / "here" / "report.json").read_text())
     assert report["training"]["best_epoch"] == 0
 
 
