@@ -239,7 +239,7 @@ def test_the_gpu_script_runs_quickly_anywhere(tmp_path, data_dir, fashion_dir):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "| teacher, eager" in done.stdout and "The cache's speed-up" in done.stdout
     assert "| Fashion-MNIST teacher (teacher-fashion-mnist-shifts), epochs: 1" in done.stdout
-    assert (tmp_path / "gpu-teacher-1" / "report.json").is_file()  # kept for the release's rule
+    assert (tmp_path / "gpu-teacher-fashion-mnist-shifts-1" / "report.json").is_file()  # kept
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "benchmarks").glob("*.py")))
