@@ -1,8 +1,9 @@
 """Training step: the project's Lightning training of a network (DigitNet unless told) against a
-plain PyTorch loop on the same model, data, optimizer, schedule and batch size. Prints
-Lightning's overhead in percent.
+plain PyTorch loop on the same model, data, optimizer, schedule and batch size, and against the
+same Lightning training with `self.log` at every step (as before the losses were summed on the
+device and logged once an epoch). Prints Lightning's overhead in percent.
 
-    python benchmarks/training_step.py [--steps 100] [--model convnet_tiny]
+    python benchmarks/training_step.py [--steps 100] [--model convnet_tiny] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -14,11 +15,26 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import median_seconds, print_table
+from common import interleaved_medians, print_table
 from timm.optim import create_optimizer_v2
 
 from distill.data import DataModule
 from distill.training import Classifier, Limits, TrainConfig, make_trainer
+
+
+class LoggedEveryStep(Classifier):
+    """The training step as it was until the losses were summed on the device: two calls of
+    Lightning's self.log a step (a distillation step made four)."""
+
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        y = batch[1]
+        logits, terms = self.losses(batch, batch_idx)
+        loss = sum(terms.values())
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(y), sync_dist=True)
+        self.train_acc(logits, y)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
 
 
 def main() -> None:
@@ -26,6 +42,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--model", default="digitnet", help="a timm name, e.g. convnet_tiny")
+    parser.add_argument("--rounds", type=int, default=5, help="timed runs of each, interleaved")
     args = parser.parse_args()
     config = TrainConfig(model=args.model, epochs=1, batch_size=args.batch_size)
 
@@ -58,22 +75,29 @@ def main() -> None:
             x, y, *_ = dm.model_input(next(iter(dm.val_dataloader())), training=False)
             F.cross_entropy(model(x), y)
 
-    def lightning_run():
-        L.seed_everything(0, verbose=False)
-        with tempfile.TemporaryDirectory() as out:
-            trainer = make_trainer(Path(out), config, Limits(train_batches=args.steps, val_batches=1),
-                                   accelerator="cpu", progress=False)
-            trainer.fit(Classifier(config.model), datamodule=datamodule())
+    def lightning_run(module: type[Classifier]):
+        def run():
+            L.seed_everything(0, verbose=False)
+            with tempfile.TemporaryDirectory() as out:
+                trainer = make_trainer(Path(out), config, Limits(train_batches=args.steps,
+                                                                 val_batches=1),
+                                       accelerator="cpu", progress=False)
+                trainer.fit(module(config.model), datamodule=datamodule())
+        return run
 
-    plain = median_seconds(plain_loop, repeats=3)
-    lightning = median_seconds(lightning_run, repeats=3)
+    seconds = interleaved_medians({"plain": plain_loop, "distill": lightning_run(Classifier),
+                                   "every step": lightning_run(LoggedEveryStep)},
+                                  rounds=args.rounds, per_round=1)
+    plain, lightning = seconds["plain"], seconds["distill"]
     images = args.steps * args.batch_size
-    print_table(f"{args.model} training, {args.steps} steps of {args.batch_size} images (median of 3)",
-                ["loop", "seconds", "images/s", "relative"],
-                [["plain PyTorch", f"{plain:.1f}", f"{images / plain:,.0f}", "1.00"],
-                 ["distill (Lightning: callbacks, logging, checkpoint)", f"{lightning:.1f}",
-                  f"{images / lightning:,.0f}", f"{lightning / plain:.2f}"]])
-    print(f"\nLightning's overhead: {100 * (lightning / plain - 1):+.1f}%")
+    rows = [["plain PyTorch", plain],
+            ["distill (Lightning: callbacks, logging once an epoch, checkpoint)", lightning],
+            ["the same, self.log at every step (before)", seconds["every step"]]]
+    print_table(f"{args.model} training, {args.steps} steps of {args.batch_size} images (median of "
+                f"{args.rounds}, interleaved)", ["loop", "seconds", "images/s", "relative"],
+                [[name, f"{t:.2f}", f"{images / t:,.0f}", f"{t / plain:.3f}"] for name, t in rows])
+    print(f"\nLightning's overhead: {100 * (lightning / plain - 1):+.1f}% (with self.log at every "
+          f"step: {100 * (seconds['every step'] / plain - 1):+.1f}%)")
 
 
 if __name__ == "__main__":

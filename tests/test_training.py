@@ -272,3 +272,34 @@ def test_lightning_device_notes_are_not_printed():
     quiet_lightning()
     assert not cuda._log.isEnabledFor(logging.INFO)
     assert not logging.getLogger("lightning.pytorch.utilities.rank_zero").isEnabledFor(logging.INFO)
+
+
+def test_training_losses_reach_lightning_once_an_epoch_as_means_over_images(tmp_path, data_dir,
+                                                                           monkeypatch):
+    """self.log costs about a millisecond of host time a call: the training losses are summed on
+    the device and logged at each epoch's last batch, as the mean over its images."""
+    calls, losses = [], []
+    log, losses_of = training.Classifier.log, training.Classifier.losses
+
+    def counted_log(self, name, value, *args, **kwargs):
+        if self.trainer.training and name.startswith("train"):
+            calls.append((name, self.trainer.is_last_batch))
+        return log(self, name, value, *args, **kwargs)
+
+    def recorded_losses(self, batch, batch_idx):
+        logits, terms = losses_of(self, batch, batch_idx)
+        losses.append((len(batch[1]), terms["ce"].detach().item()))
+        return logits, terms
+
+    monkeypatch.setattr(training.Classifier, "log", counted_log)
+    monkeypatch.setattr(training.Classifier, "losses", recorded_losses)
+    config = TrainConfig(epochs=1, batch_size=64)
+    limits = Limits(train_size=300, val_batches=1, test_size=200)  # 4 batches of 64
+    report = train_run("teacher", tmp_path / "run", config, "test", data_dir, limits,
+                       progress=False)
+    assert sorted(calls) == [("train_acc", True), ("train_loss", True)]
+    assert report["training"]["epochs_run"] == 1
+    assert len(losses) == 4
+    mean = sum(n * loss for n, loss in losses) / sum(n for n, _ in losses)
+    logged = plots.read_metrics(tmp_path / "run" / "logs" / "metrics.csv")["train_loss"]
+    assert logged == [(0, pytest.approx(mean, rel=1e-5))]
