@@ -39,7 +39,8 @@ IMAGE_SIZE = 28
 # Validation and test images go through a network in batches of this size. The teacher's cached
 # validation logits are computed in the same batches, so they equal those of the online path.
 # On a CPU, batches of 1000 take the teacher over twice as long per image as batches of 128, whose
-# activations stay in the cache (benchmarks/eval_batch.py); on a GPU the size hardly matters here.
+# activations stay in the cache (benchmarks/eval_batch.py). Not measured on a GPU, where larger
+# batches may pay: an H200's training steps waited on the host (benchmarks/README.md).
 EVAL_BATCH = 128
 
 
