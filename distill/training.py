@@ -132,12 +132,13 @@ class Classifier(L.LightningModule):
         # Lightning's self.log costs about a millisecond of host time a call (it moves its
         # metric to the loss's device each time): on an H200, where a small student's steps wait
         # on the host, a third of the step. So the epoch's losses are summed here, on the device,
-        # and logged once, at the epoch's last batch: the same means over images.
+        # and logged once, at the epoch's last batch: the same means over images. (A plain sum,
+        # not a torchmetrics MeanMetric per term: the terms are named by the method at the first
+        # step, and MeanMetric's default NaN check reads the value, a device sync every step.)
         logged = {"train_loss": loss, **({f"loss/{name}": term for name, term in terms.items()}
                                           if len(terms) > 1 else {})}
         for name, value in logged.items():
-            total = value.detach().float() * len(y)
-            self.epoch_sums[name] = self.epoch_sums[name] + total if name in self.epoch_sums else total
+            self.epoch_sums[name] = self.epoch_sums.get(name, 0) + value.detach().float() * len(y)
         self.epoch_images += len(y)
         if self.has_labels:
             self.train_acc.update(logits, y)
