@@ -117,6 +117,7 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
     from distill.metrics import predict_logits, scorecard
     from distill.report import human, percent
     from distill.run_report import data_shown
+    from distill.transfer import WithBias
 
     # Each network reads the images as it was trained to: with --dataset, its classes are checked
     # and a folder is normalized as that network's own training images (networks of two folders
@@ -139,7 +140,8 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
     images = scored_split(split, data_dir, scored_on)[0][:test_images]  # bad data fails first
     if unseen:
         warn_trained_among(weights, images, size, name)
-    models = [(path, *model, reading) for path, model, reading in zip(weights, loaded, readings)]
+    models = [(path, with_reported_bias(path, model, how.as_json), architecture, reading)
+              for path, (model, architecture), reading in zip(weights, loaded, readings)]
     if how.ensemble:
         from distill.distillation import Ensemble
 
@@ -165,7 +167,10 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
             status.update(f"Scoring {path}")
             results.append({"weights": str(path), "model": architecture,
                             "dataset": scored_on.name,
-                            **scorecard(model, data_dir, test_images, answers, reading, split)})
+                            **scorecard(model, data_dir, test_images, answers, reading, split),
+                            **({"logit_bias": {scored_on.classes[c]: model.shift[c].item()
+                                               for c in model.shift.nonzero().flatten().tolist()}}
+                               if isinstance(model, WithBias) else {})})
     if how.as_json:
         return results
     scored = results[0][f"{split}_images"]
@@ -189,6 +194,24 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
                       *([percent(r["teacher_agreement"])] if teacher else []), confused or "-")
     console.print(table)
     return results
+
+
+def with_reported_bias(weights: Path, model: torch.nn.Module, quiet: bool) -> torch.nn.Module:
+    """A network that never saw some classes is scored as predict and the demo use it: with the
+    bias its report chose for them (without labels) on their logits, as the report's figures
+    "after the bias" are; a line says so."""
+    from distill.report import omitted_bias_text, report_beside
+    from distill.transfer import WithBias, logit_shift, never_seen
+
+    report = report_beside(weights)
+    if (omitted := never_seen(report)) is None:
+        return model
+    if not quiet:
+        console.print(f"{weights} never saw {omitted_bias_text(report, bias=False)} in training: "
+                      f"it is scored with the bias its report chose on "
+                      f"{'that class' if len(omitted['bias']) == 1 else 'those classes'}' logits "
+                      f"({omitted_bias_text(report)}), as predict and the demo use it.")
+    return WithBias(model, logit_shift(omitted["bias"], model.num_classes))
 
 
 def warn_trained_among(weights: list[Path], images, size: int, scored: str) -> None:

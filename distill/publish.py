@@ -136,13 +136,14 @@ def model_card(report: dict, network_kwargs: dict | None = None, in_distill: boo
 
 def bias_use(report: dict) -> list[str]:
     """For a network that never saw some classes: the weights are the network as trained, and
-    the report's figures "after" add a bias to those classes' logits, as predict and the demo do."""
+    the report's figures "after" add a bias to those classes' logits, as evaluate, predict and
+    the demo do."""
     if (omitted := never_seen(report)) is None:
         return []
     adds = "; ".join(f"logits[:, {int(c)}] += {b:.4f}" for c, b in omitted["bias"].items())
     return [f"It never saw {omitted_bias_text(report, bias=False)} in training: `distill "
-            "predict` and the demo add to its logits the bias its report chose without labels "
-            f"({omitted_bias_text(report)}), as the figures after the bias above. "
+            "evaluate`, `predict` and the demo add to its logits the bias its report chose "
+            f"without labels ({omitted_bias_text(report)}), as the figures after the bias above. "
             f"The weights are the network as trained; with timm, add the bias yourself: `{adds}`.",
             ""]
 

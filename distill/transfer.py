@@ -113,10 +113,30 @@ def never_seen(report: dict | None) -> dict | None:
 
 def reported_shift(report: dict | None, classes: int) -> Tensor | None:
     """The bias a run's report chose for the classes it never saw, to add to its logits where the
-    network is used (predict, the demo), as the report's figures "after the bias" do; None for a
-    run that saw every class. The weights themselves stay the network as trained."""
+    network is used (evaluate, predict, the demo), as the report's figures "after the bias" do;
+    None for a run that saw every class. The weights themselves stay the network as trained."""
     omitted = never_seen(report)
     return None if omitted is None else logit_shift(omitted["bias"], classes)
+
+
+class WithBias(torch.nn.Module):
+    """A network that never saw some classes, answering with its report's bias on their logits:
+    how `distill evaluate` scores it, as predict and the demo use it. The network's own
+    attributes (num_classes, ...) read through."""
+
+    def __init__(self, network: torch.nn.Module, shift: Tensor) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("shift", shift)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(x) + self.shift.to(x.device)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.network, name)
 
 
 def bias_correction(logits: Tensor, labels: Tensor, validation_logits: Tensor,

@@ -145,6 +145,15 @@ def answers_with_the_bias(run, report, data_dir, tmp_path, capsys):
 
     (shown,), _ = load_demo_models([run])
     assert shown.shift is not None and shown.shift[3].item() == pytest.approx(bias)
+    main(["evaluate", str(run), "--test-images", "200"])  # the test images its report scored
+    said = " ".join(capsys.readouterr().out.split())  # as one line, however the console wrapped
+    assert "never saw 3 in training: it is scored with the bias" in said
+    assert f"3: {bias:+.2f}" in said
+    main(["evaluate", str(run), "--test-images", "200", "--json"])
+    (scored,) = json.loads(capsys.readouterr().out)
+    assert scored["logit_bias"] == {"3": pytest.approx(bias)}
+    after = report["transfer"]["omitted"]["after"]["top1"]
+    assert scored["test"]["top1"] == pytest.approx(after)
     main(["export", str(run), "--out", str(tmp_path / "no3.onnx"), "--test-images", "100"])
     assert "the bias for the classes never seen in training (logit_bias)" in capsys.readouterr().out
     metadata = onnx.load(str(tmp_path / "no3.onnx")).metadata_props
