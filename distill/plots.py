@@ -46,22 +46,24 @@ def plain_tick(value: float, _position: int, scale: float = 1, unit: str = "",
     return f"{value * scale:g}{unit}" if every or leading in (1, 2, 3, 5) else ""
 
 
-def plot_curves(csv_path: Path, out: Path, kept_epoch: int | None = None) -> None:
-    fig = curves_figure(read_metrics(csv_path), kept_epoch)
+def plot_curves(csv_path: Path, out: Path, kept_epoch: int | None = None,
+                loss: str = "Loss") -> None:
+    fig = curves_figure(read_metrics(csv_path), kept_epoch, loss)
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
 
 def curves_figure(series: dict[str, list[tuple[int, float]]],
-                  kept_epoch: int | None = None) -> plt.Figure:
+                  kept_epoch: int | None = None, loss: str = "Loss") -> plt.Figure:
     """Loss and error rate per epoch, both on log axes: on MNIST the error falls from tens of
     percent to under one, and a log axis shows the first epoch and the last tenths of a point
     in one frame. `kept_epoch` (counted from 0, as in report.json) marks the epoch whose
-    weights the run kept."""
+    weights the run kept; `loss` names what was minimized (a student's distillation loss is
+    not a cross-entropy, and its scale differs)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8),
                              gridspec_kw=dict(left=0.07, right=0.99, bottom=0.13, top=0.92))
     epochs_run = max((e for points in series.values() for e, _ in points), default=0) + 1
-    panels = ((axes[0], "loss", "Loss (log scale)", lambda v: v, 1, ""),
+    panels = ((axes[0], "loss", f"{loss} (log scale)", lambda v: v, 1, ""),
               (axes[1], "acc", "Error rate (log scale)", lambda v: 1 - v, 100, "%"))
     for ax, metric, title, shown, scale, unit in panels:
         for split, marker in (("train", "o"), ("val", "s")):

@@ -197,7 +197,8 @@ def write_run_report(out: Path, report: dict) -> None:
     """report.json, report.md and the three plots of one run."""
     ev = report["evaluation"]
     plot_curves(out / "logs" / "metrics.csv", out / "curves.png",
-                report.get("training", {}).get("best_epoch"))
+                report.get("training", {}).get("best_epoch"),
+                "Distillation loss" if report.get("kind") == "student" else "Cross-entropy")
     classes = report.get("classes")
     named = None if classes == list("0123456789") else classes  # digits are their own names
     plot_confusion(torch.tensor(ev["confusion_matrix"]), out / "confusion.png", classes=named)

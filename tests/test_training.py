@@ -136,8 +136,12 @@ def test_the_curves_show_the_error_rate_of_every_epoch_on_a_log_axis():
     assert list(val.get_ydata()) == pytest.approx([0.2, 0.02, 0.0])  # the perfect epoch is masked
     low, high = errors.get_ylim()
     assert low <= 0.01 and high >= 0.6  # the first epoch is in the frame, not below it
+    assert figure.axes[0].get_title() == "Loss (log scale)"
     plt.close(figure)
     plt.close(curves_figure({}))  # a run without logged metrics: empty axes, no warning
+    named = curves_figure(series, loss="Distillation loss")
+    assert named.axes[0].get_title() == "Distillation loss (log scale)"
+    plt.close(named)
 
 
 def test_the_examples_take_right_images_from_each_class_in_turn_then_the_mistakes():
