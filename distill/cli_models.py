@@ -168,8 +168,8 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
             results.append({"weights": str(path), "model": architecture,
                             "dataset": scored_on.name,
                             **scorecard(model, data_dir, test_images, answers, reading, split),
-                            **({"logit_bias": {scored_on.classes[c]: model.shift[c].item()
-                                               for c in model.shift.nonzero().flatten().tolist()}}
+                            **({"logit_bias": {scored_on.classes[c]: value
+                                               for c, value in model.bias.items()}}
                                if isinstance(model, WithBias) else {})})
     if how.as_json:
         return results
@@ -200,18 +200,15 @@ def with_reported_bias(weights: Path, model: torch.nn.Module, quiet: bool) -> to
     """A network that never saw some classes is scored as predict and the demo use it: with the
     bias its report chose for them (without labels) on their logits, as the report's figures
     "after the bias" are; a line says so."""
-    from distill.report import omitted_bias_text, report_beside
-    from distill.transfer import WithBias, logit_shift, never_seen
+    from distill.report import bias_added_line, report_beside
+    from distill.transfer import WithBias, never_seen
 
     report = report_beside(weights)
     if (omitted := never_seen(report)) is None:
         return model
     if not quiet:
-        console.print(f"{weights} never saw {omitted_bias_text(report, bias=False)} in training: "
-                      f"it is scored with the bias its report chose on "
-                      f"{'that class' if len(omitted['bias']) == 1 else 'those classes'}' logits "
-                      f"({omitted_bias_text(report)}), as predict and the demo use it.")
-    return WithBias(model, logit_shift(omitted["bias"], model.num_classes))
+        console.print(bias_added_line(weights, report))
+    return WithBias(model, omitted["bias"])
 
 
 def warn_trained_among(weights: list[Path], images, size: int, scored: str) -> None:
@@ -345,7 +342,7 @@ def predict(
     from distill.datasets.folder import warn_skipped
     from distill.export import load_model, trained_dataset
     from distill.predict import load_image, prepare, probabilities, top_classes
-    from distill.report import omitted_bias_text, report_beside
+    from distill.report import bias_added_line, report_beside
     from distill.transfer import reported_shift
 
     model, architecture = load_model(weights)  # checks the file's network arguments first
@@ -380,9 +377,7 @@ def predict(
     inverted = [p.inverted for p in prepared] if dataset.framing != "resize" else None
     report = report_beside(weights)
     if (shift := reported_shift(report, dataset.num_classes)) is not None:
-        Console(stderr=True).print(f"{weights} never saw {omitted_bias_text(report, bias=False)} in "
-                                   "training: the bias its report chose without labels is added "
-                                   f"to the logits ({omitted_bias_text(report)}).")
+        Console(stderr=True).print(bias_added_line(weights, report))
     probs = probabilities(model, batch, dataset, shift)
     results = [{"image": str(path),
                 "top2": [{"class": dataset.classes[c], "index": c, "probability": round(v, 4)}

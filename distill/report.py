@@ -156,6 +156,12 @@ def omitted_bias_text(report: dict, bias: bool = True) -> str:
                      for c, b in report["transfer"]["omitted"]["bias"].items())
 
 
+def bias_added_line(weights: Path, report: dict) -> str:
+    """What predict and evaluate say of a network that never saw some classes."""
+    return (f"{weights} never saw {omitted_bias_text(report, bias=False)} in training: the bias "
+            f"its report chose without labels is added to the logits ({omitted_bias_text(report)}).")
+
+
 def transfer_lines(report: dict) -> list[str]:
     """The transfer set, and the omitted classes before and after their bias correction."""
     if not partial(report):

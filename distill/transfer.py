@@ -120,14 +120,15 @@ def reported_shift(report: dict | None, classes: int) -> Tensor | None:
 
 
 class WithBias(torch.nn.Module):
-    """A network that never saw some classes, answering with its report's bias on their logits:
-    how `distill evaluate` scores it, as predict and the demo use it. The network's own
-    attributes (num_classes, ...) read through."""
+    """A network that never saw some classes, answering with its report's bias on their logits
+    (`bias`: class index -> value): how `distill evaluate` scores it, as predict and the demo use
+    it. The network's own attributes (num_classes, ...) read through."""
 
-    def __init__(self, network: torch.nn.Module, shift: Tensor) -> None:
+    def __init__(self, network: torch.nn.Module, bias: dict) -> None:
         super().__init__()
         self.network = network
-        self.register_buffer("shift", shift)
+        self.bias = {int(c): value for c, value in bias.items()}
+        self.register_buffer("shift", logit_shift(bias, network.num_classes))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x) + self.shift.to(x.device)

@@ -147,7 +147,7 @@ def answers_with_the_bias(run, report, data_dir, tmp_path, capsys):
     assert shown.shift is not None and shown.shift[3].item() == pytest.approx(bias)
     main(["evaluate", str(run), "--test-images", "200"])  # the test images its report scored
     said = " ".join(capsys.readouterr().out.split())  # as one line, however the console wrapped
-    assert "never saw 3 in training: it is scored with the bias" in said
+    assert "never saw 3 in training: the bias its report chose without labels is added" in said
     assert f"3: {bias:+.2f}" in said
     main(["evaluate", str(run), "--test-images", "200", "--json"])
     (scored,) = json.loads(capsys.readouterr().out)
