@@ -1,11 +1,11 @@
 """Augmentation as whole batches on the training device: random affine transforms (and flips,
-erased rectangles) drawn per image from a table of uniforms that depends only on (seed, epoch,
-index)."""
+erased rectangles, CutMix) drawn per image from a table of uniforms that depends only on (seed,
+epoch, index)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,10 @@ class Augment:
     # Random erasing (Zhong et al. 2020): the share of images in which a rectangle of 2-40% of the
     # area, of aspect ratio 0.3-3.3, is painted one random gray (after the affine transform).
     erasing: float = 0.0
+    # CutMix (Yun et al. 2019), for a teacher: the share of images into which a rectangle of the
+    # image before it in the batch is pasted (last of all), of an area drawn uniformly (their
+    # alpha 1); the image's label then weighs each class by its share of the pixels.
+    cutmix: float = 0.0
 
     def scaled(self, strength: float) -> Augment:
         return replace(self, degrees=self.degrees * strength, translate=self.translate * strength,
@@ -50,17 +54,29 @@ class Augment:
 
     @property
     def is_identity(self) -> bool:
-        return not self.moves and self.erasing == 0
+        return not self.moves and self.erasing == 0 and self.cutmix == 0
 
     def __str__(self) -> str:
         """In words, as a command tells a user, e.g. 'mirrored, shifts up to 10%'."""
         parts = (["mirrored"] if self.hflip else []) + [
             f"{what} up to {value:g}{unit}" for what, value, unit in (
                 ("rotations", self.degrees, " degrees"), ("shifts", 100 * self.translate, "%"),
-                ("zooms", 100 * self.scale, "%"), ("erasing on", 100 * self.erasing, "% of images"))
-            if value]
+                ("zooms", 100 * self.scale, "%")) if value] + [
+            f"{what} on {100 * share:g}% of images" for what, share in (
+                ("erasing", self.erasing), ("CutMix", self.cutmix)) if share]
         magnitude = " (each image at a magnitude of its own)" if self.random_magnitude else ""
         return ", ".join(parts) + magnitude if parts else "none"
+
+
+# Settings added to Augment after runs and caches were recorded, with the value those had: a key
+# at that value is left out of cache keys, and filled into old runs' configs.
+ADDED_AUGMENT = {"hflip": False, "erasing": 0.0, "cutmix": 0.0}
+
+
+def recorded(spec: Augment) -> dict:
+    """The spec as runs and caches record it: the added settings only where they are in use."""
+    return {key: value for key, value in asdict(spec).items()
+            if not (key in ADDED_AUGMENT and value == ADDED_AUGMENT[key])}
 
 
 # The "heavily augmented" test set (each dataset's `heavy_augment`) is drawn with a fixed seed, so
@@ -74,10 +90,10 @@ UNIFORMS_ROWS = 60_000
 
 def augmentation_uniforms(seed: int, epoch: int, device: torch.device | str = "cpu",
                           view: int = 0, rows: int = UNIFORMS_ROWS) -> Tensor:
-    """(rows, 12) uniforms, row i for split index i: rotation, shift x, shift y, zoom in [-1, 1],
-    then in [0, 1] the magnitude, the flip, and the erasing's draw, area, aspect, left, top and
-    gray. `view` numbers the extra copies of batch augmentation. At least 60,000 rows: MNIST's,
-    whatever the split's size."""
+    """(rows, 16) uniforms, row i for split index i: rotation, shift x, shift y, zoom in [-1, 1],
+    then in [0, 1] the magnitude, the flip, the erasing's draw, area, aspect, left, top and gray,
+    and CutMix's draw, area, centre x and centre y. `view` numbers the extra copies of batch
+    augmentation. At least 60,000 rows: MNIST's, whatever the split's size."""
     generator = torch.Generator().manual_seed((seed + 1000 * view) * 100_003 + epoch)
     rows = max(rows, UNIFORMS_ROWS)
     # Each column drawn after the ones before, so that adding it left every earlier run's
@@ -86,7 +102,8 @@ def augmentation_uniforms(seed: int, epoch: int, device: torch.device | str = "c
     magnitude = torch.rand(rows, 1, generator=generator)
     flip = torch.rand(rows, 1, generator=generator)
     erasing = torch.rand(rows, 6, generator=generator)
-    return torch.cat([signed, magnitude, flip, erasing], dim=1).to(device)
+    cutmix = torch.rand(rows, 4, generator=generator)
+    return torch.cat([signed, magnitude, flip, erasing, cutmix], dim=1).to(device)
 
 
 def augment(images: Tensor, uniforms: Tensor, spec: Augment) -> Tensor:
@@ -137,3 +154,27 @@ def erase(images: Tensor, uniforms: Tensor, probability: float) -> Tensor:
     inside_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])
     mask = (inside_rows[:, :, None] & inside_cols[:, None, :] & (chosen < probability)[:, None, None])
     return torch.where(mask[:, None], gray.view(-1, 1, 1, 1).to(images.dtype), images)
+
+
+def cutmix(images: Tensor, uniforms: Tensor, probability: float) -> tuple[Tensor, Tensor]:
+    """Paste into each drawn image of a (B, C, H, W) batch a rectangle of the image before it in
+    the batch (the batches are shuffled), as Yun et al.'s reference code draws it: a box of
+    sides sqrt(area) of the image's, centred anywhere, cut off at the borders. Returns the
+    images and each one's own share of the pixels (1 where nothing was pasted).
+
+    By hand rather than timm's Mixup for the reason `erase` gives."""
+    height, width = images.shape[-2:]
+    chosen, area, centre_x, centre_y = uniforms[:, 12:16].unbind(1)
+    half_h = (area.sqrt() * height / 2).floor()
+    half_w = (area.sqrt() * width / 2).floor()
+    centre_y, centre_x = (centre_y * height).floor(), (centre_x * width).floor()
+    top, bottom = (centre_y - half_h).clamp(0, height), (centre_y + half_h).clamp(0, height)
+    left, right = (centre_x - half_w).clamp(0, width), (centre_x + half_w).clamp(0, width)
+    drawn = chosen < probability
+    pasted = torch.where(drawn, (bottom - top) * (right - left) / (height * width), 0.0)
+    rows = torch.arange(height, device=images.device).view(1, -1)
+    cols = torch.arange(width, device=images.device).view(1, -1)
+    inside_rows = (rows >= top[:, None]) & (rows < bottom[:, None])
+    inside_cols = (cols >= left[:, None]) & (cols < right[:, None])
+    mask = inside_rows[:, :, None] & inside_cols[:, None, :] & drawn[:, None, None]
+    return torch.where(mask[:, None], images.roll(1, dims=0), images), 1 - pasted

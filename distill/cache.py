@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from distill.augment import recorded
 from distill.data import UNIFORMS_ROWS, DataModule
 from distill.datasets import Dataset, get_dataset
 from distill.distributed import wait_for_rank_zero
@@ -45,11 +45,8 @@ def weights_digest(teacher: nn.Module):  # a hashlib sha256 object, to extend wi
 def cache_key(teacher: nn.Module, config: TrainConfig, limits: Limits,
               method: Method | None = None) -> str:
     digest = weights_digest(teacher)
-    augment = asdict(config.augment) if config.augment else None
-    if augment and not augment["hflip"]:  # keys from before flips existed stay as they were
-        del augment["hflip"]
-    if augment and not augment["erasing"]:  # nor from before erasing
-        del augment["erasing"]
+    # Keys from before flips, erasing and CutMix existed stay as they were.
+    augment = recorded(config.augment) if config.augment else None
     settings = {"format": CACHE_FORMAT, "augment": augment,
                 "seed": config.seed, "batch_size": config.batch_size,
                 "train_size": limits.train_size, "train_batches": limits.train_batches}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
@@ -27,6 +28,7 @@ from distill.augment import (  # noqa: F401 - the data path's names, in one plac
     Augment,
     augment,
     augmentation_uniforms,
+    cutmix,
 )
 from distill.datasets import Dataset, get_dataset
 from distill.datasets.idx import SPLITS, read_idx  # noqa: F401
@@ -291,14 +293,19 @@ class DataModule(L.LightningDataModule):
 
     def model_input(self, batch: tuple, training: bool) -> tuple[Tensor, Tensor, Tensor, int]:
         """A gathered batch as the model sees it: (images, labels, positions in split, epoch);
-        in training, `views` augmented copies of the batch one after the other."""
+        in training, `views` augmented copies of the batch one after the other. With CutMix the
+        labels are each image's share of every class, (B, classes) floats."""
         images, labels, positions, epoch = batch
         x = to_unit(images)
         if training and self.augment is not None:
             specs = [self.augment, *[self.augment.at_full_range] * (self.views - 1)]
-            x = torch.cat([augment(x, self.uniforms(epoch, x.device, view)[positions], spec)
-                           for view, spec in enumerate(specs)])
+            drawn = [self.uniforms(epoch, x.device, view)[positions] for view in range(self.views)]
+            x = torch.cat([augment(x, uniforms, spec) for uniforms, spec in zip(drawn, specs)])
             labels, positions = labels.repeat(self.views), positions.repeat(self.views)
+            if self.augment.cutmix:
+                x, own = cutmix(x, torch.cat(drawn), self.augment.cutmix)
+                one_hot = F.one_hot(labels, self.dataset.num_classes).to(x.dtype)
+                labels = own[:, None] * one_hot + (1 - own[:, None]) * one_hot.roll(1, dims=0)
         return normalize(x, self.dataset), labels, positions, epoch
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:

@@ -87,6 +87,9 @@ class Augmentation:
     random_magnitude: bool = False
     hflip: bool = False  # mirror half the images left to right
     erasing: float = 0.0  # the share of images with a random rectangle painted over (clothes)
+    # A teacher's: the share of images with a rectangle of another pasted in (CutMix), the
+    # label mixed by area. Not a student's: its teacher's logits are of the images unmixed.
+    cutmix: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ class Recipe:
         a, dataset = self.augmentation, get_dataset(self.dataset, self.image_size)
         augment = ((dataset.teacher_augment if self.role == "teacher" else dataset.augment)
                    if a is None else
-                   Augment(a.degrees, a.translate, a.scale, a.random_magnitude, a.hflip, a.erasing))
+                   Augment(a.degrees, a.translate, a.scale, a.random_magnitude, a.hflip, a.erasing,
+                           a.cutmix))
         augment = augment.scaled(augment_strength) if augment_strength else None
         return TrainConfig(model=self.network, model_kwargs=dict(self.network_options),
                            epochs=self.schedule.epochs, views=self.views
@@ -170,6 +174,7 @@ RANGES = [
     ("augmentation.translate", lambda v: 0 <= v <= 0.5, "between 0 and 0.5"),
     ("augmentation.scale", lambda v: 0 <= v < 1, "between 0 and 1"),
     ("augmentation.erasing", lambda v: 0 <= v <= 1, "between 0 and 1 (a share of the images)"),
+    ("augmentation.cutmix", lambda v: 0 <= v <= 1, "between 0 and 1 (a share of the images)"),
     ("data.labeled_fraction", lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("data.exclude_classes", lambda v: len(set(v)) == len(v) and all(0 <= c < 1000 for c in v),
      "a list of distinct class indices (0 for the first class)"),
@@ -301,6 +306,11 @@ def parse_recipe(text: str, name: str, source: str) -> Recipe:
             continue  # no augmentation section: the dataset's
         if not check(value):
             raise DistillError(f"{source}: '{path}' is {shown(value)}; it must be {must}.")
+    if recipe.augmentation and recipe.augmentation.cutmix and (
+            recipe.role != "teacher" or recipe.data.labeled_fraction < 1):
+        raise DistillError(f"{source}: 'augmentation.cutmix' is for a teacher trained on every "
+                           "label (role: teacher): a student learns its teacher's answers on "
+                           "unmixed images. Remove it.")
     _check_network_options(recipe, source)
     return dataclasses.replace(recipe, name=name)
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 import distill.nets  # noqa: F401 - registers the networks with timm
+from distill.augment import ADDED_AUGMENT
 from distill.data import NUM_CLASSES, Augment, DataModule
 from distill.distributed import Parallel
 from distill.errors import DistillError
@@ -140,8 +141,8 @@ class Classifier(L.LightningModule):
         for name, value in logged.items():
             self.epoch_sums[name] = self.epoch_sums.get(name, 0) + value.detach().float() * len(y)
         self.epoch_images += len(y)
-        if self.has_labels:
-            self.train_acc.update(logits, y)
+        if self.has_labels:  # against an image's larger share where CutMix mixed two
+            self.train_acc.update(logits, y.argmax(1) if y.is_floating_point() else y)
         if self.trainer.is_last_batch:
             self.log_training_epoch()
         return loss
@@ -428,6 +429,6 @@ ADDED_SETTINGS = {"dataset": "mnist", "image_size": 28, "labeled_fraction": 1.0,
 def normalized(config: dict) -> dict:
     """A recorded config with the settings added since, so that old and new runs compare."""
     config = {**ADDED_SETTINGS, **config}
-    if isinstance(config.get("augment"), dict):  # hflip came with Fashion-MNIST, erasing after
-        config["augment"] = {"hflip": False, "erasing": 0.0, **config["augment"]}
+    if isinstance(config.get("augment"), dict):
+        config["augment"] = {**ADDED_AUGMENT, **config["augment"]}
     return config

@@ -167,9 +167,9 @@ def test_batch_augmentation_is_refused_for_a_student(tmp_path, data_dir):
     assert not (tmp_path / "student").exists()
 
 
-def test_mnist_cache_keys_are_those_of_runs_before_datasets_flips_and_erasing(tmp_path):
-    """A cache computed before datasets, flips and erasing existed still serves MNIST runs: the key is
-    the one the earlier formula gives."""
+def test_mnist_cache_keys_are_those_of_runs_before_datasets_flips_erasing_and_cutmix(tmp_path):
+    """A cache computed before datasets, flips, erasing and CutMix existed still serves MNIST runs:
+    the key is the one the earlier formula gives."""
     import json
     from dataclasses import asdict
 
@@ -178,7 +178,8 @@ def test_mnist_cache_keys_are_those_of_runs_before_datasets_flips_and_erasing(tm
     teacher = small_teacher()
     config = TrainConfig(model="convnet_micro", epochs=2, batch_size=64)
     earlier = weights_digest(teacher)
-    augment = {k: v for k, v in asdict(config.augment).items() if k not in ("hflip", "erasing")}
+    augment = {k: v for k, v in asdict(config.augment).items() if k not in ("hflip", "erasing",
+                                                                             "cutmix")}
     earlier.update(json.dumps({"format": CACHE_FORMAT, "augment": augment, "seed": config.seed,
                                "batch_size": config.batch_size, "train_size": LIMITS.train_size,
                                "train_batches": LIMITS.train_batches}, sort_keys=True).encode())

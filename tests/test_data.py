@@ -11,6 +11,7 @@ from distill.data import (
     IndexBatches,
     augment,
     augmentation_uniforms,
+    cutmix,
     load_split,
     normalize,
     prepare,
@@ -126,6 +127,48 @@ def test_erasing_paints_one_gray_rectangle_on_the_drawn_share_and_leaves_the_res
     outside = ~changed[drawn]  # the same rectangles, wherever the image was moved
     assert torch.equal(erased[drawn][outside], moved[drawn][outside])
     assert not torch.equal(erased[drawn], moved[drawn])
+
+
+def test_cutmix_pastes_a_rectangle_of_the_previous_image_and_returns_each_images_share(digits):
+    x = to_unit(digits)
+    uniforms = augmentation_uniforms(seed=0, epoch=0)[:64]
+    # CutMix's columns come last: every earlier column is drawn as before they existed.
+    generator = torch.Generator().manual_seed(0)
+    before = torch.cat([torch.rand(60_000, 4, generator=generator) * 2 - 1,
+                        torch.rand(60_000, 1, generator=generator),
+                        torch.rand(60_000, 1, generator=generator),
+                        torch.rand(60_000, 6, generator=generator)], dim=1)
+    assert torch.equal(augmentation_uniforms(seed=0, epoch=0)[:, :12], before)
+    unchanged, own = cutmix(x, uniforms, 0.0)
+    assert torch.equal(unchanged, x) and torch.equal(own, torch.ones(64))
+    # Each image a constant gray of its own: its share of the pixels is its share of the label.
+    flat = torch.linspace(0.01, 1, 64).view(64, 1, 1, 1).expand(64, 1, 28, 28)
+    out, own = cutmix(flat, uniforms, 0.5)
+    drawn = uniforms[:, 12] < 0.5
+    assert 10 < drawn.sum() < 54 and torch.equal(own[~drawn], torch.ones(int((~drawn).sum())))
+    kept = (out == flat).float().mean(dim=(1, 2, 3))
+    assert torch.allclose(kept, own)
+    neighbour = flat.roll(1, dims=0)
+    assert torch.equal((out == neighbour) | (out == flat), torch.ones_like(out, dtype=torch.bool))
+    assert own[drawn].min() < 0.5 < own[drawn].max()  # areas drawn across (0, 1)
+
+
+def test_a_cutmix_batch_has_labels_mixed_by_area_and_validation_stays_clean(data_dir):
+    spec = Augment(degrees=0, translate=0, scale=0, cutmix=1.0)
+    dm = DataModule(data_dir, batch_size=16, train_size=64, seed=5, augment=spec)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    x, y, positions, _ = dm.model_input(batch, training=True)
+    own = cutmix(to_unit(batch[0]), augmentation_uniforms(5, 0)[positions], 1.0)[1]
+    assert y.shape == (16, 10) and torch.allclose(y.sum(1), torch.ones(16))
+    labels = batch[1]
+    for row in range(16):
+        assert y[row, labels[row]] >= own[row] - 1e-6  # at least its own share (more if alike)
+        if labels[row] != labels[row - 1]:
+            assert torch.isclose(y[row, labels[row - 1]], 1 - own[row])
+    _, clean_y, _, _ = dm.model_input(batch, training=False)
+    assert torch.equal(clean_y, labels)
+    assert "CutMix on 100% of images" in str(spec)
 
 
 def test_an_images_view_depends_only_on_seed_epoch_and_index(digits):

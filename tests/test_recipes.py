@@ -75,6 +75,10 @@ def test_a_valid_recipe_fills_defaults_and_converts_ints_to_floats():
      "convnet_tiny cannot be built with these arguments"),
     ("network: convnet_tiny\nnetwork_options: [8, 16]\n",
      "'network_options' must be a mapping of names to values"),
+    ("network: convnet_tiny\naugmentation: {cutmix: 0.5}\n",
+     "'augmentation.cutmix' is for a teacher trained on every label"),
+    ("network: digitnet\nrole: teacher\naugmentation: {cutmix: 2}\n",
+     "'augmentation.cutmix' is 2.0; it must be between 0 and 1"),
 ])
 def test_a_bad_recipe_is_an_error_that_names_the_key(text, message):
     with pytest.raises(DistillError, match=re.escape(message)):
