@@ -47,19 +47,21 @@ def plain_tick(value: float, _position: int, scale: float = 1, unit: str = "",
 
 
 def plot_curves(csv_path: Path, out: Path, kept_epoch: int | None = None,
-                loss: str = "Loss") -> None:
-    fig = curves_figure(read_metrics(csv_path), kept_epoch, loss)
+                loss: str = "Loss", train: str = "train") -> None:
+    fig = curves_figure(read_metrics(csv_path), kept_epoch, loss, train)
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
 
 def curves_figure(series: dict[str, list[tuple[int, float]]],
-                  kept_epoch: int | None = None, loss: str = "Loss") -> plt.Figure:
+                  kept_epoch: int | None = None, loss: str = "Loss",
+                  train: str = "train") -> plt.Figure:
     """Loss and error rate per epoch, both on log axes: on MNIST the error falls from tens of
     percent to under one, and a log axis shows the first epoch and the last tenths of a point
     in one frame. `kept_epoch` (counted from 0, as in report.json) marks the epoch whose
     weights the run kept; `loss` names what was minimized (a student's distillation loss is
-    not a cross-entropy, and its scale differs)."""
+    not a cross-entropy, and its scale differs); `train` labels the training curves (which
+    images they are of: augmented ones score lower than the clean validation images)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8),
                              gridspec_kw=dict(left=0.07, right=0.99, bottom=0.13, top=0.92))
     epochs_run = max((e for points in series.values() for e, _ in points), default=0) + 1
@@ -71,7 +73,8 @@ def curves_figure(series: dict[str, list[tuple[int, float]]],
                 epochs, values = zip(*points)
                 # Long runs: no markers, they merge into a band.
                 ax.plot([e + 1 for e in epochs], [shown(v) for v in values],
-                        "-" + marker * (epochs_run <= 30), label=split, markersize=4)
+                        "-" + marker * (epochs_run <= 30), label=train if split == "train"
+                        else split, markersize=4)
         if kept_epoch is not None and ax.lines:
             ax.axvline(kept_epoch + 1, color="0.4", linestyle=":", linewidth=1.2,
                        label=f"kept: epoch {kept_epoch + 1}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from distill.augment import ADDED_AUGMENT, Augment
 from distill.files import write_atomic
 from distill.metrics import cpu_speed
 from distill.plots import (
@@ -199,12 +200,20 @@ def public_report(report: dict) -> RunReport:
     return {**report, "evaluation": public(report["evaluation"])}
 
 
+def training_images(augment: dict | None) -> str:
+    """The training curves' legend: the images they were scored on, as the run augmented them."""
+    if not augment or Augment(**{**ADDED_AUGMENT, **augment}).is_identity:
+        return "train"
+    return "train (augmented, CutMix)" if augment.get("cutmix") else "train (augmented)"
+
+
 def write_run_report(out: Path, report: dict) -> None:
     """report.json, report.md and the three plots of one run."""
     ev = report["evaluation"]
     plot_curves(out / "logs" / "metrics.csv", out / "curves.png",
                 report.get("training", {}).get("best_epoch"),
-                "Distillation loss" if report.get("kind") == "student" else "Cross-entropy")
+                "Distillation loss" if report.get("kind") == "student" else "Cross-entropy",
+                training_images(report.get("config", {}).get("augment")))
     classes = report.get("classes")
     named = None if classes == list("0123456789") else classes  # digits are their own names
     plot_confusion(torch.tensor(ev["confusion_matrix"]), out / "confusion.png", classes=named)

@@ -139,9 +139,20 @@ def test_the_curves_show_the_error_rate_of_every_epoch_on_a_log_axis():
     assert figure.axes[0].get_title() == "Loss (log scale)"
     plt.close(figure)
     plt.close(curves_figure({}))  # a run without logged metrics: empty axes, no warning
-    named = curves_figure(series, loss="Distillation loss")
+    named = curves_figure(series, loss="Distillation loss", train="train (augmented)")
     assert named.axes[0].get_title() == "Distillation loss (log scale)"
+    assert [line.get_label() for line in named.axes[1].lines] == ["train (augmented)", "val"]
     plt.close(named)
+
+
+def test_the_training_curves_say_which_images_they_are_of():
+    from distill.report import training_images
+
+    assert training_images(None) == "train"
+    assert training_images({"degrees": 0.0, "translate": 0.0, "scale": 0.0}) == "train"
+    assert training_images({"degrees": 30.0, "translate": 0.2, "scale": 0.2}) == "train (augmented)"
+    assert training_images({"degrees": 10.0, "translate": 0.1, "scale": 0.1, "hflip": True,
+                            "cutmix": 0.5}) == "train (augmented, CutMix)"
 
 
 def test_the_examples_take_right_images_from_each_class_in_turn_then_the_mistakes():
