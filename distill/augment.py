@@ -148,12 +148,19 @@ def erase(images: Tensor, uniforms: Tensor, probability: float) -> Tensor:
     h = torch.sqrt(area * ratio).round().clamp(1, height)
     w = torch.sqrt(area / ratio).round().clamp(1, width)
     top, left = (top * (height - h + 1)).floor(), (left * (width - w + 1)).floor()
+    mask = boxes(images, top, top + h, left, left + w, chosen < probability)
+    return torch.where(mask, gray.view(-1, 1, 1, 1).to(images.dtype), images)
+
+
+def boxes(images: Tensor, top: Tensor, bottom: Tensor, left: Tensor, right: Tensor,
+          drawn: Tensor) -> Tensor:
+    """(B, 1, H, W) mask of each drawn image's rectangle [top, bottom) x [left, right)."""
+    height, width = images.shape[-2:]
     rows = torch.arange(height, device=images.device).view(1, -1)
     cols = torch.arange(width, device=images.device).view(1, -1)
-    inside_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])
-    inside_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])
-    mask = (inside_rows[:, :, None] & inside_cols[:, None, :] & (chosen < probability)[:, None, None])
-    return torch.where(mask[:, None], gray.view(-1, 1, 1, 1).to(images.dtype), images)
+    inside_rows = (rows >= top[:, None]) & (rows < bottom[:, None])
+    inside_cols = (cols >= left[:, None]) & (cols < right[:, None])
+    return (inside_rows[:, :, None] & inside_cols[:, None, :] & drawn[:, None, None])[:, None]
 
 
 def cutmix(images: Tensor, uniforms: Tensor, probability: float) -> tuple[Tensor, Tensor]:
@@ -172,9 +179,5 @@ def cutmix(images: Tensor, uniforms: Tensor, probability: float) -> tuple[Tensor
     left, right = (centre_x - half_w).clamp(0, width), (centre_x + half_w).clamp(0, width)
     drawn = chosen < probability
     pasted = torch.where(drawn, (bottom - top) * (right - left) / (height * width), 0.0)
-    rows = torch.arange(height, device=images.device).view(1, -1)
-    cols = torch.arange(width, device=images.device).view(1, -1)
-    inside_rows = (rows >= top[:, None]) & (rows < bottom[:, None])
-    inside_cols = (cols >= left[:, None]) & (cols < right[:, None])
-    mask = inside_rows[:, :, None] & inside_cols[:, None, :] & drawn[:, None, None]
-    return torch.where(mask[:, None], images.roll(1, dims=0), images), 1 - pasted
+    mask = boxes(images, top, bottom, left, right, drawn)
+    return torch.where(mask, images.roll(1, dims=0), images), 1 - pasted

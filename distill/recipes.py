@@ -145,8 +145,7 @@ class Recipe:
         a, dataset = self.augmentation, get_dataset(self.dataset, self.image_size)
         augment = ((dataset.teacher_augment if self.role == "teacher" else dataset.augment)
                    if a is None else
-                   Augment(a.degrees, a.translate, a.scale, a.random_magnitude, a.hflip, a.erasing,
-                           a.cutmix))
+                   Augment(**dataclasses.asdict(a)))
         augment = augment.scaled(augment_strength) if augment_strength else None
         return TrainConfig(model=self.network, model_kwargs=dict(self.network_options),
                            epochs=self.schedule.epochs, views=self.views
