@@ -685,10 +685,13 @@ def test_another_dataset_brings_its_own_augmentation_and_says_so(fashion_dir, tm
 
 def test_a_teacher_for_fashion_mnist_trains_with_that_datasets_own_recipe(fashion_dir, tmp_path,
                                                                            capsys, monkeypatch):
-    # MNIST's recipe (10 epochs) left the clothes' teacher two points short of their own (100).
+    # MNIST's recipe (10 epochs) left the clothes' teacher two points short of their own.
+    from distill.recipes import load_recipe
+
+    epochs = load_recipe("teacher-fashion-mnist").train_config().epochs
     monkeypatch.setenv("DISTILL_FASHION_MNIST_DIR", str(fashion_dir))
     main(["teacher", "--dataset", "fashion-mnist", "--out", str(tmp_path / "t"), *QUICK])
-    assert ("fashion-mnist has a teacher recipe of its own: teacher-fashion-mnist (100 epochs; "
+    assert (f"fashion-mnist has a teacher recipe of its own: teacher-fashion-mnist ({epochs} epochs; "
             "--recipe teacher for MNIST's)") in " ".join(capsys.readouterr().out.split())
     report = json.loads((tmp_path / "t" / "report.json").read_text())
     assert report["recipe"] == "teacher-fashion-mnist" and report["config"]["augment"]["erasing"]
