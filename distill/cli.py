@@ -111,6 +111,12 @@ def teacher(
                                 "(default: the recipe's).", show_default=False)] = None,
     compile: Annotated[bool, typer.Option(
         "--compile", help="torch.compile the network: slower start, faster steps on GPUs.")] = False,
+    init: Annotated[Path | None, typer.Option(
+        "--init", help="Start from the weights of this run folder or weights file (the same "
+                       "network, for this dataset's classes and channels) instead of a random "
+                       "initialisation: the recipe's schedule runs again from there (a warm "
+                       "restart, or fine-tuning).",
+        show_default=False)] = None,
     patience: Annotated[int | None, typer.Option(
         min=1, max=MAX_EPOCHS, help="Epochs without a better validation loss before stopping "
                                     "early (default: the recipe's).", show_default=False)] = None,
@@ -141,6 +147,7 @@ def teacher(
     test_images: TestImages = None,
 ) -> None:
     """Train the DigitNet teacher (on MNIST unless --dataset) and write its run folder."""
+    from distill.compare import teacher_identity
     from distill.datasets import runs_subfolder
     from distill.datasets.folder import check_no_data_dir, check_runs_outside
     from distill.distributed import Parallel, check_parallel, is_rank_zero
@@ -169,11 +176,16 @@ def teacher(
     say_dataset_augmentation(given, recipe)
     recipe = fit_to_folders([recipe], epochs is not None, quick_trial=train_batches is not None,
                             patience_given=patience is not None)[0]
-    config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile)
+    config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile,
+                                 init=None if init is None else str(init))
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
+    # The digest names the starting weights for good: the path may hold others later (a release
+    # replaced by the run that started from it).
+    extra = {"recipe": recipe.name, **({} if init is None else
+                                        {"init_sha256": teacher_identity(str(init))})}
     report = train_run("teacher", out, config, command_line(), data_dir, limits,
                        accelerator, overwrite, show_progress(progress), resume,
-                       extra={"recipe": recipe.name}, parallel=parallel)
+                       extra=extra, parallel=parallel)
     print_summary(report, out)
 
 

@@ -121,7 +121,8 @@ def model_card(report: dict, network_kwargs: dict | None = None, in_distill: boo
         "## Training", "",
         f"Trained with `{report['command']}`{at_commit(report)} on {t['device']}: "
         f"{t['epochs_run']} epochs in "
-        f"{t['seconds']:.0f} s (best epoch {t['best_epoch'] + 1}, seed {t.get('seed')}).", "",
+        f"{t['seconds']:.0f} s (best epoch {t['best_epoch'] + 1}, seed {t.get('seed')})."
+        + started_from(report), "",
         "![training curves](curves.png)", "", "![confusion matrix](confusion.png)", "",
         f"![test {'digits' if dataset == 'mnist' else 'images'} and predictions](examples.png)", "",
         "## License", "",
@@ -167,6 +168,16 @@ def folder_snippet(report: dict, name: str, network_kwargs: dict) -> list[str]:
             f'    pretrained_cfg_overlay=dict(file="models/{name}/weights.safetensors",',
             f'                                num_classes={kwargs["num_classes"]}, input_size={shape}),',
             ").eval()"]
+
+
+def started_from(report: dict) -> str:
+    """A run given --init began from trained weights: its epochs and seconds are not all it took."""
+    init = report.get("config", {}).get("init")
+    if init is None:
+        return ""
+    return (f" It started from the trained weights of `{init}` (sha256 "
+            f"{report.get('init_sha256', 'unknown')[:16]}), not from a random initialisation: "
+            "the epochs and time above came on top of theirs.")
 
 
 def at_commit(report: dict) -> str:

@@ -208,6 +208,9 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
         last = out / LAST_CHECKPOINT
         return _train_and_report(*args, last if resume and last.is_file() else None, *inputs)
     check_run_dir(out, overwrite, resume, config.dataset, config.image_size)
+    if config.init is not None:  # a wrong file fails before minutes of decoding a folder
+        start_from(timm.create_model(config.model, **config.model_kwargs,
+                                     **dataset.network_kwargs()), config)
     # Bad data fails here, before a run folder exists: both splits are read and checked.
     train_images = dataset.training_images(data_dir)
     dataset.load("test", data_dir)
@@ -221,6 +224,24 @@ def train_run(name: str, out: Path, config: TrainConfig, command: str,
         except BaseException:
             restore_aside(out)  # a replaced run comes back if no epoch of the new one finished
             raise
+
+
+def start_from(network: nn.Module, config: TrainConfig) -> None:
+    """Load the weights `config.init` names (a run folder or weights file) into `network`: the
+    same network, trained on a dataset of the same classes and shape."""
+    from distill.export import load_model
+
+    path = Path(config.init)
+    trained, architecture = load_model(path)
+    if architecture != config.model:
+        raise DistillError(f"--init {path} holds a {architecture}, and this run trains a "
+                           f"{config.model}: give the weights of a {config.model}.")
+    try:
+        network.load_state_dict(trained.state_dict())
+    except RuntimeError:
+        raise DistillError(f"--init {path}: its {architecture} differs in shape from this run's "
+                           "(other classes, channels or network options): give the weights "
+                           "of this recipe's network for this dataset's classes.") from None
 
 
 def check_batch_size(batch_size: int, limits: Limits, train_size: int = 55_000,
@@ -252,6 +273,8 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
                            validation_logits, input_shape(dataset), **args)
     else:
         module = Classifier(config.model, **args)
+    if config.init is not None and resume_from is None:  # a resumed run has its checkpoint's
+        start_from(module.model, config)
     trainer = make_trainer(out, config, limits, accelerator, progress, parallel)
     result = fit(module, datamodule, trainer, resume_from)
     if not is_rank_zero():  # rank zero scores the network and writes the report

@@ -57,6 +57,7 @@ class TrainConfig:
     views: int = 1  # augmented copies of each image in a batch (batch augmentation)
     seed: int = 0
     compile: bool = False  # torch.compile the network (pays off on GPUs, for long runs)
+    init: str | None = None  # weights the network starts from (a warm restart), else random
     ema_decay: float | None = None  # validate, select and keep an exponential moving average
     # The transfer set (`distill.transfer`): the share of images whose labels may be used, and
     # classes left out of training altogether.
@@ -423,7 +424,7 @@ def describe(config: TrainConfig) -> dict:
 
 # Settings added to TrainConfig after runs were recorded, with the value those runs had.
 ADDED_SETTINGS = {"dataset": "mnist", "image_size": 28, "labeled_fraction": 1.0,
-                  "exclude_classes": []}
+                  "exclude_classes": [], "init": None}
 
 
 def normalized(config: dict) -> dict:

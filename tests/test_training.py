@@ -4,15 +4,18 @@ from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import pytest
+import timm
 import torch
 
 from distill import plots, training
 from distill.cli import main
+from distill.errors import DistillError
 from distill.plots import curves_figure, example_indices, shortened
+from distill.publish import model_card
 from distill.runs import code_version, train_run
 from distill.training import Limits, TrainConfig, warmup_cosine
 
-from .conftest import REPO
+from .conftest import QUICK, REPO
 
 RUN_FILES = ["report.json", "report.md", "weights.safetensors", "curves.png", "confusion.png",
              "examples.png", "checkpoints/best.ckpt", "logs/metrics.csv"]
@@ -318,3 +321,39 @@ def test_training_losses_reach_lightning_once_an_epoch_as_means_over_images(tmp_
     mean = sum(n * loss for n, loss in losses) / sum(n for n, _ in losses)
     logged = plots.read_metrics(tmp_path / "run" / "logs" / "metrics.csv")["train_loss"]
     assert logged == [(0, pytest.approx(mean, rel=1e-5))]
+
+
+def test_init_starts_the_run_from_trained_weights_and_says_so(tmp_path, teacher_run, capsys):
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    out = tmp_path / "restart"
+    # At a learning rate of 0 the steps move nothing: the run ends with the weights it began from.
+    main(["teacher", "--out", str(out), "--init", str(teacher_run), "--lr", "0", *QUICK])
+    started, ended = (load_file(p / "weights.safetensors") for p in (teacher_run, out))
+    assert started.keys() == ended.keys()
+    assert all(torch.equal(started[k], ended[k]) for k in started)
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["init"] == str(teacher_run)
+    assert report["init_sha256"] == hashlib.sha256(
+        (teacher_run / "weights.safetensors").read_bytes()).hexdigest()
+    card = " ".join(model_card(report).split())
+    assert f"It started from the trained weights of `{teacher_run}`" in card
+    assert report["init_sha256"][:16] in card
+
+
+def test_init_from_another_network_or_shape_is_a_clear_error(tmp_path, teacher_run, capsys):
+    from distill.runs import start_from
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["teacher", "--out", str(tmp_path / "t"), "--init", str(tmp_path / "nothing"),
+              *QUICK])
+    assert exit_.value.code == 1
+    assert "No weights at" in capsys.readouterr().out
+    assert not (tmp_path / "t").exists()
+    network = timm.create_model("digitnet", num_classes=3)
+    with pytest.raises(DistillError, match="differs in shape"):
+        start_from(network, TrainConfig(init=str(teacher_run)))
+    with pytest.raises(DistillError, match="holds a digitnet, and this run trains a convnet_tiny"):
+        start_from(network, TrainConfig(model="convnet_tiny", init=str(teacher_run)))
