@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from distill.allocator import keep_freed_memory
 from distill.bounds import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_SEED
 from distill.distributed import is_rank_zero
 from distill.errors import DistillError
@@ -464,6 +465,7 @@ def main(argv: list[str] | None = None) -> None:
                                     "variable that is not set?): give it a value, or leave it "
                                     "out."), highlight=False)
         sys.exit(1)
+    keep_freed_memory()  # before torch allocates: each training step reuses the last one's memory
     quiet_lightning()
     plain_warnings()
     if not is_rank_zero():

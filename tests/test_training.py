@@ -357,3 +357,36 @@ def test_init_from_another_network_or_shape_is_a_clear_error(tmp_path, teacher_r
         start_from(network, TrainConfig(init=str(teacher_run)))
     with pytest.raises(DistillError, match="holds a digitnet, and this run trains a convnet_tiny"):
         start_from(network, TrainConfig(model="convnet_tiny", init=str(teacher_run)))
+
+
+STEPS_COUNTING_FAULTS = """
+import resource, sys, torch
+from distill.allocator import keep_freed_memory
+if sys.argv[1] == "kept":
+    assert keep_freed_memory()
+from distill import nets
+torch.set_num_threads(1)
+network = nets.digitnet()
+optimizer = torch.optim.AdamW(network.parameters())
+x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+def step():
+    torch.nn.functional.cross_entropy(network(x), y).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+step(), step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+step(), step(), step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_keep_freed_memory_spares_a_training_step_most_of_its_page_faults():
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's allocator only")
+    faults = {how: int(subprocess.run([sys.executable, "-c", STEPS_COUNTING_FAULTS, how],
+                                      check=True, capture_output=True, text=True).stdout)
+              for how in ("default", "kept")}
+    # Measured on this project's machine: about 4,000 a step by default, 300 kept.
+    assert faults["kept"] < faults["default"] / 4, faults
