@@ -12,7 +12,7 @@ Each step is the `distill` command a user runs, timed end to end; one table at t
 `--fashion-teacher N` also trains a Fashion-MNIST teacher recipe (`--fashion-recipe`, the
 release's by default) for N epochs (cosine over N, no early stop, the epoch of lowest validation
 loss kept), the run this project's CPU cannot afford in a session (the recipe's 150 epochs took
-2.2 hours there, and the release's warm restart 1.8 more; on an H200, 13-16 s an epoch at the
+2.2 hours there, and the release's two warm restarts 1.8 more each; on an H200, 13-16 s an epoch at the
 recipe's batch of 128, so 300 epochs take about 70 minutes, more than one lease: continue a
 stopped run with `distill teacher ... --resume`): its
 test top-1 against the issue's 95.5% target. Unlike the benchmark's runs, it is kept,
