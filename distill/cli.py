@@ -409,6 +409,12 @@ def print_summary(report: dict, out: Path) -> None:
         f"{t['device']}."))
     for line in transfer_lines(report):  # few labels, classes never seen
         console.print(line)
+    if scores := report.get("init_validation"):  # --init: did the run beat where it began?
+        start, kept = scores["start"], scores["kept"]
+        console.print(f"Validation loss {kept['loss']:.4f} (top-1 {percent(kept['top1'])}) "
+                      f"against its starting weights' {start['loss']:.4f} "
+                      f"({percent(start['top1'])}): "
+                      f"{'better' if kept['loss'] < start['loss'] else 'no better'}.")
     console.print(f"Wrote {out}/: report.md, report.json, weights.safetensors, curves.png, "
                   "confusion.png, examples.png, checkpoints/")
 

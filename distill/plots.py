@@ -47,21 +47,23 @@ def plain_tick(value: float, _position: int, scale: float = 1, unit: str = "",
 
 
 def plot_curves(csv_path: Path, out: Path, kept_epoch: int | None = None,
-                loss: str = "Loss", train: str = "train") -> None:
-    fig = curves_figure(read_metrics(csv_path), kept_epoch, loss, train)
+                loss: str = "Loss", train: str = "train", start: dict | None = None) -> None:
+    fig = curves_figure(read_metrics(csv_path), kept_epoch, loss, train, start)
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
 
 def curves_figure(series: dict[str, list[tuple[int, float]]],
                   kept_epoch: int | None = None, loss: str = "Loss",
-                  train: str = "train") -> plt.Figure:
+                  train: str = "train", start: dict | None = None) -> plt.Figure:
     """Loss and error rate per epoch, both on log axes: on MNIST the error falls from tens of
     percent to under one, and a log axis shows the first epoch and the last tenths of a point
     in one frame. `kept_epoch` (counted from 0, as in report.json) marks the epoch whose
     weights the run kept; `loss` names what was minimized (a student's distillation loss is
     not a cross-entropy, and its scale differs); `train` labels the training curves (which
-    images they are of: augmented ones score lower than the clean validation images)."""
+    images they are of: augmented ones score lower than the clean validation images). `start`: a
+    run begun from trained weights draws theirs (validation `loss` and `top1`) as a line, the
+    level its validation curves had to beat."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8),
                              gridspec_kw=dict(left=0.07, right=0.99, bottom=0.13, top=0.92))
     epochs_run = max((e for points in series.values() for e, _ in points), default=0) + 1
@@ -75,6 +77,9 @@ def curves_figure(series: dict[str, list[tuple[int, float]]],
                 ax.plot([e + 1 for e in epochs], [shown(v) for v in values],
                         "-" + marker * (epochs_run <= 30), label=train if split == "train"
                         else split, markersize=4)
+        if start is not None and ax.lines:
+            ax.axhline(shown(start["loss" if metric == "loss" else "top1"]), color="C1",
+                       linestyle="--", linewidth=1, label="val, starting weights")
         if kept_epoch is not None and ax.lines:
             ax.axvline(kept_epoch + 1, color="0.4", linestyle=":", linewidth=1.2,
                        label=f"kept: epoch {kept_epoch + 1}")

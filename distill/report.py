@@ -46,6 +46,16 @@ def class_names(report: dict) -> list[str]:
     return list(report.get("classes") or "0123456789")
 
 
+def against_start(report: dict) -> str:
+    """What the run made of its starting weights, on the validation images."""
+    if (scores := report.get("init_validation")) is None:  # a student, or a run before 2026-12-05
+        return ""
+    start, kept = scores["start"], scores["kept"]
+    return (f" On the {scores['validation_images']:,} validation images the kept epoch scores a "
+            f"loss of {kept['loss']:.4f} (top-1 {kept['top1']:.2%}), the starting weights "
+            f"{start['loss']:.4f} ({start['top1']:.2%}).")
+
+
 def markdown(report: RunReport) -> str:
     ev, c = report["evaluation"], report["cost"]
     classes = class_names(report)
@@ -59,7 +69,9 @@ def markdown(report: RunReport) -> str:
         f"Trained by `{report['command']}` on {report['training']['device']} in "
         f"{report['training']['seconds']:.0f} s ({report['training']['epochs_run']} "
         f"epoch{'s' * (report['training']['epochs_run'] != 1)}, "
-        f"best epoch {report['training']['best_epoch'] + 1}).",
+        f"best epoch {report['training']['best_epoch'] + 1})."
+        + (f" It started from the trained weights of `{report['config']['init']}`."
+           + against_start(report) if report.get("config", {}).get("init") else ""),
         "",
         "| | top-1 | top-2 | calibration error |",
         "| --- | --- | --- | --- |",
@@ -213,7 +225,8 @@ def write_run_report(out: Path, report: dict) -> None:
     plot_curves(out / "logs" / "metrics.csv", out / "curves.png",
                 report.get("training", {}).get("best_epoch"),
                 "Distillation loss" if report.get("kind") == "student" else "Cross-entropy",
-                training_images(report.get("config", {}).get("augment")))
+                training_images(report.get("config", {}).get("augment")),
+                report.get("init_validation", {}).get("start"))
     classes = report.get("classes")
     named = None if classes == list("0123456789") else classes  # digits are their own names
     plot_confusion(torch.tensor(ev["confusion_matrix"]), out / "confusion.png", classes=named)

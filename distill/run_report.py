@@ -82,6 +82,20 @@ class Transfer(TypedDict):
     omitted: NotRequired[Omitted]
 
 
+class Validation(TypedDict):
+    loss: float  # cross-entropy, the figure a teacher run keeps its epoch by
+    top1: float
+
+
+class InitValidation(TypedDict):
+    """A run started from trained weights (--init): them and the kept epoch, on the same
+    validation images."""
+
+    validation_images: int
+    start: Validation
+    kept: Validation
+
+
 class RunReport(TypedDict):
     name: str
     run_dir: str
@@ -98,6 +112,8 @@ class RunReport(TypedDict):
     cost: Cost
     environment: dict[str, str]  # versions and the git commit of the code
     recipe: NotRequired[str]
+    init_sha256: NotRequired[str]  # a run given --init: the starting weights' digest
+    init_validation: NotRequired[InitValidation]  # a teacher run given --init
     teacher: NotRequired[str]  # students and twins: the teachers' paths, comma-separated
     teacher_sha256: NotRequired[str]
     gain_over_twin: NotRequired[float]  # students with a twin: test top-1 difference

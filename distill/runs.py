@@ -12,8 +12,9 @@ import lightning as L
 import timm
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from distill.data import DataModule
+from distill.data import EVAL_BATCH, DataModule, validation_split
 from distill.datasets import Dataset, get_dataset
 from distill.distillation import Distiller
 from distill.distributed import Parallel, is_rank_zero, wait_for_rank_zero
@@ -27,10 +28,10 @@ from distill.files import (
     run_lock,
     set_aside,
 )
-from distill.metrics import agreement, cost, evaluate, input_shape
+from distill.metrics import agreement, cost, evaluate, input_shape, predict_logits
 from distill.recipes import Distillation
 from distill.report import load_report, public_report, write_run_report
-from distill.run_report import RunReport
+from distill.run_report import InitValidation, RunReport, Validation
 from distill.training import Classifier, Limits, TrainConfig, describe, fit, make_trainer
 
 FINISHED_MARKER = "report.json"
@@ -244,6 +245,26 @@ def start_from(network: nn.Module, config: TrainConfig) -> None:
                            "of this recipe's network for this dataset's classes.") from None
 
 
+def against_start(kept: nn.Module, config: TrainConfig, data_dir: Path | str | None,
+                  limits: Limits, device: torch.device, dataset: Dataset) -> InitValidation:
+    """A warm restart's question: did the schedule run again improve on the weights it started
+    from? Both on the run's validation images, by the figure its epoch was kept by (a teacher's
+    validation cross-entropy; the starting weights are read again from `config.init`)."""
+    from distill.export import load_model
+
+    images, labels = validation_split(data_dir, dataset, config.exclude_classes)
+    if limits.val_batches is not None:  # as many as the run validated on
+        images, labels = images[:limits.val_batches * EVAL_BATCH], labels[:limits.val_batches * EVAL_BATCH]
+
+    def scored(network: nn.Module) -> Validation:
+        logits = predict_logits(network, images, device=device, dataset=dataset).float().cpu()
+        return {"loss": F.cross_entropy(logits, labels).item(),
+                "top1": (logits.argmax(-1) == labels).float().mean().item()}
+
+    return {"validation_images": len(labels), "start": scored(load_model(Path(config.init))[0]),
+            "kept": scored(kept)}
+
+
 def check_batch_size(batch_size: int, limits: Limits, train_size: int = 55_000,
                      lower: str = "lower --batch-size (128 is the default)") -> None:
     """lower: how the command lowers it (`distill student` takes its recipe's)."""
@@ -285,6 +306,9 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
     weights = out / "weights.safetensors"
     save_weights(model, config.model, model_kwargs, weights, dataset)
     evaluation = evaluate(model, data_dir, limits.test_size, module.device, dataset)
+    if config.init is not None and distillation is None:
+        extra = {**(extra or {}), "init_validation": against_start(
+            model, config, data_dir, limits, module.device, dataset)}
     if teacher_predictions is not None:
         evaluation["teacher_agreement"] = agreement(evaluation["_logits"], teacher_predictions)
     kind = "student" if distillation else "twin" if teacher_predictions is not None else "teacher"

@@ -146,6 +146,12 @@ def test_the_curves_show_the_error_rate_of_every_epoch_on_a_log_axis():
     assert named.axes[0].get_title() == "Distillation loss (log scale)"
     assert [line.get_label() for line in named.axes[1].lines] == ["train (augmented)", "val"]
     plt.close(named)
+    # A warm restart draws the level its validation curves had to beat: its starting weights'.
+    restarted = curves_figure(series, kept_epoch=1, start={"loss": 0.25, "top1": 0.97})
+    for ax, level in zip(restarted.axes, (0.25, 0.03)):
+        start = next(line for line in ax.lines if line.get_label() == "val, starting weights")
+        assert list(start.get_ydata()) == pytest.approx([level, level])
+    plt.close(restarted)
 
 
 def test_the_training_curves_say_which_images_they_are_of():
@@ -341,6 +347,17 @@ def test_init_starts_the_run_from_trained_weights_and_says_so(tmp_path, teacher_
     card = " ".join(model_card(report).split())
     assert f"It started from the trained weights of `{teacher_run}`" in card
     assert report["init_sha256"][:16] in card
+    # Whether the run beat its starting weights, on its validation images, by the loss its epoch
+    # was kept by (the same figure Lightning logged for that epoch).
+    scores = report["init_validation"]
+    assert scores["start"] == scores["kept"]
+    logged = plots.read_metrics(out / "logs" / "metrics.csv")["val_loss"]
+    assert logged == [(0, pytest.approx(scores["kept"]["loss"], rel=1e-4))]
+    assert f"the starting weights {scores['start']['loss']:.4f}" in card
+    assert f"the starting weights {scores['start']['loss']:.4f}" in (out / "report.md").read_text()
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"against its starting weights' {scores['start']['loss']:.4f}" in said
+    assert said.count("no better") == 1
 
 
 def test_init_from_another_network_or_shape_is_a_clear_error(tmp_path, teacher_run, capsys):
