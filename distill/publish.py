@@ -14,7 +14,7 @@ from distill.errors import DistillError
 from distill.files import atomic_path, write_atomic
 from distill.nets import MODELS_DIR, release_name
 from distill.report import (
-    against_start,
+    against_start_text,
     augmented_with,
     human,
     load_report,
@@ -178,7 +178,7 @@ def started_from(report: dict) -> str:
         return ""
     return (f" It started from the trained weights of `{init}` (sha256 "
             f"{report.get('init_sha256', 'unknown')[:16]}), not from a random initialisation: "
-            "the epochs and time above came on top of theirs." + against_start(report))
+            "the epochs and time above came on top of theirs." + against_start_text(report))
 
 
 

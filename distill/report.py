@@ -46,7 +46,7 @@ def class_names(report: dict) -> list[str]:
     return list(report.get("classes") or "0123456789")
 
 
-def against_start(report: dict) -> str:
+def against_start_text(report: dict) -> str:
     """What the run made of its starting weights, on the validation images."""
     if (scores := report.get("init_validation")) is None:  # a student, or a run before 2026-12-05
         return ""
@@ -71,7 +71,7 @@ def markdown(report: RunReport) -> str:
         f"epoch{'s' * (report['training']['epochs_run'] != 1)}, "
         f"best epoch {report['training']['best_epoch'] + 1})."
         + (f" It started from the trained weights of `{report['config']['init']}`."
-           + against_start(report) if report.get("config", {}).get("init") else ""),
+           + against_start_text(report) if report.get("config", {}).get("init") else ""),
         "",
         "| | top-1 | top-2 | calibration error |",
         "| --- | --- | --- | --- |",

@@ -245,7 +245,7 @@ def start_from(network: nn.Module, config: TrainConfig) -> None:
                            "of this recipe's network for this dataset's classes.") from None
 
 
-def against_start(kept: nn.Module, config: TrainConfig, data_dir: Path | str | None,
+def scored_against_start(kept: nn.Module, config: TrainConfig, data_dir: Path | str | None,
                   limits: Limits, device: torch.device, dataset: Dataset) -> InitValidation:
     """A warm restart's question: did the schedule run again improve on the weights it started
     from? Both on the run's validation images, by the figure its epoch was kept by (a teacher's
@@ -253,8 +253,8 @@ def against_start(kept: nn.Module, config: TrainConfig, data_dir: Path | str | N
     from distill.export import load_model
 
     images, labels = validation_split(data_dir, dataset, config.exclude_classes)
-    if limits.val_batches is not None:  # as many as the run validated on
-        images, labels = images[:limits.val_batches * EVAL_BATCH], labels[:limits.val_batches * EVAL_BATCH]
+    validated = None if limits.val_batches is None else limits.val_batches * EVAL_BATCH
+    images, labels = images[:validated], labels[:validated]  # as many as the run validated on
 
     def scored(network: nn.Module) -> Validation:
         logits = predict_logits(network, images, device=device, dataset=dataset).float().cpu()
@@ -307,7 +307,7 @@ def _train_and_report(name: str, out: Path, config: TrainConfig, command: str,
     save_weights(model, config.model, model_kwargs, weights, dataset)
     evaluation = evaluate(model, data_dir, limits.test_size, module.device, dataset)
     if config.init is not None and distillation is None:
-        extra = {**(extra or {}), "init_validation": against_start(
+        extra = {**(extra or {}), "init_validation": scored_against_start(
             model, config, data_dir, limits, module.device, dataset)}
     if teacher_predictions is not None:
         evaluation["teacher_agreement"] = agreement(evaluation["_logits"], teacher_predictions)
