@@ -11,7 +11,7 @@ from distill.cli import app
 
 from .conftest import REPO
 
-USER_DOCUMENTS = ["README.md", "docs/multi-node.md"]
+USER_DOCUMENTS = ["README.md", "docs/datasets.md", "docs/multi-node.md"]
 
 
 def shown_commands(document: str) -> list[list[str]]:
