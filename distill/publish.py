@@ -14,12 +14,12 @@ from distill.errors import DistillError
 from distill.files import atomic_path, write_atomic
 from distill.nets import MODELS_DIR, release_name
 from distill.report import (
-    against_start_text,
     augmented_with,
     human,
     load_report,
     omitted_bias_text,
     percent,
+    started_from,
     transfer_lines,
 )
 from distill.transfer import never_seen
@@ -169,17 +169,6 @@ def folder_snippet(report: dict, name: str, network_kwargs: dict) -> list[str]:
             f'    pretrained_cfg_overlay=dict(file="models/{name}/weights.safetensors",',
             f'                                num_classes={kwargs["num_classes"]}, input_size={shape}),',
             ").eval()"]
-
-
-def started_from(report: dict) -> str:
-    """A run given --init began from trained weights: its epochs and seconds are not all it took."""
-    init = report.get("config", {}).get("init")
-    if init is None:
-        return ""
-    return (f" It started from the trained weights of `{init}` (sha256 "
-            f"{report.get('init_sha256', 'unknown')[:16]}), not from a random initialisation: "
-            "the epochs and time above came on top of theirs." + against_start_text(report))
-
 
 
 def at_commit(report: dict) -> str:

@@ -46,6 +46,16 @@ def class_names(report: dict) -> list[str]:
     return list(report.get("classes") or "0123456789")
 
 
+def started_from(report: dict) -> str:
+    """A run given --init began from trained weights: its epochs and seconds are not all it took."""
+    init = report.get("config", {}).get("init")
+    if init is None:
+        return ""
+    return (f" It started from the trained weights of `{init}` (sha256 "
+            f"{report.get('init_sha256', 'unknown')[:16]}), not from a random initialisation: "
+            "the epochs and time above came on top of theirs." + against_start_text(report))
+
+
 def against_start_text(report: dict) -> str:
     """What the run made of its starting weights, on the validation images."""
     if (scores := report.get("init_validation")) is None:  # a student, or a run before 2026-12-05
@@ -69,9 +79,7 @@ def markdown(report: RunReport) -> str:
         f"Trained by `{report['command']}` on {report['training']['device']} in "
         f"{report['training']['seconds']:.0f} s ({report['training']['epochs_run']} "
         f"epoch{'s' * (report['training']['epochs_run'] != 1)}, "
-        f"best epoch {report['training']['best_epoch'] + 1})."
-        + (f" It started from the trained weights of `{report['config']['init']}`."
-           + against_start_text(report) if report.get("config", {}).get("init") else ""),
+        f"best epoch {report['training']['best_epoch'] + 1})." + started_from(report),
         "",
         "| | top-1 | top-2 | calibration error |",
         "| --- | --- | --- | --- |",

@@ -12,7 +12,6 @@ import lightning as L
 import timm
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from distill.data import EVAL_BATCH, DataModule, validation_split
 from distill.datasets import Dataset, get_dataset
@@ -28,7 +27,14 @@ from distill.files import (
     run_lock,
     set_aside,
 )
-from distill.metrics import agreement, cost, evaluate, input_shape, predict_logits
+from distill.metrics import (
+    accuracy_figures,
+    agreement,
+    cost,
+    evaluate,
+    input_shape,
+    predict_logits,
+)
 from distill.recipes import Distillation
 from distill.report import load_report, public_report, write_run_report
 from distill.run_report import InitValidation, RunReport, Validation
@@ -246,7 +252,8 @@ def start_from(network: nn.Module, config: TrainConfig) -> None:
 
 
 def scored_against_start(kept: nn.Module, config: TrainConfig, data_dir: Path | str | None,
-                  limits: Limits, device: torch.device, dataset: Dataset) -> InitValidation:
+                         limits: Limits, device: torch.device, dataset: Dataset
+                         ) -> InitValidation:
     """A warm restart's question: did the schedule run again improve on the weights it started
     from? Both on the run's validation images, by the figure its epoch was kept by (a teacher's
     validation cross-entropy; the starting weights are read again from `config.init`)."""
@@ -256,10 +263,12 @@ def scored_against_start(kept: nn.Module, config: TrainConfig, data_dir: Path | 
     validated = None if limits.val_batches is None else limits.val_batches * EVAL_BATCH
     images, labels = images[:validated], labels[:validated]  # as many as the run validated on
 
+    # Both by one function on the same images, so that they compare exactly (the kept epoch's
+    # figures are in the run's log too, but the starting weights' are not).
     def scored(network: nn.Module) -> Validation:
-        logits = predict_logits(network, images, device=device, dataset=dataset).float().cpu()
-        return {"loss": F.cross_entropy(logits, labels).item(),
-                "top1": (logits.argmax(-1) == labels).float().mean().item()}
+        figures = accuracy_figures(predict_logits(network, images, device=device, dataset=dataset),
+                                   labels)
+        return {"loss": figures["loss"], "top1": figures["top1"]}
 
     return {"validation_images": len(labels), "start": scored(load_model(Path(config.init))[0]),
             "kept": scored(kept)}
