@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,14 +42,25 @@ def atomic_path(path: Path) -> Iterator[Path]:
     without an error, so a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = fresh_file_beside(path)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fresh_file_beside(path: Path) -> Path:
+    """A new, empty file in `path`'s folder with the permissions the user's umask gives any file
+    they save (0644 under the usual 022). tempfile.mkstemp would make it 0600, and the rename
+    would leave weights, reports and exports unreadable to the user's group and web server."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # another writer's: 48 random bits seldom meet
+            continue
+        return tmp
 
 
 def write_atomic(path: Path, text: str) -> None:

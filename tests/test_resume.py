@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+import stat
 import warnings
 from pathlib import Path
 
@@ -147,6 +148,20 @@ def test_an_interrupted_report_write_leaves_the_old_file_whole(tmp_path, monkeyp
     with pytest.raises(Boom):
         write_atomic(path, '{"complete": false, "truncated')
     assert json.loads(path.read_text()) == {"complete": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_a_written_file_has_the_permissions_of_any_file_the_user_saves(tmp_path, umask, mode):
+    # Weights, reports and exports were 0600 under any umask: unreadable to the user's group.
+    from distill.files import write_atomic
+
+    before = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "report.json", "{}\n")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == mode
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
