@@ -194,7 +194,8 @@ def teacher(
 def student(
     recipe_names: Annotated[list[str], typer.Option(
         "--recipe", metavar="<str>",
-        help="Recipe name (see `distill recipes`), path of a recipe YAML file, or `all`. Repeat it "
+        help="Recipe name (see `distill recipes`), path of a recipe YAML file, or `all` (every "
+             "student recipe of the dataset: MNIST's unless --dataset). Repeat it "
              "to distill several in one go: they share the teacher's logits (see "
              "--teacher-cache).")] = ["tiny"],  # noqa: B006 - typer copies the default
     teachers: Annotated[list[Path] | None, typer.Option(
@@ -255,7 +256,7 @@ def student(
         parse_seeds,
         train_student,
     )
-    from distill.recipes import available_recipes, load_recipe, overridden
+    from distill.recipes import Recipe, available_recipes, load_recipe, overridden
     from distill.training import Limits
 
     if seed is not None and seeds is not None:
@@ -272,6 +273,13 @@ def student(
             raise DistillError(f"{teacher_recipes[0]} is a teacher recipe: train it with "
                                f"`distill teacher --recipe {teacher_recipes[0]}`.")
         chosen = [recipe for recipe in chosen if recipe.role != "teacher"]
+    if every and dataset is None:  # `all`: MNIST's students, not tiny-fashion-mnist beside them
+        default = Recipe.dataset  # a recipe's dataset where it names none
+        chosen = [recipe for recipe in chosen if recipe.dataset == default]
+    if dataset is None and len(on := {recipe.dataset: recipe.name for recipe in chosen}) > 1:
+        (first, one), (second, other) = list(on.items())[:2]
+        raise DistillError(f"{one} is a recipe for {first} and {other} for {second}: distill one "
+                           f"dataset at a time, or give --dataset to train both on one.")
     given, chosen = chosen, [overridden(recipe, epochs=epochs, dataset=dataset,
                                         image_size=image_size) for recipe in chosen]
     if runs_dir is None:
@@ -336,11 +344,19 @@ def student(
 
 def say_dataset_augmentation(recipe: Recipe, changed: Recipe) -> None:
     """--dataset of another dataset than the recipe's trains with that dataset's augmentation
-    (digits' rotations do not suit clothes); the recipe's file says otherwise, so say so."""
+    (digits' rotations do not suit clothes); the recipe's file says otherwise, so say so. Where
+    the recipe has a version measured on that dataset (tiny-fashion-mnist for tiny), name it:
+    settings chosen on digits can lose to the twin on clothes."""
+    from distill.recipes import available_recipes
+
     if recipe.augmentation is not None and changed.augmentation is None:
         console.print(f"Recipe {recipe.name}'s augmentation is for {recipe.dataset}: on "
                       f"{changed.dataset} it trains with that dataset's own "
                       f"({changed.train_config().augment}).")
+    own = f"{recipe.name}-{changed.dataset}"
+    if changed.dataset != recipe.dataset and own in available_recipes():
+        console.print(f"Recipe {recipe.name}'s settings were chosen on {recipe.dataset}; {own} "
+                      f"holds those measured on {changed.dataset} (--recipe {own}).")
 
 
 FEW_STEPS = 200  # MNIST's shortest recipe takes 4,290; a small folder can make a few dozen
