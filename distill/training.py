@@ -252,7 +252,13 @@ class EpochTimes(Callback):
             if name in metrics:
                 value = float(metrics[name])
                 parts.append(f"{label} {100 * value:.2f}%" if percent else f"{label} {value:.4f}")
-        return ", ".join([*parts, f"{self.seconds[-1]:.0f} s"])
+        line = ", ".join([*parts, f"{self.seconds[-1]:.0f} s"])
+        if left := trainer.max_epochs - trainer.current_epoch - 1:
+            # A median of the last epochs: one that computed teacher logits or waited on another
+            # run would throw a mean off. Early stopping may end the run sooner.
+            recent = sorted(self.seconds[-5:])
+            line += f" (about {duration(left * recent[len(recent) // 2])} to epoch {trainer.max_epochs})"
+        return line
 
     def state_dict(self) -> dict:
         return {"seconds": self.seconds}
@@ -260,6 +266,14 @@ class EpochTimes(Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.seconds = list(state_dict["seconds"])
         self.seconds_before_resume = sum(self.seconds)
+
+
+def duration(seconds: float) -> str:
+    """'40 s', '12 min', '2 h 05 min': as precise as an estimate of what is left deserves."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 class StopOnSigterm(Callback):
