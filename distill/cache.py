@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,6 +116,17 @@ class EpochTables:
     def __init__(self, tables: dict[int, Tensor | None],
                  compute: Callable[..., None], teacher: nn.Module) -> None:
         self.tables, self.compute, self.teacher = tables, compute, teacher
+        self.computed: list[tuple[list[int], float]] = []  # not yet told: (epochs, seconds)
+
+    def computed_note(self) -> str | None:
+        """What was computed since the last call, for the epoch's line: without it, an epoch
+        that took the teacher's logits for ten more is minutes long for no reason given."""
+        if not self.computed:
+            return None
+        epochs = sorted(e for chunk, _ in self.computed for e in chunk)
+        seconds = sum(s for _, s in self.computed)
+        self.computed = []
+        return f"{seconds:.0f} s of them the teacher's logits for {epoch_span(epochs)}"
 
     def __len__(self) -> int:
         return len(self.tables)
@@ -127,8 +139,10 @@ class EpochTables:
             # same weights as a run whose logits were all computed first), and no progress bar
             # of its own under the run's.
             home = next(self.teacher.parameters()).device
+            started = time.perf_counter()
             with torch.random.fork_rng(devices=[]):
                 self.compute(wanted, during_training=True)
+            self.computed.append((wanted, time.perf_counter() - started))
             self.teacher.to(home)  # computed on the cache's device; training has it here
         return self.tables[epoch]
 

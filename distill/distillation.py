@@ -138,6 +138,11 @@ class Distiller(Classifier):
         if callable(self.cached_logits):
             self.cached_logits = self.cached_logits()
 
+    def epoch_note(self) -> str | None:
+        """For the epoch's line: the teacher's logits computed during it, if any."""
+        note = getattr(self.cached_logits, "computed_note", None)
+        return note() if note else None
+
     def train(self, mode: bool = True) -> Distiller:
         # Lightning switches the whole module to train mode each epoch; the teacher must stay in
         # eval mode (no dropout, no stochastic depth, fixed norm statistics).

@@ -252,12 +252,14 @@ class EpochTimes(Callback):
             if name in metrics:
                 value = float(metrics[name])
                 parts.append(f"{label} {100 * value:.2f}%" if percent else f"{label} {value:.4f}")
-        line = ", ".join([*parts, f"{self.seconds[-1]:.0f} s"])
-        if left := trainer.max_epochs - trainer.current_epoch - 1:
-            # A median of the last epochs: one that computed teacher logits or waited on another
-            # run would throw a mean off. Early stopping may end the run sooner.
-            recent = sorted(self.seconds[-5:])
-            line += f" (about {duration(left * recent[len(recent) // 2])} to epoch {trainer.max_epochs})"
+        note = getattr(trainer.lightning_module, "epoch_note", lambda: None)()
+        line = ", ".join([*parts, f"{self.seconds[-1]:.0f} s", *([note] if note else [])])
+        # A median of the last epochs: one that computed teacher logits or waited on another run
+        # would throw a mean off. Early stopping may end the run sooner; seconds are not worth it.
+        recent = sorted(self.seconds[-5:])
+        left = (trainer.max_epochs - trainer.current_epoch - 1) * recent[len(recent) // 2]
+        if left >= 60:
+            line += f" (about {duration(left)} to epoch {trainer.max_epochs})"
         return line
 
     def state_dict(self) -> dict:

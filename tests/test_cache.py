@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -228,6 +230,9 @@ def test_a_run_that_may_stop_early_computes_later_teacher_epochs_when_it_reaches
     state = torch.get_rng_state()
     assert torch.equal(lazy[3], eager[3])  # epochs 3 and 4 computed now, as the first pass would
     assert torch.equal(torch.get_rng_state(), state)  # the student's random draws are untouched
+    # The epoch's line says where its minutes went, once.
+    assert re.fullmatch(r"\d+ s of them the teacher's logits for epochs 4-5", lazy.computed_note())
+    assert lazy.computed_note() is None
     assert len(list(folder.iterdir())) == 4 and torch.equal(lazy[4], eager[4])
     assert "Teacher logits" not in capsys.readouterr().out  # said once, before training
     # A run that reaches every epoch gets exactly the eager table.

@@ -1,6 +1,5 @@
 import json
 import os
-import re
 import signal
 import stat
 import warnings
@@ -71,12 +70,10 @@ def test_a_resumed_run_continues_from_its_last_epoch_not_its_best(tmp_path, caps
     interrupt_once_in_epoch(monkeypatch, epoch=3)
     with pytest.raises(SystemExit):
         main(["teacher", "--out", str(tmp_path / "t"), *ARGS])
-    # Each epoch's line says about how long the rest of the schedule takes; the last says nothing.
-    assert re.search(r"t: epoch 2/3, .*, \d+ s \(about \d+ s to epoch 3\)\n", capsys.readouterr().out)
+    capsys.readouterr()
     main(["teacher", "--out", str(tmp_path / "t"), "--resume", *ARGS])
     out = capsys.readouterr().out
     assert "t: epoch 3/3" in out and "epoch 2/3" not in out
-    assert re.search(r"t: epoch 3/3, .*, \d+ s\n", out)
     report = json.loads((tmp_path / "t" / "report.json").read_text())
     assert report["training"]["best_epoch"] == 0
 

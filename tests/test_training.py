@@ -407,3 +407,22 @@ def test_keep_freed_memory_spares_a_training_step_most_of_its_page_faults():
               for how in ("default", "kept")}
     # Measured on this project's machine: about 4,000 a step by default, 300 kept.
     assert faults["kept"] < faults["default"] / 4, faults
+
+
+def test_an_epochs_line_says_what_is_left_and_where_a_long_epochs_time_went():
+    from distill.training import EpochTimes
+
+    times = EpochTimes("student-tiny")
+    times.seconds = [12.0, 14.0, 241.0]  # the third computed ten epochs of teacher logits
+    module = SimpleNamespace(epoch_note=lambda: "226 s of them the teacher's logits for epochs 3-12")
+    trainer = SimpleNamespace(callback_metrics={"val_acc": torch.tensor(0.9)}, current_epoch=2,
+                              max_epochs=30, lightning_module=module)
+    # The median of the last epochs, not their mean, estimates the rest: 27 epochs of 14 s.
+    assert times.summary(trainer) == ("student-tiny: epoch 3/30, val top-1 90.00%, 241 s, 226 s of "
+                                      "them the teacher's logits for epochs 3-12 (about 6 min to "
+                                      "epoch 30)")
+    trainer.current_epoch, trainer.lightning_module = 26, SimpleNamespace()  # a teacher: no note
+    # Three epochs of 14 s left: not worth an estimate.
+    assert times.summary(trainer) == "student-tiny: epoch 27/30, val top-1 90.00%, 241 s"
+    trainer.current_epoch = 29
+    assert times.summary(trainer) == "student-tiny: epoch 30/30, val top-1 90.00%, 241 s"
