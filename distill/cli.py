@@ -152,14 +152,13 @@ def teacher(
     from distill.datasets import runs_subfolder
     from distill.datasets.folder import check_no_data_dir, check_runs_outside
     from distill.distributed import Parallel, check_parallel, is_rank_zero
-    from distill.recipes import load_recipe, overridden, teacher_recipe_of
+    from distill.recipes import load_recipe, overridden, recipe_for
     from distill.runs import check_run_dir, train_run
     from distill.training import Limits
 
-    recipe = load_recipe(recipe_name or teacher_recipe_of(dataset))
-    if recipe_name is None and recipe.name != "teacher":
-        console.print(f"{recipe.dataset} has a teacher recipe of its own: {recipe.name} "
-                      f"({recipe.schedule.epochs} epochs; --recipe teacher for MNIST's).")
+    recipe = load_recipe(recipe_name or recipe_for("teacher", dataset))
+    if recipe_name is None:
+        say_dataset_recipe("teacher", recipe)
     if recipe.role != "teacher":
         raise DistillError(f"{recipe.name} is a student recipe: distill it with `distill student "
                            f"--recipe {recipe.name}`, or give `distill teacher` a recipe with "
@@ -192,12 +191,13 @@ def teacher(
 
 @app.command()
 def student(
-    recipe_names: Annotated[list[str], typer.Option(
+    recipe_names: Annotated[list[str] | None, typer.Option(
         "--recipe", metavar="<str>",
         help="Recipe name (see `distill recipes`), path of a recipe YAML file, or `all` (every "
              "student recipe of the dataset: MNIST's unless --dataset). Repeat it "
              "to distill several in one go: they share the teacher's logits (see "
-             "--teacher-cache).")] = ["tiny"],  # noqa: B006 - typer copies the default
+             "--teacher-cache). Default: tiny, or the dataset's own (tiny-fashion-mnist for "
+             "--dataset fashion-mnist).", show_default=False)] = None,
     teachers: Annotated[list[Path] | None, typer.Option(
         "--teacher", help="Teacher run folder or weights file: a DigitNet, or any network distill "
                           "trained (a student can teach a smaller one); repeat it to distill from "
@@ -256,14 +256,17 @@ def student(
         parse_seeds,
         train_student,
     )
-    from distill.recipes import Recipe, available_recipes, load_recipe, overridden
+    from distill.recipes import Recipe, available_recipes, load_recipe, overridden, recipe_for
     from distill.training import Limits
 
     if seed is not None and seeds is not None:
         raise DistillError("Give --seed or --seeds, not both.")
+    named, recipe_names = bool(recipe_names), recipe_names or [recipe_for("tiny", dataset)]
     every = "all" in recipe_names
     names = list(available_recipes()) if every else list(dict.fromkeys(recipe_names))
     chosen = [load_recipe(name) for name in names]  # a misspelt name fails before any training
+    if not named:
+        say_dataset_recipe("tiny", chosen[0])
     if every:
         # The shortest first, so that results come early: each epoch of teacher logits is computed
         # once whatever the order, and the longest recipe then adds the epochs it lacks.
@@ -340,6 +343,13 @@ def student(
             " and their twins" if twin else "")
         console.print(f"{runs} side by side, with each recipe's gain over its twin: "
                       f"distill report {runs_dir}")
+
+
+def say_dataset_recipe(default: str, recipe: Recipe) -> None:
+    """A command that took the dataset's own recipe in place of its default says so."""
+    if recipe.name != default:
+        console.print(f"{recipe.dataset} has a {default} recipe of its own: {recipe.name} "
+                      f"({recipe.schedule.epochs} epochs; --recipe {default} for MNIST's).")
 
 
 def say_dataset_augmentation(recipe: Recipe, changed: Recipe) -> None:

@@ -356,11 +356,12 @@ def available_recipes() -> dict[str, Path]:
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"), key=lambda p: p.stem)}
 
 
-def teacher_recipe_of(dataset: str | None) -> str:
-    """The recipe `distill teacher --dataset NAME` trains with: the dataset's own where it has
-    one (clothes need ten times MNIST's epochs), else `teacher`."""
-    own = f"teacher-{dataset}"
-    return own if dataset and own in available_recipes() else "teacher"
+def recipe_for(name: str, dataset: str | None) -> str:
+    """The recipe a command trains when none is named: the dataset's own version of `name` where
+    it has one (`teacher-fashion-mnist`: clothes need ten times MNIST's epochs;
+    `tiny-fashion-mnist`: tiny's MNIST settings trail its twin there), else `name`."""
+    own = f"{name}-{dataset}"
+    return own if dataset and own in available_recipes() else name
 
 
 def load_recipe(name_or_path: str) -> Recipe:

@@ -682,9 +682,17 @@ def test_another_dataset_brings_its_own_augmentation_and_says_so(fashion_dir, tm
             "dataset's own (mirrored, shifts up to 10%)") in out
     config = json.loads((tmp_path / "runs" / "student-tiny" / "report.json").read_text())["config"]
     assert Augment(**config["augment"]) == get_dataset("fashion-mnist").augment
-    # tiny's MNIST settings lose to their twin on clothes: the recipe measured there is named.
+    # tiny's MNIST settings lose to their twin on clothes: the recipe measured there is named,
     assert ("Recipe tiny's settings were chosen on mnist; tiny-fashion-mnist holds those measured "
             "on fashion-mnist (--recipe tiny-fashion-mnist).") in out
+    # and with no recipe named it is the one distilled, as the teacher takes its dataset's own.
+    main(["student", "--dataset", "fashion-mnist", "--no-twin", "--runs", str(tmp_path / "runs"),
+          *QUICK])
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("fashion-mnist has a tiny recipe of its own: tiny-fashion-mnist (30 epochs; --recipe "
+            "tiny for MNIST's).") in out and "Recipe tiny's" not in out
+    report = json.loads((tmp_path / "runs" / "student-tiny-fashion-mnist" / "report.json").read_text())
+    assert report["config"]["augment"] == config["augment"]
 
 
 def test_recipes_of_two_datasets_are_distilled_one_dataset_at_a_time(tmp_path, capsys):
