@@ -43,8 +43,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = fresh_file_beside(path)
+    mode = tmp.stat().st_mode
     try:
         yield tmp
+        # safetensors writes its files 0600 whatever the umask: give them the fresh file's.
+        tmp.chmod(mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -154,15 +154,20 @@ def test_an_interrupted_report_write_leaves_the_old_file_whole(tmp_path, monkeyp
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_a_written_file_has_the_permissions_of_any_file_the_user_saves(tmp_path, umask, mode):
     # Weights, reports and exports were 0600 under any umask: unreadable to the user's group.
-    from distill.files import write_atomic
+    from safetensors.torch import save_file
+
+    from distill.files import atomic_path, write_atomic
 
     before = os.umask(umask)
     try:
         write_atomic(tmp_path / "report.json", "{}\n")
+        with atomic_path(tmp_path / "weights.safetensors") as tmp:  # which safetensors makes 0600
+            save_file({"w": torch.zeros(2)}, str(tmp))
     finally:
         os.umask(before)
-    assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == mode
-    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    for name in ("report.json", "weights.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "weights.safetensors"]
 
 
 def test_ctrl_c_while_a_later_epochs_teacher_logits_are_computed_ends_with_the_resume_hint(
