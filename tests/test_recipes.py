@@ -137,5 +137,18 @@ def test_the_fashion_mnist_release_is_its_recipe_then_warm_restarts_of_it():
             == {**normalized(released["config"]), "init": None})
 
 
+def test_the_fashion_mnist_tiny_recipe_has_the_settings_its_figures_were_measured_with():
+    import dataclasses
+
+    from .conftest import REPO
+
+    # README and results.md quote +0.28 [+0.06, +0.50] for it: the runs of this experiment.
+    shipped = load_recipe("tiny-fashion-mnist")
+    measured = load_recipe(str(REPO / "docs" / "experiments" / "tiny-fashion-mnist-t1.yaml"))
+    assert shipped.dataset == "fashion-mnist" and shipped.augmentation is None
+    assert dataclasses.replace(measured, name=shipped.name,
+                               description=shipped.description) == shipped
+
+
 def test_student_is_the_older_name_of_network():
     assert parse("student: convnet_tiny\n").network == "convnet_tiny"
