@@ -173,7 +173,7 @@ def teacher(
         check_run_dir(out, overwrite, resume, recipe.dataset, recipe.image_size)
     parallel = Parallel(devices, num_nodes, strategy)
     check_parallel(parallel, accelerator, recipe.batch_size)
-    say_dataset_augmentation(given, recipe)
+    say_another_dataset(given, recipe)
     recipe = fit_to_folders([recipe], epochs is not None, quick_trial=train_batches is not None,
                             patience_given=patience is not None)[0]
     config = dataclasses.replace(recipe.train_config(augment_strength=augment), compile=compile,
@@ -318,7 +318,7 @@ def student(
         check_transfer_set(list(recipe.data.exclude_classes),
                            get_dataset(recipe.dataset, recipe.image_size), recipe.name)
     for recipe, changed in zip(given, chosen, strict=True):
-        say_dataset_augmentation(recipe, changed)
+        say_another_dataset(recipe, changed)
     plan = planned(fit_to_folders(chosen, epochs is not None, train_batches is not None,
                                   batch_option=False))
     limits = Limits(train_batches=train_batches, val_batches=val_batches, test_size=test_images)
@@ -352,19 +352,19 @@ def say_dataset_recipe(default: str, recipe: Recipe) -> None:
                       f"({recipe.schedule.epochs} epochs; --recipe {default} for MNIST's).")
 
 
-def say_dataset_augmentation(recipe: Recipe, changed: Recipe) -> None:
+def say_another_dataset(recipe: Recipe, changed: Recipe) -> None:
     """--dataset of another dataset than the recipe's trains with that dataset's augmentation
     (digits' rotations do not suit clothes); the recipe's file says otherwise, so say so. Where
     the recipe has a version measured on that dataset (tiny-fashion-mnist for tiny), name it:
     settings chosen on digits can lose to the twin on clothes."""
-    from distill.recipes import available_recipes
+    from distill.recipes import recipe_for
 
     if recipe.augmentation is not None and changed.augmentation is None:
         console.print(f"Recipe {recipe.name}'s augmentation is for {recipe.dataset}: on "
                       f"{changed.dataset} it trains with that dataset's own "
                       f"({changed.train_config().augment}).")
-    own = f"{recipe.name}-{changed.dataset}"
-    if changed.dataset != recipe.dataset and own in available_recipes():
+    own = recipe_for(recipe.name, changed.dataset)
+    if changed.dataset != recipe.dataset and own != recipe.name:
         console.print(f"Recipe {recipe.name}'s settings were chosen on {recipe.dataset}; {own} "
                       f"holds those measured on {changed.dataset} (--recipe {own}).")
 
