@@ -18,6 +18,7 @@ from distill.allocator import keep_freed_memory
 from distill.bounds import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_SEED
 from distill.distributed import is_rank_zero
 from distill.errors import DistillError
+from distill.files import shipped_or_given, shipped_or_given_all
 
 if TYPE_CHECKING:
     from distill.recipes import Recipe
@@ -32,6 +33,11 @@ app = typer.Typer(help="Train a strong teacher, distill it into tiny students, a
 console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 180,
                   markup=False)
 DEBUG_ENV = "DISTILL_DEBUG"
+
+
+def shipped_or_given_option(path: Path | None) -> Path | None:
+    """For an option naming a network: a release a wheel ships where the path names one."""
+    return None if path is None else shipped_or_given(path)
 
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Folder with the dataset's files, e.g. the four MNIST IDX files (default: "
@@ -117,7 +123,7 @@ def teacher(
                        "network, for this dataset's classes and channels) instead of a random "
                        "initialisation: the recipe's schedule runs again from there (a warm "
                        "restart, or fine-tuning).",
-        show_default=False)] = None,
+        show_default=False, callback=shipped_or_given_option)] = None,
     patience: Annotated[int | None, typer.Option(
         min=1, max=MAX_EPOCHS, help="Epochs without a better validation loss before stopping "
                                     "early (default: the recipe's).", show_default=False)] = None,
@@ -204,7 +210,7 @@ def student(
                           "the mean of several teachers' logits (default: the recipe's `teachers`, "
                           "else RUNS/teacher if it is finished, else the dataset's released teacher, "
                           "models/digitnet or models/digitnet.fashion_mnist).",
-        show_default=False)] = None,
+        show_default=False, callback=shipped_or_given_all)] = None,
     runs_dir: Annotated[Path | None, typer.Option(
         "--runs", help="Folder for the runs: student-RECIPE/ and student-RECIPE-twin/ (with "
                        "--seeds, one folder seedN/ each). Default: runs/, or runs/DATASET/ for "
@@ -305,7 +311,7 @@ def student(
     plan = planned(chosen)
     for recipe, folder in plan:  # the last recipe's clash is found before the first one trains
         check_student_dirs(recipe, folder, twin, overwrite, resume, image_size)
-    teachers_of = {recipe.name: teachers or [Path(t) for t in recipe.teachers] or [
+    teachers_of = {recipe.name: teachers or [shipped_or_given(Path(t)) for t in recipe.teachers] or [
         default_teacher(runs_dir, recipe.dataset, recipe.image_size)] for recipe in chosen}
     for path in dict.fromkeys(path for paths in teachers_of.values() for path in paths):
         check_teacher(path)  # as the run folders, before a folder's minutes of decoding

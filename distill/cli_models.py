@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
-from distill.cli import DataDir, TestImages, app, console
+from distill.cli import DataDir, TestImages, app, console, shipped_or_given_option
 from distill.errors import DistillError
+from distill.files import shipped_or_given, shipped_or_given_all
 
 if TYPE_CHECKING:
     import torch
@@ -21,10 +22,12 @@ if TYPE_CHECKING:
 def evaluate(
     weights: Annotated[list[Path], typer.Argument(
         help="Run folders or weights.safetensors files (e.g. models/convnet_tiny); networks of "
-             "different datasets are scored apart, a table each.")],
+             "different datasets are scored apart, a table each.",
+        callback=shipped_or_given_all)],
     teacher: Annotated[Path | None, typer.Option(
         help="Also say how often each network of the teacher's dataset agrees with it (run "
-             "folder or weights file).", show_default=False)] = None,
+             "folder or weights file).", show_default=False,
+        callback=shipped_or_given_option)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
     ensemble: Annotated[bool, typer.Option(
         "--ensemble", help="Also score the networks as one: the mean of their logits, as "
@@ -254,7 +257,8 @@ def check_unseen(weights: Path, scored: str, whole: bool) -> None:
 
 @app.command()
 def export(
-    weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.")],
+    weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.",
+                                            callback=shipped_or_given)],
     format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
     out: Annotated[Path | None, typer.Option(
         help="File to write, ending in .onnx (default: model.onnx beside the weights; for a "
@@ -320,7 +324,8 @@ def export(
 
 @app.command()
 def predict(
-    weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.")],
+    weights: Annotated[Path, typer.Argument(help="Run folder or weights.safetensors file.",
+                                            callback=shipped_or_given)],
     images: Annotated[list[Path], typer.Argument(
         help="Image files (JPEG, PNG, HEIC, ...), one object each, or folders of them (their "
              "subfolders too; what is not an image there is skipped with a warning).")],

@@ -10,6 +10,7 @@ import typer
 
 from distill.cli import app, console
 from distill.errors import DistillError
+from distill.files import shipped_or_given_all
 
 
 @app.command()
@@ -56,7 +57,8 @@ def recipes(
 @app.command()
 def report(
     runs: Annotated[list[Path] | None, typer.Argument(
-        help="Run folders, or folders of run folders (default: runs/).", show_default=False)] = None,
+        help="Run folders, or folders of run folders (default: runs/).", show_default=False,
+        callback=shipped_or_given_all)] = None,
     out: Annotated[Path | None, typer.Option(
         help="Where to write comparison.md, comparison.json, gains.json and the plots: "
              "accuracy_vs_size.png, gains.png (gains over the twins) and labels_curve.png, each "

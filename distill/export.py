@@ -161,7 +161,8 @@ def load_model(path: Path | str) -> tuple[nn.Module, str]:
     if path.is_dir():
         path = path / "weights.safetensors"
     if not path.is_file():
-        raise DistillError(f"No weights at {path}. Give a run folder or a weights.safetensors file.")
+        raise DistillError(f"No weights at {path}. Give a run folder or a weights.safetensors file"
+                           f"{released_list() if path.parts[:1] == ('models',) else ''}.")
     if path.suffix == ".onnx":  # what `distill export` wrote: easy to mistake for the weights
         raise DistillError(f"{path} is an ONNX export, which onnxruntime runs; distill reads the "
                            "weights it came from: a run folder or weights.safetensors file.")
@@ -180,6 +181,13 @@ def load_model(path: Path | str) -> tuple[nn.Module, str]:
                            "Train it again with a lower learning rate.")
     model.load_state_dict(state)
     return model.eval(), architecture
+
+
+def released_list() -> str:
+    from distill.nets import MODELS_DIR
+
+    names = sorted(p.parent.name for p in MODELS_DIR.glob("*/weights.safetensors"))
+    return f", or a release: models/{', models/'.join(names)}" if names else ""
 
 
 def build_from_metadata(metadata: dict[str, str], path: Path) -> nn.Module:

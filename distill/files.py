@@ -71,6 +71,30 @@ def write_atomic(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def shipped_or_given(path: Path) -> Path:
+    """`path` itself, or, where nothing is there and it names a release in models/
+    (`models/convnet_tiny`, `models/digitnet/weights.safetensors`, `models`), the release that
+    ships with distill: a wheel's user runs the README's commands from any folder."""
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("models",):
+        return path
+    shipped = package_data("models").joinpath(*path.parts[1:])
+    return shipped if shipped.exists() else path
+
+
+def shipped_or_given_all(paths: list[Path] | None) -> list[Path] | None:
+    """`shipped_or_given` for each path; `models/*`, which no shell expands where there is no
+    models/ folder, stands for every shipped release it matches."""
+    if paths is None:
+        return None
+    found = []
+    for path in paths:
+        pattern = str(Path(*path.parts[1:])) if path.parts[:1] == ("models",) else ""
+        matches = sorted(package_data("models").glob(pattern)) if (
+            not path.exists() and any(c in pattern for c in "*?[")) else []
+        found += matches or [shipped_or_given(path)]
+    return found
+
+
 def releases_dir() -> Path:
     from distill.nets import MODELS_DIR
 

@@ -252,7 +252,9 @@ def test_evaluate_names_a_missing_weights_file(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "models/convnet_nano"])
     assert exit_.value.code == 1
-    assert "No weights at models/convnet_nano" in capsys.readouterr().out
+    said = " ".join(capsys.readouterr().out.split())
+    assert "No weights at models/convnet_nano" in said
+    assert "or a release: models/convnet_8k, models/convnet_micro, models/convnet_tiny," in said
 
 
 def test_evaluate_scores_an_ensemble_as_the_mean_of_its_members_logits(first_test_digits, capsys):

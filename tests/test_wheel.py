@@ -7,6 +7,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,8 +31,8 @@ def installed(tmp_path_factory):
     return venv, root
 
 
-def run(venv: Path, cwd: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+def run(venv: Path, cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | (env or {})
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -64,3 +65,30 @@ def test_timm_loads_the_released_weights_after_import_distill(installed):
               "import timm, distill; m = timm.create_model('convnet_tiny', pretrained=True); "
               "print(sum(p.numel() for p in m.parameters()))")
     assert out.strip() == "9042"
+
+
+def test_the_readmes_release_commands_work_from_a_folder_without_models(installed, data_dir,
+                                                                        fashion_dir):
+    """`models/convnet_tiny` names the release the wheel ships where no models/ folder is at
+    hand; `models/*`, which a shell leaves as it is there, every shipped release."""
+    venv, root = installed
+    work = root / "a-users-folder"
+    work.mkdir()
+    digit = load_digit(data_dir)
+    Image.fromarray(digit).save(work / "my-digit.png")
+    distill = str(venv / "bin" / "distill")
+    assert run(venv, work, distill, "predict", "models/convnet_tiny", "my-digit.png").startswith(
+        "my-digit.png: 7 ")
+    table = run(venv, work, distill, "evaluate", "models/*", "--teacher", "models/digitnet",
+                "--test-images", "100", env={"DISTILL_DATA_DIR": str(data_dir),
+                                             "DISTILL_FASHION_MNIST_DIR": str(fashion_dir)})
+    assert "convnet_micro" in table and "digitnet.fashion_mnist" in table
+    assert not (work / "models").exists()
+
+
+def load_digit(data_dir: Path):
+    from distill.data import load_split
+
+    images, labels = load_split("test", data_dir, download=False)
+    assert labels[0] == 7
+    return images[0].numpy()
