@@ -12,7 +12,7 @@ from rich.text import Text
 
 from distill.cli import DataDir, TestImages, app, console, shipped_or_given_option
 from distill.errors import DistillError
-from distill.files import shipped_or_given, shipped_or_given_all
+from distill.files import install_command, shipped_or_given, shipped_or_given_all
 
 if TYPE_CHECKING:
     import torch
@@ -289,7 +289,7 @@ def export(
     try:
         import onnxruntime  # noqa: F401
     except ImportError as error:
-        raise DistillError("ONNX export needs the onnx extra: pip install -e \".[onnx]\"") from error
+        raise DistillError(f"ONNX export needs the onnx extra: {install_command('onnx')}") from error
     model, architecture = load_model(weights)
     target = export_target(weights, architecture, out)  # before a folder's minutes of decoding
     report = report_beside(weights)
@@ -457,7 +457,7 @@ def demo(
     try:
         import gradio  # noqa: F401
     except ImportError as error:
-        raise DistillError('The demo needs the demo extra: pip install -e ".[demo]"') from error
+        raise DistillError(f"The demo needs the demo extra: {install_command('demo')}") from error
     from distill.demo import check_port, load_demo_models, serve
 
     check_port(host, port)

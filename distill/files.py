@@ -36,6 +36,21 @@ def package_data(name: str) -> Path:
     return installed if installed.is_dir() else REPOSITORY / name
 
 
+def install_command(extra: str) -> str:
+    """The command that installs one of distill's extras: from the checkout distill runs from,
+    else (a wheel, which has no ".[onnx]" to point at) the packages the extra names."""
+    if not (PACKAGE_ROOT / "models").is_dir() and (REPOSITORY / "pyproject.toml").is_file():
+        return f'pip install -e ".[{extra}]"'
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    wanted = [Requirement(line) for line in requires("distill") or []]
+    named = [f'"{r.name}{r.specifier}"' for r in wanted
+             if r.marker is not None and r.marker.evaluate({"extra": extra})]
+    return f"pip install {' '.join(named)}"
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed over `path` only if the block ends

@@ -92,3 +92,14 @@ def load_digit(data_dir: Path):
     images, labels = load_split("test", data_dir, download=False)
     assert labels[0] == 7
     return images[0].numpy()
+
+
+def test_a_missing_extra_is_named_as_a_checkout_or_a_wheel_installs_it(tmp_path, monkeypatch):
+    import distill.files
+
+    assert distill.files.install_command("onnx") == 'pip install -e ".[onnx]"'  # this checkout
+    (tmp_path / "models").mkdir()  # a wheel's layout: the releases inside the package
+    monkeypatch.setattr(distill.files, "PACKAGE_ROOT", tmp_path)
+    assert distill.files.install_command("onnx") == (
+        'pip install "onnx>=1.16" "onnxscript>=0.2" "onnxruntime>=1.18"')
+    assert distill.files.install_command("demo") == 'pip install "gradio>=5"'
