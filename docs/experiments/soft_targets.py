@@ -6,6 +6,8 @@ docs/results.md, Fashion-MNIST; no run is chosen by it.
 
     python docs/experiments/soft_targets.py models/digitnet.fashion_mnist \
         runs/fashion-mnist/teacher-150-release
+    python docs/experiments/soft_targets.py runs/fashion-mnist/teacher-150-release \
+        runs/fashion-mnist/teacher-droppath-release --ensemble --temperature 4
 """
 
 import argparse
@@ -25,6 +27,8 @@ def main() -> None:
                         help="The distillation temperature (tiny-fashion-mnist's: 2).")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="Fashion-MNIST's files (default: as `distill` finds them).")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="Also the mean of the teachers' logits, as several --teacher distill.")
     args = parser.parse_args()
     dataset = get_dataset("fashion-mnist")
     images, labels = scored_split("validation", args.data_dir, dataset)
@@ -32,9 +36,11 @@ def main() -> None:
     print(f"| teacher | validation top-1 | entropy at T {t:g} (nats) | mass off the label at T {t:g} "
           "| of it on the second guess | mass off the label at T 1 |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for path in args.weights:
-        model, _ = load_model(path)
-        logits = predict_logits(model, images, dataset=dataset).float()
+    outputs = {str(path): predict_logits(load_model(path)[0], images, dataset=dataset).float()
+               for path in args.weights}
+    if args.ensemble:
+        outputs[f"mean of the {len(outputs)} above"] = sum(outputs.values()) / len(outputs)
+    for path, logits in outputs.items():
         soft = (logits / t).softmax(1)
         entropy = -(soft * soft.clamp_min(1e-12).log()).sum(1).mean().item()
         off = 1 - soft.gather(1, labels[:, None]).squeeze(1)
