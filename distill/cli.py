@@ -200,7 +200,8 @@ def student(
     recipe_names: Annotated[list[str] | None, typer.Option(
         "--recipe", metavar="<str>",
         help="Recipe name (see `distill recipes`), path of a recipe YAML file, or `all` (every "
-             "student recipe of the dataset: MNIST's unless --dataset). Repeat it "
+             "student recipe, each in --dataset's own version where it has one, e.g. "
+             "tiny-fashion-mnist for tiny). Repeat it "
              "to distill several in one go: they share the teacher's logits (see "
              "--teacher-cache). Default: tiny, or the dataset's own (tiny-fashion-mnist for "
              "--dataset fashion-mnist).", show_default=False)] = None,
@@ -273,18 +274,16 @@ def student(
     chosen = [load_recipe(name) for name in names]  # a misspelt name fails before any training
     if not named:
         say_dataset_recipe("tiny", chosen[0])
-    if every:
+    if every:  # MNIST's students, each in the dataset's own version where it has one
+        chosen = [load_recipe(recipe_for(recipe.name, dataset)) if dataset else recipe
+                  for recipe in chosen if recipe.dataset == Recipe.dataset and
+                  recipe.role != "teacher"]
         # The shortest first, so that results come early: each epoch of teacher logits is computed
         # once whatever the order, and the longest recipe then adds the epochs it lacks.
         chosen.sort(key=lambda recipe: (recipe.schedule.epochs, recipe.name))
-    if teacher_recipes := [recipe.name for recipe in chosen if recipe.role == "teacher"]:
-        if not every:
-            raise DistillError(f"{teacher_recipes[0]} is a teacher recipe: train it with "
-                               f"`distill teacher --recipe {teacher_recipes[0]}`.")
-        chosen = [recipe for recipe in chosen if recipe.role != "teacher"]
-    if every and dataset is None:  # `all`: MNIST's students, not tiny-fashion-mnist beside them
-        default = Recipe.dataset  # a recipe's dataset where it names none
-        chosen = [recipe for recipe in chosen if recipe.dataset == default]
+    elif teacher_recipes := [recipe.name for recipe in chosen if recipe.role == "teacher"]:
+        raise DistillError(f"{teacher_recipes[0]} is a teacher recipe: train it with "
+                           f"`distill teacher --recipe {teacher_recipes[0]}`.")
     if dataset is None and len(on := {recipe.dataset: recipe.name for recipe in chosen}) > 1:
         (first, one), (second, other) = list(on.items())[:2]
         raise DistillError(f"{one} is a recipe for {first} and {other} for {second}: distill one "

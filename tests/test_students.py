@@ -179,6 +179,18 @@ def test_a_clash_in_the_last_of_several_recipes_stops_before_the_first_trains(te
     assert not (runs / "student-mlp").exists()
 
 
+def test_all_recipes_on_another_dataset_take_its_own_version_of_a_recipe(tmp_path, capsys):
+    """`--recipe all --dataset fashion-mnist` distills tiny-fashion-mnist in place of tiny, not
+    both: an unfinished run of each tells which one the command would train."""
+    runs = tmp_path / "runs"
+    for name in ("student-tiny", "student-tiny-fashion-mnist"):
+        (runs / name / "checkpoints").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_:
+        main(["student", "--recipe", "all", "--dataset", "fashion-mnist", "--runs", str(runs)])
+    assert exit_.value.code == 1
+    assert "student-tiny-fashion-mnist holds an unfinished run" in capsys.readouterr().out
+
+
 def test_a_missing_teacher_tells_the_user_to_train_one(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["student", "--teacher", str(tmp_path / "nothing"), "--runs", str(tmp_path)])
