@@ -39,6 +39,7 @@ def shipped_or_given_option(path: Path | None) -> Path | None:
     """For an option naming a network: a release a wheel ships where the path names one."""
     return None if path is None else shipped_or_given(path)
 
+
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Folder with the dataset's files, e.g. the four MNIST IDX files (default: "
                        "$DISTILL_DATA_DIR for MNIST, $DISTILL_FASHION_MNIST_DIR for Fashion-MNIST, "
