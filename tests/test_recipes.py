@@ -137,14 +137,19 @@ def test_the_fashion_mnist_release_is_its_recipe_then_warm_restarts_of_it():
             == {**normalized(released["config"]), "init": None})
 
 
-def test_the_fashion_mnist_tiny_recipe_has_the_settings_its_figures_were_measured_with():
+@pytest.mark.parametrize(("shipped", "measured"), [
+    ("tiny-fashion-mnist", "tiny-fashion-mnist-t1"),  # +0.28 [+0.06, +0.50]
+    ("micro-fashion-mnist", "micro-fashion-mnist"),
+    ("small-fashion-mnist", "small-fashion-mnist"),
+])
+def test_a_fashion_mnist_recipe_has_the_settings_its_figures_were_measured_with(shipped, measured):
+    """README and results.md quote each shipped recipe's gain: the runs of the experiment's file."""
     import dataclasses
 
     from .conftest import REPO
 
-    # README and results.md quote +0.28 [+0.06, +0.50] for it: the runs of this experiment.
-    shipped = load_recipe("tiny-fashion-mnist")
-    measured = load_recipe(str(REPO / "docs" / "experiments" / "tiny-fashion-mnist-t1.yaml"))
+    shipped = load_recipe(shipped)
+    measured = load_recipe(str(REPO / "docs" / "experiments" / f"{measured}.yaml"))
     assert shipped.dataset == "fashion-mnist" and shipped.augmentation is None
     assert dataclasses.replace(measured, name=shipped.name,
                                description=shipped.description) == shipped
