@@ -276,9 +276,9 @@ def student(
     if not named:
         say_dataset_recipe("tiny", chosen[0])
     if every:  # MNIST's students, each in the dataset's own version where it has one
-        chosen = [load_recipe(recipe_for(recipe.name, dataset)) if dataset else recipe
-                  for recipe in chosen if recipe.dataset == Recipe.dataset and
-                  recipe.role != "teacher"]
+        loaded = {recipe.name: recipe for recipe in chosen}
+        chosen = [loaded[recipe_for(recipe.name, dataset)] for recipe in chosen
+                  if recipe.dataset == Recipe.dataset and recipe.role != "teacher"]
         # The shortest first, so that results come early: each epoch of teacher logits is computed
         # once whatever the order, and the longest recipe then adds the epochs it lacks.
         chosen.sort(key=lambda recipe: (recipe.schedule.epochs, recipe.name))

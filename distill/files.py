@@ -103,9 +103,9 @@ def shipped_or_given_all(paths: list[Path] | None) -> list[Path] | None:
         return None
     found = []
     for path in paths:
-        pattern = str(Path(*path.parts[1:])) if path.parts[:1] == ("models",) else ""
-        matches = sorted(package_data("models").glob(pattern)) if (
-            not path.exists() and any(c in pattern for c in "*?[")) else []
+        pattern = not path.exists() and path.parts[:1] == ("models",) and any(
+            c in str(path) for c in "*?[")
+        matches = sorted(package_data("models").glob(str(Path(*path.parts[1:])))) if pattern else []
         found += matches or [shipped_or_given(path)]
     return found
 
