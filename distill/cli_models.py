@@ -64,7 +64,7 @@ def evaluate(
     for index, path in enumerate(weights):
         groups.setdefault((dataset or dataset_of(path), image_size_of(path)), []).append(index)
     if len(groups) > 1:
-        listed = "; ".join(f"{name} at {size}x{size}: {', '.join(str(weights[i]) for i in group)}"
+        listed = "; ".join(f"{name} at {size}x{size}: {', '.join(as_asked(weights[i]) for i in group)}"
                            for (name, size), group in groups.items())
         if dataset or ensemble or data_dir is not None:
             why = ("--dataset scores them on one" if dataset else "--ensemble averages them"
@@ -74,14 +74,14 @@ def evaluate(
                                "apart.")
     taught = (dataset_of(teacher), image_size_of(teacher)) if teacher is not None else None
     if teacher is not None and len(groups) > 1 and taught not in groups:
-        raise DistillError(f"{teacher} was trained on {taught[0]} at {taught[1]}x{taught[1]}, and "
+        raise DistillError(f"{as_asked(teacher)} was trained on {taught[0]} at {taught[1]}x{taught[1]}, and "
                            f"none of these networks was ({listed}): give a teacher of theirs.")
     how = Scoring(dataset is not None, split, data_dir, test_images, ensemble, as_json)
     results = []
     for (name, size), group in groups.items():
         agreement = teacher is not None and (len(groups) == 1 or (name, size) == taught)
         if teacher is not None and not agreement and not as_json:
-            console.print(f"{teacher} was trained on {data_shown(*taught)}: the networks of "
+            console.print(f"{as_asked(teacher)} was trained on {data_shown(*taught)}: the networks of "
                           f"{data_shown(name, size)} are scored without its agreement.")
         results += score_group([weights[i] for i in group], [loaded[i] for i in group], name,
                                size, teacher if agreement else None,
@@ -179,7 +179,7 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
     scored = results[0][f"{split}_images"]
     table = Table(title=f"{data_shown(scored_on.name, size)}, " + (
         f"all {scored:,} images (not the dataset these networks were trained on)" if split == "all" else
-        f"{scored:,} {split} images") + (f"; agreement with {teacher}" if teacher else ""))
+        f"{scored:,} {split} images") + (f"; agreement with {as_asked(teacher)}" if teacher else ""))
     columns = ["weights", "model", "params", "FLOPs", "top-1", "top-2", "aug top-1", "aug top-2",
                "ECE", "loss", *(["agree"] if teacher else []), "most confused"]
     for column in columns:
@@ -189,7 +189,7 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
         classes = scored_on.classes
         confused = ", ".join(f"{classes[c['true']]} as {classes[c['predicted']]} ({c['count']})"
                              for c in r["most_confused"][:3])
-        table.add_row(r["weights"], r["model"], f"{r['parameters']:,}", human(r["flops"]),
+        table.add_row(as_asked(r["weights"]), r["model"], f"{r['parameters']:,}", human(r["flops"]),
                       percent(r[split]["top1"]), percent(r[split]["top2"]),
                       percent(r[f"augmented_{split}"]["top1"]),
                       percent(r[f"augmented_{split}"]["top2"]),
@@ -197,6 +197,14 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
                       *([percent(r["teacher_agreement"])] if teacher else []), confused or "-")
     console.print(table)
     return results
+
+
+def as_asked(path: Path | str) -> str:
+    """A path as the user gave it, or, where the CLI found it for them (a release shipped inside
+    a wheel), as the README names it: models/NAME."""
+    from distill.files import shown_path
+
+    return shown_path(Path(path)) if Path(path).is_absolute() else str(path)
 
 
 def with_reported_bias(weights: Path, model: torch.nn.Module, quiet: bool) -> torch.nn.Module:

@@ -69,7 +69,7 @@ def shown_teachers(named: str) -> str:
     """Each teacher's path (an ensemble's are joined by ", ") as the user would type it here:
     runs record absolute paths, which crowd the recipe column. A release's weights file (the
     teacher a student falls back to) is shown as its folder, the name `--teacher` takes."""
-    from distill.report import shown_path
+    from distill.files import shown_path
 
     paths = [Path(part) for part in named.split(", ")]
     return ", ".join(shown_path(path.parent if path.name == "weights.safetensors" else path)

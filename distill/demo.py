@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from distill.datasets import Dataset, get_dataset
 from distill.errors import DistillError
 from distill.export import dataset_of, image_size_of, load_model, trained_dataset
-from distill.files import atomic_path
-from distill.nets import MODELS_DIR, parameter_count, release_name
+from distill.files import MODELS_DIR, atomic_path
+from distill.nets import parameter_count, release_name
 from distill.pictures import MAX_PIXELS, read_heic
 from distill.predict import check_pixels, load_image, prepare, probabilities
 from distill.report import report_beside

@@ -19,7 +19,7 @@ from distill.datasets import DATASETS, FOLDER_PREFIX, Dataset, folder_root
 from distill.datasets.base import has_control_character, shown_classes
 from distill.datasets.folder import FolderDataset
 from distill.errors import DistillError
-from distill.files import atomic_path
+from distill.files import MODELS_DIR, atomic_path
 from distill.transfer import never_seen
 
 
@@ -184,8 +184,6 @@ def load_model(path: Path | str) -> tuple[nn.Module, str]:
 
 
 def released_list() -> str:
-    from distill.nets import MODELS_DIR
-
     names = sorted(p.parent.name for p in MODELS_DIR.glob("*/weights.safetensors"))
     return f", or a release: models/{', models/'.join(names)}" if names else ""
 

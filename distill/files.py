@@ -36,6 +36,11 @@ def package_data(name: str) -> Path:
     return installed if installed.is_dir() else REPOSITORY / name
 
 
+# Released weights, written by `distill publish`: `timm.create_model(name, pretrained=True)`
+# loads models/NAME/weights.safetensors (distill.nets). Named here, where no torch is imported,
+# so the CLI's path callbacks can look a release up before a command starts.
+MODELS_DIR = package_data("models")
+
 def install_command(extra: str) -> str:
     """The command that installs one of distill's extras: from the checkout distill runs from,
     else (a wheel, which has no ".[onnx]" to point at) the packages the extra names."""
@@ -92,7 +97,7 @@ def shipped_or_given(path: Path) -> Path:
     ships with distill: a wheel's user runs the README's commands from any folder."""
     if path.exists() or path.is_absolute() or path.parts[:1] != ("models",):
         return path
-    shipped = package_data("models").joinpath(*path.parts[1:])
+    shipped = MODELS_DIR.joinpath(*path.parts[1:])
     return shipped if shipped.exists() else path
 
 
@@ -105,14 +110,24 @@ def shipped_or_given_all(paths: list[Path] | None) -> list[Path] | None:
     for path in paths:
         pattern = not path.exists() and path.parts[:1] == ("models",) and any(
             c in str(path) for c in "*?[")
-        matches = sorted(package_data("models").glob(str(Path(*path.parts[1:])))) if pattern else []
+        matches = sorted(MODELS_DIR.glob(str(Path(*path.parts[1:])))) if pattern else []
         found += matches or [shipped_or_given(path)]
     return found
 
 
-def releases_dir() -> Path:
-    from distill.nets import MODELS_DIR
+def shown_path(path: Path) -> str:
+    """How a table names a file or folder: relative to the working folder where it is below it,
+    and a release that ships with distill as the README names it (models/NAME), not by its
+    folder deep in a wheel's site-packages."""
+    resolved = path.resolve()
+    if resolved.is_relative_to(Path.cwd()):
+        return os.path.relpath(resolved)
+    if is_in_releases(resolved):
+        return str(Path("models", resolved.relative_to(releases_dir())))
+    return str(resolved)
 
+
+def releases_dir() -> Path:
     return MODELS_DIR.resolve()
 
 

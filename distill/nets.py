@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from distill.data import IMAGE_SIZE, NUM_CLASSES
 from distill.datasets.fashion_mnist import FASHION_MNIST
 from distill.datasets.mnist import MNIST as MNIST_DATASET
-from distill.files import package_data
+from distill.files import MODELS_DIR
 
 
 class FastGlobalResponseNorm(GlobalResponseNorm):
@@ -235,11 +235,6 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
-
-
-# Released weights, written by `distill publish`: `timm.create_model(name, pretrained=True)`
-# loads models/NAME/weights.safetensors.
-MODELS_DIR = package_data("models")
 
 
 def released_weights(name: str) -> Path:

@@ -11,8 +11,8 @@ import yaml
 
 from distill.datasets import DATASETS, folder_root
 from distill.errors import DistillError
-from distill.files import atomic_path, write_atomic
-from distill.nets import MODELS_DIR, release_name
+from distill.files import MODELS_DIR, atomic_path, write_atomic
+from distill.nets import release_name
 from distill.report import (
     augmented_with,
     human,

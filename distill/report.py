@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import torch
 
 from distill.augment import ADDED_AUGMENT, Augment
-from distill.files import write_atomic
+from distill.files import shown_path, write_atomic
 from distill.metrics import cpu_speed
 from distill.plots import (
     plot_accuracy_vs_size,
@@ -308,11 +307,6 @@ def read_run_report(folder: Path) -> RunReport | None:
     """A finished run's report with its folder as "run", for the tables across runs."""
     report = load_report(folder)
     return None if report is None else {**report, "run": str(folder)}
-
-
-def shown_path(folder: Path) -> str:
-    folder = folder.resolve()
-    return os.path.relpath(folder) if folder.is_relative_to(Path.cwd()) else str(folder)
 
 
 def missing_teachers(reports: list[dict]) -> list[dict]:

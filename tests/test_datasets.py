@@ -668,7 +668,7 @@ def test_a_teacher_of_another_dataset_is_refused(teacher_run, fashion_dir, tmp_p
 
 def test_another_dataset_brings_its_own_augmentation_and_says_so(fashion_dir, tmp_path, capsys,
                                                                   monkeypatch):
-    from distill.nets import MODELS_DIR
+    from distill.files import MODELS_DIR
 
     monkeypatch.setenv("DISTILL_FASHION_MNIST_DIR", str(fashion_dir))
     main(["student", "--recipe", "tiny", "--dataset", "fashion-mnist", "--no-twin", "--runs",

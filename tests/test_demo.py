@@ -19,7 +19,7 @@ import pytest
 from distill.datasets import get_dataset
 from distill.demo import EMPTY_CANVAS, EMPTY_PICTURE, classify, load_demo_models, released_model_paths
 from distill.errors import DistillError
-from distill.nets import MODELS_DIR
+from distill.files import MODELS_DIR
 
 INSTALL_HINT = ("no Chromium found: `playwright install chromium` (Playwright's own) or "
                 "`apt-get install chromium` (the system's), or set DISTILL_CHROMIUM to a browser")

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from distill.cli import main
-from distill.nets import MODELS_DIR
+from distill.files import MODELS_DIR
 
 QUICK = ["--epochs", "1", "--train-batches", "2", "--val-batches", "1", "--test-images", "100",
          "--no-progress"]

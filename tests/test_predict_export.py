@@ -10,8 +10,8 @@ from distill.cli import main
 from distill.data import load_split, validation_split
 from distill.errors import DistillError
 from distill.export import export_target, load_model
+from distill.files import MODELS_DIR
 from distill.metrics import predict_logits
-from distill.nets import MODELS_DIR
 from distill.predict import frame_object, preprocess
 
 from .conftest import REPO

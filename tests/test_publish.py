@@ -10,7 +10,7 @@ import yaml
 
 from distill.cli import main
 from distill.export import load_model
-from distill.nets import MODELS_DIR
+from distill.files import MODELS_DIR
 
 
 def test_publish_writes_weights_and_a_model_card(teacher_run, tmp_path, capsys):

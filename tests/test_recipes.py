@@ -116,7 +116,7 @@ def test_the_teacher_recipe_gives_the_teachers_settings():
 def test_the_fashion_mnist_release_is_its_recipe_then_warm_restarts_of_it():
     import json
 
-    from distill.nets import MODELS_DIR
+    from distill.files import MODELS_DIR
     from distill.training import describe, normalized
 
     from .conftest import REPO
