@@ -7,6 +7,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -90,6 +91,7 @@ def _root() -> None:
 
 
 _argv: list[str] = []
+_started = 0.0
 
 
 def command_line() -> str:
@@ -447,6 +449,10 @@ def print_summary(report: dict, out: Path) -> None:
                       f"against its starting weights' {start['loss']:.4f} "
                       f"({percent(start['top1'])}): "
                       f"{'better' if kept['loss'] < start['loss'] else 'no better'}.")
+    if (out / "report.json").stat().st_mtime < _started:  # --resume found it finished
+        console.print(f"Kept {out}/ as it was: it had finished before (--resume trains only what "
+                      "is unfinished; --overwrite trains it again).")
+        return
     console.print(f"Wrote {out}/: report.md, report.json, weights.safetensors, curves.png, "
                   "confusion.png, examples.png, checkpoints/")
 
@@ -496,8 +502,8 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
-    global _argv
-    _argv = args
+    global _argv, _started
+    _argv, _started = args, time.time()  # a run whose report is older had finished before
     if option := empty_argument(args):
         console.print(Text.assemble(("Error: ", "bold red"), f"{option} is empty (a shell "
                                     "variable that is not set?): give it a value, or leave it "

@@ -66,13 +66,17 @@ def test_a_recipe_changes_its_networks_shape_for_the_student_and_its_twin(teache
     assert find_twin(runs, describe(load_recipe("tiny").train_config()), 0) is None
 
 
-def test_resume_keeps_a_finished_student_and_trains_its_twin(teacher_run, tmp_path):
+def test_resume_keeps_a_finished_student_and_trains_its_twin(teacher_run, tmp_path, capsys):
     runs = tmp_path / "runs"
     args = ["student", "--recipe", "micro", "--teacher", str(teacher_run), "--runs", str(runs),
             *QUICK]
     main([*args, "--no-twin"])  # as if interrupted before the twin began
     weights = (runs / "student-micro" / "weights.safetensors").read_bytes()
+    capsys.readouterr()
     main([*args, "--resume"])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"Kept {runs / 'student-micro'}/ as it was" in printed
+    assert f"Wrote {runs / 'student-micro-twin'}/" in printed
     twin = json.loads((runs / "student-micro-twin" / "report.json").read_text())
     student = json.loads((runs / "student-micro" / "report.json").read_text())
     assert (runs / "student-micro" / "weights.safetensors").read_bytes() == weights
