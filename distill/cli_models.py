@@ -201,10 +201,15 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
 
 def as_asked(path: Path | str) -> str:
     """A path as the user gave it, or, where the CLI found it for them (a release shipped inside
-    a wheel), as the README names it: models/NAME."""
-    from distill.files import shown_path
+    a wheel, `files.shipped_or_given`), as the README names it: models/NAME, which names the
+    same release when typed again here."""
+    from distill.files import is_in_releases, releases_dir
 
-    return shown_path(Path(path)) if Path(path).is_absolute() else str(path)
+    path = Path(path)
+    if not (path.is_absolute() and is_in_releases(path)):
+        return str(path)
+    named = Path("models", path.resolve().relative_to(releases_dir()))
+    return str(path) if named.exists() else str(named)
 
 
 def with_reported_bias(weights: Path, model: torch.nn.Module, quiet: bool) -> torch.nn.Module:

@@ -116,14 +116,15 @@ def shipped_or_given_all(paths: list[Path] | None) -> list[Path] | None:
 
 
 def shown_path(path: Path) -> str:
-    """How a table names a file or folder: relative to the working folder where it is below it,
-    and a release that ships with distill as the README names it (models/NAME), not by its
-    folder deep in a wheel's site-packages."""
+    """How a table names a run: relative to the working folder where it is below it, and a
+    release that ships with distill as the README names it (models/NAME) where that names the
+    same release here, not by its folder deep in a wheel's site-packages."""
     resolved = path.resolve()
     if resolved.is_relative_to(Path.cwd()):
         return os.path.relpath(resolved)
     if is_in_releases(resolved):
-        return str(Path("models", resolved.relative_to(releases_dir())))
+        named = Path("models", resolved.relative_to(releases_dir()))
+        return str(resolved) if named.exists() else str(named)
     return str(resolved)
 
 
