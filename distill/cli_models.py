@@ -201,15 +201,11 @@ def score_group(weights: list[Path], loaded: list, name: str, size: int, teacher
 
 def as_asked(path: Path | str) -> str:
     """A path as the user gave it, or, where the CLI found it for them (a release shipped inside
-    a wheel, `files.shipped_or_given`), as the README names it: models/NAME, which names the
-    same release when typed again here."""
-    from distill.files import is_in_releases, releases_dir
+    a wheel), as they would type it: models/NAME."""
+    from distill.files import release_as_typed
 
     path = Path(path)
-    if not (path.is_absolute() and is_in_releases(path)):
-        return str(path)
-    named = Path("models", path.resolve().relative_to(releases_dir()))
-    return str(path) if named.exists() else str(named)
+    return (path.is_absolute() and release_as_typed(path)) or str(path)
 
 
 def with_reported_bias(weights: Path, model: torch.nn.Module, quiet: bool) -> torch.nn.Module:

@@ -41,6 +41,7 @@ def package_data(name: str) -> Path:
 # so the CLI's path callbacks can look a release up before a command starts.
 MODELS_DIR = package_data("models")
 
+
 def install_command(extra: str) -> str:
     """The command that installs one of distill's extras: from the checkout distill runs from,
     else (a wheel, which has no ".[onnx]" to point at) the packages the extra names."""
@@ -116,16 +117,21 @@ def shipped_or_given_all(paths: list[Path] | None) -> list[Path] | None:
 
 
 def shown_path(path: Path) -> str:
-    """How a table names a run: relative to the working folder where it is below it, and a
-    release that ships with distill as the README names it (models/NAME) where that names the
-    same release here, not by its folder deep in a wheel's site-packages."""
+    """How a table names a run: relative to the working folder where it is below it, a shipped
+    release as `release_as_typed` names it, else its full path."""
     resolved = path.resolve()
     if resolved.is_relative_to(Path.cwd()):
         return os.path.relpath(resolved)
-    if is_in_releases(resolved):
-        named = Path("models", resolved.relative_to(releases_dir()))
-        return str(resolved) if named.exists() else str(named)
-    return str(resolved)
+    return release_as_typed(resolved) or str(resolved)
+
+
+def release_as_typed(path: Path) -> str | None:
+    """models/NAME for a path among the shipped releases where that name, typed here, reads the
+    same release (`shipped_or_given`), not its folder deep in a wheel's site-packages; else None."""
+    if not is_in_releases(path):
+        return None
+    named = Path("models", path.resolve().relative_to(releases_dir()))
+    return None if named.exists() else str(named)
 
 
 def releases_dir() -> Path:
